@@ -1,0 +1,120 @@
+//! Benchmarks (never asserted in tests): time, achieved rate, and the floor — the counted work
+//! over the device's peak — so every figure says how far it is from the hardware's limit.
+use crate::device::{Device, GpuTimer};
+use crate::error::Result;
+use crate::ops::gemm;
+use crate::tensor::{DType, Tensor};
+use rand::{Rng, SeedableRng};
+use std::time::Instant;
+
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub what: String,
+    pub device: String,
+    pub seconds: f64,
+    pub flops: f64,
+    /// Peak FLOP/s of the device for this work, when known.
+    pub peak: Option<f64>,
+    pub peak_note: String,
+}
+
+impl Row {
+    pub fn floor_seconds(&self) -> Option<f64> {
+        self.peak.map(|p| self.flops / p)
+    }
+    pub fn line(&self) -> String {
+        let rate = self.flops / self.seconds;
+        let (floor, pct) = match self.floor_seconds() {
+            Some(f) => (format!("{:.3} ms", f * 1e3), format!("{:.1}%", 100.0 * f / self.seconds)),
+            None => ("unknown".into(), "-".into()),
+        };
+        format!(
+            "{:<18} {:<8} {:>10.3} ms {:>10.1} GFLOP/s   floor {:>12}  {:>6} of peak ({})",
+            self.what,
+            self.device,
+            self.seconds * 1e3,
+            rate / 1e9,
+            floor,
+            pct,
+            self.peak_note
+        )
+    }
+}
+
+/// Dense bf16 tensor-core peak of known GPUs (datasheet, dense, FLOP/s).
+fn gpu_bf16_peak(name: &str) -> Option<(f64, &'static str)> {
+    let n = name.to_ascii_uppercase();
+    if n.contains("H100") || n.contains("H200") || n.contains("GH200") {
+        Some((989e12, "H100/H200 SXM datasheet 989 TFLOP/s; ~800 measured"))
+    } else if n.contains("A100") {
+        Some((312e12, "A100 datasheet 312 TFLOP/s"))
+    } else {
+        None
+    }
+}
+
+/// f32 FMA peak of this CPU, estimated: threads x clock x 32 FLOP/cycle (two 8-wide FMA units).
+pub fn cpu_f32_peak(threads: usize) -> Option<(f64, String)> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let mhz: f64 = info.lines().find(|l| l.starts_with("cpu MHz"))?.split(':').nth(1)?.trim().parse().ok()?;
+    let fma = info.contains(" fma ") && info.contains(" avx2 ");
+    let per_cycle = if fma { 32.0 } else { 8.0 };
+    Some((threads as f64 * mhz * 1e6 * per_cycle, format!("{threads} threads x {mhz:.0} MHz x {per_cycle} FLOP/cycle")))
+}
+
+fn random(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+/// Times `f` (after one warm-up call): CUDA events on a GPU, wall clock elsewhere. Repeats until
+/// about `budget` seconds are spent, and reports the mean.
+fn time(dev: &Device, budget: f64, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    dev.synchronize()?;
+    let mut iters = 0u32;
+    let mut total = 0.0;
+    while total < budget || iters < 1 {
+        let t = match dev {
+            Device::Cuda(d) => {
+                let timer = GpuTimer::start(d)?;
+                f()?;
+                timer.stop()?
+            }
+            _ => {
+                let t0 = Instant::now();
+                f()?;
+                t0.elapsed().as_secs_f64()
+            }
+        };
+        total += t;
+        iters += 1;
+    }
+    Ok(total / iters as f64)
+}
+
+/// C = A B for an n x n x n problem: bf16 tensor cores on emu/cuda, f32 on the CPU.
+pub fn gemm(dev: &Device, n: usize) -> Result<Row> {
+    let dtype = if dev.runs_kernels() { DType::BF16 } else { DType::F32 };
+    let a = Tensor::from_f32(&random(n * n, 1), &[n, n], dtype, dev)?;
+    let b = Tensor::from_f32(&random(n * n, 2), &[n, n], dtype, dev)?;
+    let mut c = Tensor::zeros(&[n, n], DType::F32, dev)?;
+    let budget = if matches!(dev, Device::Cuda(_)) { 0.5 } else { 2.0 };
+    let seconds = time(dev, budget, || gemm::matmul(&a, &b, &mut c))?;
+    let (peak, peak_note) = match dev {
+        Device::Cuda(d) => match gpu_bf16_peak(&d.info().name) {
+            Some((p, note)) => (Some(p), note.to_string()),
+            None => (None, format!("peak of {} unknown", d.info().name)),
+        },
+        Device::Cpu => cpu_f32_peak(rayon::current_num_threads()).map_or((None, "cpu peak unknown".into()), |(p, s)| (Some(p), s)),
+        Device::Emu => cpu_f32_peak(1).map_or((None, "cpu peak unknown".into()), |(p, s)| (Some(p), format!("emulated, {s}"))),
+    };
+    Ok(Row {
+        what: format!("gemm {n}^3 {}", if dev.runs_kernels() { "bf16" } else { "f32" }),
+        device: dev.name(),
+        seconds,
+        flops: 2.0 * (n as f64).powi(3),
+        peak,
+        peak_note,
+    })
+}

@@ -1,0 +1,102 @@
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use tomodiff::tensor::safetensors;
+use tomodiff::{DType, Device};
+
+#[derive(Parser)]
+#[command(name = "tomodiff", version, about = "3D patch diffusion priors with global context for CT reconstruction")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Version, how the kernels were built, the devices found, and the kernel table.
+    Info {
+        /// Also show ptxas's register, shared-memory and spill report of every kernel.
+        #[arg(long)]
+        kernels: bool,
+    },
+    /// Measure throughput against the device's peak (the floor).
+    Bench {
+        #[command(subcommand)]
+        what: BenchCmd,
+    },
+    /// List the tensors of a safetensors file (name, dtype, shape).
+    Inspect { file: PathBuf },
+    /// Rewrite a safetensors file with every tensor stored as another dtype.
+    Convert {
+        input: PathBuf,
+        output: PathBuf,
+        /// f32, bf16 or f16.
+        #[arg(long)]
+        dtype: String,
+        /// cpu, emu, cuda, cuda:N or auto: where the conversion runs.
+        #[arg(long, default_value = "auto")]
+        device: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// C = A B, n x n x n: bf16 tensor cores on GPUs (and emulated), f32 on the CPU.
+    Gemm {
+        /// Devices to measure (repeatable); default: cpu and every CUDA device.
+        #[arg(long = "device")]
+        devices: Vec<String>,
+        /// Problem size n; default 4096 on CUDA, 1024 on the CPU, 256 emulated.
+        #[arg(long)]
+        size: Option<usize>,
+    },
+}
+
+pub fn run() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Info { kernels } => print!("{}", tomodiff::info::report(kernels)),
+        Cmd::Bench { what: BenchCmd::Gemm { devices, size } } => bench_gemm(devices, size)?,
+        Cmd::Inspect { file } => {
+            for (name, dtype, shape) in safetensors::list(&file)? {
+                println!("{name}\t{dtype}\t{shape:?}");
+            }
+        }
+        Cmd::Convert { input, output, dtype, device } => {
+            let dtype = DType::parse(&dtype)?;
+            let dev = Device::parse(&device)?;
+            let tensors = safetensors::load(&input, &dev)?;
+            let mut out = Vec::new();
+            for (name, t) in &tensors {
+                out.push((name.as_str(), t.to_dtype(dtype).with_context(|| format!("converting {name}"))?));
+            }
+            let refs: Vec<(&str, &tomodiff::Tensor)> = out.iter().map(|(n, t)| (*n, t)).collect();
+            safetensors::save(&output, &refs)?;
+            println!("{} tensors written to {} as {dtype} (on {})", refs.len(), output.display(), dev.name());
+        }
+    }
+    Ok(())
+}
+
+fn bench_gemm(devices: Vec<String>, size: Option<usize>) -> Result<()> {
+    let devs: Vec<Device> = if devices.is_empty() {
+        let mut v = vec![Device::Cpu];
+        if let Ok(n) = tomodiff::device::cuda_device_count() {
+            for i in 0..n {
+                v.push(Device::cuda(i)?);
+            }
+        }
+        v
+    } else {
+        devices.iter().map(|d| Device::parse(d)).collect::<tomodiff::Result<_>>()?
+    };
+    for dev in &devs {
+        let n = size.unwrap_or(match dev {
+            Device::Cuda(_) => 4096,
+            Device::Cpu => 1024,
+            Device::Emu => 256,
+        });
+        let row = tomodiff::bench::gemm(dev, n).with_context(|| format!("gemm on {}", dev.name()))?;
+        println!("{}", row.line());
+    }
+    Ok(())
+}

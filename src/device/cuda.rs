@@ -1,0 +1,274 @@
+//! The CUDA device through cudarc's driver API, loaded dynamically: a machine without libcuda
+//! builds and runs the binary, and is told that CUDA is absent instead of panicking.
+use crate::error::{Error, Result};
+use crate::kernels::{self, KERNELS, MODULES};
+use cudarc::driver::{result, sys, CudaContext, CudaEvent, CudaStream};
+use std::collections::HashMap;
+use std::ffi::{c_void, CString};
+use std::sync::{Arc, Mutex};
+
+/// Why CUDA can't be used, or None when a driver library is present.
+fn driver_missing() -> Option<String> {
+    // SAFETY: only probes for the library; cudarc panics on first use when it is absent.
+    if unsafe { sys::is_culib_present() } {
+        None
+    } else {
+        Some("no CUDA driver found (libcuda.so could not be loaded)".into())
+    }
+}
+
+/// Number of CUDA devices, or why there are none.
+pub fn cuda_device_count() -> Result<usize> {
+    if let Some(why) = driver_missing() {
+        return Err(Error::NoCuda(why));
+    }
+    result::init().map_err(|e| Error::cuda(e, "cuInit"))?;
+    let n = result::device::get_count().map_err(|e| Error::cuda(e, "cuDeviceGetCount"))?;
+    Ok(n as usize)
+}
+
+#[derive(Clone, Debug)]
+pub struct DeviceInfo {
+    pub ordinal: usize,
+    pub name: String,
+    pub total_memory: usize,
+    pub compute_capability: (i32, i32),
+    pub multiprocessors: i32,
+    pub max_shared_per_block_optin: i32,
+}
+
+// Raw driver handles: valid for the context's lifetime, usable from any thread that binds it.
+#[derive(Clone, Copy)]
+struct Func(sys::CUfunction);
+unsafe impl Send for Func {}
+#[derive(Clone, Copy)]
+struct Module(sys::CUmodule);
+unsafe impl Send for Module {}
+
+pub struct CudaDevice {
+    ordinal: usize,
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    info: DeviceInfo,
+    modules: Mutex<HashMap<usize, Module>>,
+    funcs: Mutex<HashMap<usize, (Func, u32)>>, // kernel index -> (function, dynamic smem opted in)
+}
+
+impl CudaDevice {
+    pub fn open(ordinal: usize) -> Result<Arc<CudaDevice>> {
+        let n = cuda_device_count()?;
+        if ordinal >= n {
+            return Err(Error::NoCuda(format!("device cuda:{ordinal} requested, {n} found")));
+        }
+        let ctx = CudaContext::new(ordinal).map_err(|e| Error::cuda(e, "creating the context"))?;
+        let stream = ctx.default_stream();
+        let attr = |a| ctx.attribute(a).map_err(|e| Error::cuda(e, "cuDeviceGetAttribute"));
+        let info = DeviceInfo {
+            ordinal,
+            name: ctx.name().map_err(|e| Error::cuda(e, "cuDeviceGetName"))?,
+            // SAFETY: cu_device comes from a live context.
+            total_memory: unsafe { result::device::total_mem(ctx.cu_device()) }
+                .map_err(|e| Error::cuda(e, "cuDeviceTotalMem"))?,
+            compute_capability: ctx.compute_capability().map_err(|e| Error::cuda(e, "compute capability"))?,
+            multiprocessors: attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?,
+            max_shared_per_block_optin: attr(
+                sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+            )?,
+        };
+        Ok(Arc::new(CudaDevice {
+            ordinal,
+            ctx,
+            stream,
+            info,
+            modules: Mutex::new(HashMap::new()),
+            funcs: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    pub fn ordinal(&self) -> usize {
+        self.ordinal
+    }
+
+    pub fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    pub(super) fn bind(&self) -> Result<()> {
+        self.ctx.bind_to_thread().map_err(|e| Error::cuda(e, "binding the context"))
+    }
+
+    pub fn synchronize(&self) -> Result<()> {
+        self.bind()?;
+        self.stream.synchronize().map_err(|e| Error::cuda(e, "synchronize"))
+    }
+
+    fn module(&self, m: usize) -> Result<Module> {
+        let mut mods = self.modules.lock().unwrap();
+        if let Some(h) = mods.get(&m) {
+            return Ok(*h);
+        }
+        let src = &MODULES[m];
+        let ptx = match src.ptx {
+            Some(p) => p.to_string(),
+            None => nvrtc_compile(src)?,
+        };
+        let image = CString::new(ptx).map_err(|_| Error::Launch { kernel: src.name.into(), msg: "PTX holds a NUL".into() })?;
+        self.bind()?;
+        // SAFETY: image is NUL-terminated PTX text.
+        let h = unsafe { result::module::load_data(image.as_ptr() as *const c_void) }
+            .map_err(|e| Error::cuda(e, format!("loading module {}", src.name)))?;
+        mods.insert(m, Module(h));
+        Ok(Module(h))
+    }
+
+    fn function(&self, k: usize, smem: u32) -> Result<sys::CUfunction> {
+        let info = &KERNELS[k];
+        let cached = self.funcs.lock().unwrap().get(&k).copied();
+        let (f, optin) = match cached {
+            Some(c) => c,
+            None => {
+                let m = self.module(info.module)?;
+                let name = CString::new(info.name).unwrap();
+                // SAFETY: the module is loaded and never unloaded while the device lives.
+                let f = unsafe { result::module::get_function(m.0, name) }
+                    .map_err(|e| Error::cuda(e, format!("finding kernel {}", info.name)))?;
+                (Func(f), 48 * 1024)
+            }
+        };
+        // Dynamic shared memory above 48 KB must be opted into per function.
+        let mut optin = optin;
+        if smem > optin {
+            // SAFETY: f is a live function handle.
+            unsafe {
+                result::function::set_function_attribute(
+                    f.0,
+                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    smem as i32,
+                )
+            }
+            .map_err(|e| Error::cuda(e, format!("setting shared memory of {}", info.name)))?;
+            optin = smem;
+        }
+        self.funcs.lock().unwrap().insert(k, (f, optin));
+        Ok(f.0)
+    }
+
+    pub(super) fn launch(&self, k: usize, grid: [u32; 3], block: [u32; 3], smem: u32, args: &mut [*mut c_void]) -> Result<()> {
+        self.bind()?;
+        let f = self.function(k, smem)?;
+        // SAFETY: the argument slots match the kernel's parameter list (checked by Launch).
+        unsafe {
+            result::launch_kernel(
+                f,
+                (grid[0], grid[1], grid[2]),
+                (block[0], block[1], block[2]),
+                smem,
+                self.stream.cu_stream(),
+                args,
+            )
+        }
+        .map_err(|e| Error::cuda(e, format!("launching {}", kernels::KERNELS[k].name)))
+    }
+}
+
+/// With no nvcc at build time, the embedded source is compiled here. common.cuh is spliced in
+/// because NVRTC cannot see the kernels/ folder; CUDA headers come from CUDA_HOME or /usr/local/cuda.
+fn nvrtc_compile(src: &kernels::ModuleSource) -> Result<String> {
+    let text = src.source.replace("#include \"common.cuh\"", kernels::COMMON_CUH);
+    let mut include_paths = Vec::new();
+    for root in [std::env::var("CUDA_HOME").ok(), std::env::var("CUDA_PATH").ok(), Some("/usr/local/cuda".into())]
+        .into_iter()
+        .flatten()
+    {
+        for sub in ["include", "include/cccl"] {
+            let p = std::path::Path::new(&root).join(sub);
+            if p.is_dir() {
+                include_paths.push(p.to_string_lossy().into_owned());
+            }
+        }
+    }
+    let opts = cudarc::nvrtc::CompileOptions {
+        arch: Some("compute_80"),
+        include_paths,
+        options: vec!["-std=c++17".into()],
+        ..Default::default()
+    };
+    cudarc::nvrtc::compile_ptx_with_opts(text, opts)
+        .map(|p| p.to_src())
+        .map_err(|e| Error::Launch { kernel: src.name.into(), msg: format!("NVRTC could not compile the module: {e}") })
+}
+
+/// Device memory, freed on drop.
+pub struct CudaMem {
+    dev: Arc<CudaDevice>,
+    ptr: sys::CUdeviceptr,
+    len: usize,
+}
+
+impl CudaMem {
+    pub fn alloc(dev: &Arc<CudaDevice>, len: usize) -> Result<CudaMem> {
+        dev.bind()?;
+        // A zero-byte allocation is an error for the driver; keep one byte instead.
+        // SAFETY: plain allocation; zeroed below so that every buffer starts defined.
+        let ptr = unsafe { result::malloc_sync(len.max(1)) }.map_err(|e| {
+            if e.0 == sys::cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY {
+                Error::OutOfMemory { device: format!("cuda:{}", dev.ordinal), bytes: len }
+            } else {
+                Error::cuda(e, "cuMemAlloc")
+            }
+        })?;
+        // SAFETY: ptr holds at least len bytes.
+        unsafe { result::memset_d8_sync(ptr, 0, len) }.map_err(|e| Error::cuda(e, "cuMemsetD8"))?;
+        Ok(CudaMem { dev: dev.clone(), ptr, len })
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn addr(&self) -> u64 {
+        self.ptr
+    }
+    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.dev.bind()?;
+        // SAFETY: data.len() == self.len (checked by Buffer::write).
+        unsafe { result::memcpy_htod_sync(self.ptr, data) }.map_err(|e| Error::cuda(e, "copy to device"))
+    }
+    pub fn read(&self) -> Result<Vec<u8>> {
+        self.dev.bind()?;
+        let mut out = vec![0u8; self.len];
+        // SAFETY: out has self.len bytes; the synchronous copy orders after queued launches.
+        unsafe { result::memcpy_dtoh_sync(&mut out, self.ptr) }.map_err(|e| Error::cuda(e, "copy to host"))?;
+        Ok(out)
+    }
+}
+
+impl Drop for CudaMem {
+    fn drop(&mut self) {
+        if self.dev.bind().is_ok() {
+            // SAFETY: allocated by malloc_sync and freed once.
+            let _ = unsafe { result::free_sync(self.ptr) };
+        }
+    }
+}
+
+/// Times work on the device's stream with CUDA events.
+pub struct GpuTimer {
+    dev: Arc<CudaDevice>,
+    start: CudaEvent,
+    stop: CudaEvent,
+}
+
+impl GpuTimer {
+    pub fn start(dev: &Arc<CudaDevice>) -> Result<GpuTimer> {
+        let ev = || dev.ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT)).map_err(|e| Error::cuda(e, "cuEventCreate"));
+        let t = GpuTimer { dev: dev.clone(), start: ev()?, stop: ev()? };
+        t.start.record(&t.dev.stream).map_err(|e| Error::cuda(e, "cuEventRecord"))?;
+        Ok(t)
+    }
+    /// Seconds since start, once the work queued before this call has finished.
+    pub fn stop(self) -> Result<f64> {
+        self.stop.record(&self.dev.stream).map_err(|e| Error::cuda(e, "cuEventRecord"))?;
+        self.stop.synchronize().map_err(|e| Error::cuda(e, "cuEventSynchronize"))?;
+        let ms = self.start.elapsed_ms(&self.stop).map_err(|e| Error::cuda(e, "cuEventElapsedTime"))?;
+        Ok(ms as f64 / 1e3)
+    }
+}

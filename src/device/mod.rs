@@ -1,0 +1,92 @@
+//! Devices: `cpu` (Rust reference code), `emu` (the CUDA kernels run by the CPU emulator) and
+//! `cuda` (the same kernels on a GPU). Emu and CUDA share memory handling through [`Buffer`] and
+//! launches through [`Launch`].
+mod buffer;
+mod cuda;
+mod emu;
+mod host;
+mod launch;
+
+pub use buffer::Buffer;
+pub use cuda::{cuda_device_count, CudaDevice, DeviceInfo, GpuTimer};
+pub use launch::{Launch, MAX_SHARED_BYTES, MAX_THREADS};
+
+use crate::error::{Error, Result};
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub enum Device {
+    Cpu,
+    Emu,
+    Cuda(Arc<CudaDevice>),
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+impl Device {
+    /// `cpu`, `emu`, `cuda` (ordinal 0), `cuda:N`, or `auto` (CUDA when a driver and a device
+    /// exist, else the CPU).
+    pub fn parse(s: &str) -> Result<Device> {
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            "emu" => Ok(Device::Emu),
+            "auto" => Ok(Device::auto()),
+            "cuda" => Device::cuda(0),
+            _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(n)) => Device::cuda(n),
+                _ => Err(Error::BadDevice(s.to_string())),
+            },
+        }
+    }
+
+    pub fn cuda(ordinal: usize) -> Result<Device> {
+        Ok(Device::Cuda(CudaDevice::open(ordinal)?))
+    }
+
+    pub fn auto() -> Device {
+        match cuda_device_count() {
+            Ok(n) if n > 0 => Device::cuda(0).unwrap_or(Device::Cpu),
+            _ => Device::Cpu,
+        }
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            Device::Cpu => "cpu".into(),
+            Device::Emu => "emu".into(),
+            Device::Cuda(d) => format!("cuda:{}", d.ordinal()),
+        }
+    }
+
+    /// Whether this device runs the kernels of kernels/ (emu, cuda) rather than the CPU reference.
+    pub fn runs_kernels(&self) -> bool {
+        !matches!(self, Device::Cpu)
+    }
+
+    /// Zeroed memory of `bytes` bytes on this device.
+    pub fn alloc(&self, bytes: usize) -> Result<Buffer> {
+        match self {
+            Device::Cpu | Device::Emu => Buffer::host(self.clone(), bytes),
+            Device::Cuda(d) => Buffer::cuda(d.clone(), bytes),
+        }
+    }
+
+    /// A copy of `data` on this device.
+    pub fn upload(&self, data: &[u8]) -> Result<Buffer> {
+        let mut b = self.alloc(data.len())?;
+        b.write(data)?;
+        Ok(b)
+    }
+
+    /// Waits for all work queued on the device.
+    pub fn synchronize(&self) -> Result<()> {
+        match self {
+            Device::Cuda(d) => d.synchronize(),
+            _ => Ok(()),
+        }
+    }
+}

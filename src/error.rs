@@ -1,0 +1,39 @@
+//! The library's error type. Every variant names what went wrong in terms a user can act on; the
+//! CLI prints it as one line.
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("unknown device {0:?}: expected cpu, emu, cuda, cuda:N or auto")]
+    BadDevice(String),
+    #[error("CUDA is not available: {0}")]
+    NoCuda(String),
+    #[error("CUDA error {name} in {during}")]
+    Cuda { name: String, during: String },
+    #[error("kernel {kernel}: {msg}")]
+    Launch { kernel: String, msg: String },
+    #[error("unknown kernel {0:?}")]
+    UnknownKernel(String),
+    #[error("shape error: {0}")]
+    Shape(String),
+    #[error("dtype error: {0}")]
+    DType(String),
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: not a valid safetensors file: {msg}", path.display())]
+    SafeTensors { path: PathBuf, msg: String },
+    #[error("out of memory on {device}: {bytes} bytes requested")]
+    OutOfMemory { device: String, bytes: usize },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub(crate) fn cuda(e: cudarc::driver::DriverError, during: impl Into<String>) -> Self {
+        let name = e.error_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|_| format!("{:?}", e.0));
+        Error::Cuda { name, during: during.into() }
+    }
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+}
