@@ -1,0 +1,66 @@
+//! The binary end to end: `info` without a GPU, and bad input giving one line and a non-zero exit.
+use std::process::Command;
+
+fn tomodiff(args: &[&str]) -> (i32, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_tomodiff")).args(args).output().unwrap();
+    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
+}
+
+/// Exit 1, one line on stderr containing `needle`, no panic.
+fn assert_one_line_error(args: &[&str], needle: &str) {
+    let (code, _, err) = tomodiff(args);
+    assert_eq!(code, 1, "{args:?}: exit code; stderr: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: stderr is not one line: {err}");
+    assert!(err.starts_with("error: ") && err.contains(needle), "{args:?}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn info_reports_build_devices_and_kernels() {
+    let (code, out, err) = tomodiff(&["info", "--kernels"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("tomodiff 0.1.0") && out.contains("build: "), "{out}");
+    assert!(out.contains("gemm.cu  gemm_bf16_f32_vec(int M"), "{out}");
+    if tomodiff::Device::cuda(0).is_err() {
+        assert!(out.contains("cuda: none") && out.contains("no CUDA driver found"), "{out}");
+    }
+    if tomodiff::kernels::NVCC_VERSION.is_some() {
+        assert!(out.contains("sm_90 gemm_bf16_f32_vec: Used"), "{out}");
+    }
+}
+
+#[test]
+fn bad_input_is_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let good = d.join("good.safetensors");
+    let t = tomodiff::Tensor::from_f32(&[1.0, 2.0], &[2], tomodiff::DType::F32, &tomodiff::Device::Cpu).unwrap();
+    tomodiff::tensor::safetensors::save(&good, &[("w", &t)]).unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+    std::fs::write(d.join("trunc.safetensors"), &bytes[..bytes.len() - 3]).unwrap();
+    std::fs::write(d.join("corrupt.safetensors"), b"\xff\xff\xff\xff\xff\xff\xff\x7fgarbage").unwrap();
+    let p = |n: &str| d.join(n).to_string_lossy().into_owned();
+    let out = p("out.safetensors");
+
+    assert_one_line_error(&["convert", &p("good.safetensors"), &out, "--dtype", "bf16", "--device", "tpu"], "unknown device \"tpu\"");
+    assert_one_line_error(&["convert", &p("missing.safetensors"), &out, "--dtype", "bf16", "--device", "cpu"], "missing.safetensors");
+    assert_one_line_error(&["inspect", &p("trunc.safetensors")], "trunc.safetensors: not a valid safetensors file");
+    assert_one_line_error(&["inspect", &p("corrupt.safetensors")], "corrupt.safetensors: not a valid safetensors file");
+    assert_one_line_error(&["convert", &p("good.safetensors"), &out, "--dtype", "int8", "--device", "cpu"], "unknown dtype");
+    assert!(!d.join("out.safetensors").exists(), "no output after a failure");
+}
+
+#[test]
+fn convert_and_inspect() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("w.safetensors");
+    let t = tomodiff::Tensor::from_f32(&[1.0, 2.5, -3.0], &[3, 1], tomodiff::DType::F32, &tomodiff::Device::Cpu).unwrap();
+    tomodiff::tensor::safetensors::save(&src, &[("layer.weight", &t)]).unwrap();
+    let dst = dir.path().join("w16.safetensors");
+    let (code, out, err) = tomodiff(&["convert", src.to_str().unwrap(), dst.to_str().unwrap(), "--dtype", "bf16", "--device", "emu"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1 tensors written"), "{out}");
+    let (code, out, _) = tomodiff(&["inspect", dst.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), "layer.weight\tbf16\t[3, 1]");
+}

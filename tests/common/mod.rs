@@ -1,0 +1,46 @@
+//! Helpers shared by the kernel tests: the devices that run kernels, seeded inputs, comparisons.
+#![allow(dead_code)]
+use rand::{Rng, SeedableRng};
+use tomodiff::Device;
+
+/// Set to 1 on GPU machines: a missing CUDA device then fails the tests instead of skipping.
+pub const REQUIRE_GPU: &str = "TOMODIFF_REQUIRE_GPU";
+
+/// emu always; cuda:0 when a device exists. Prints the skip, or panics if a GPU is required.
+pub fn kernel_devices(test: &str) -> Vec<Device> {
+    let mut v = vec![Device::Emu];
+    match Device::cuda(0) {
+        Ok(d) => v.push(d),
+        Err(e) => {
+            if std::env::var(REQUIRE_GPU).is_ok_and(|v| v == "1") {
+                panic!("{test}: {REQUIRE_GPU}=1 but no CUDA device: {e}");
+            }
+            eprintln!("{test}: cuda skipped ({e})");
+        }
+    }
+    v
+}
+
+pub fn rng(test: &str) -> rand::rngs::StdRng {
+    let seed: u64 = std::env::var("TOMODIFF_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x7011_0d1f);
+    eprintln!("{test}: seed {seed} (set TOMODIFF_SEED to change)");
+    rand::rngs::StdRng::seed_from_u64(seed)
+}
+
+pub fn uniform(rng: &mut impl Rng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(lo..hi)).collect()
+}
+
+/// Asserts |got - want| <= tol[i] elementwise, naming the first bad index.
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: impl Fn(usize) -> f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let mut worst = (0usize, 0f32);
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let d = (g - w).abs();
+        assert!(d <= tol(i), "{what}: element {i}: got {g}, want {w} (|diff| {d} > {})", tol(i));
+        if d > worst.1 {
+            worst = (i, d);
+        }
+    }
+    eprintln!("{what}: max |diff| {:.3e} at {}", worst.1, worst.0);
+}
