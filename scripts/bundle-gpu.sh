@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Gathers what a GPU machine without Rust needs into .gpu-bundle/ (git-ignored through
+# .git/info/exclude): the release binary and every test binary, stripped, the peer scripts, and
+# run.sh, the one command to run there:
+#     bash .gpu-bundle/run.sh LOGDIR
+# which runs every test binary with GPU tests forced on (TOMODIFF_REQUIRE_GPU=1), then the
+# benchmarks and their PyTorch peers, each logged to LOGDIR.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-nvcc.sh
+out=.gpu-bundle
+grep -qx '/.gpu-bundle/' .git/info/exclude 2>/dev/null || echo '/.gpu-bundle/' >> .git/info/exclude
+rm -rf "$out" && mkdir -p "$out/tests"
+cargo build --release
+cp target/release/tomodiff "$out/"
+cargo test --release --no-run --message-format=json 2>/dev/null \
+  | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] != ["bin"] and m["profile"]["test"]:
+        print(m["target"]["name"], m["executable"])
+' | while read -r name exe; do cp "$exe" "$out/tests/$name"; done
+strip "$out/tomodiff" "$out"/tests/*
+cp scripts/peer_gemm.py "$out/"
+cat > "$out/run.sh" <<'RUN'
+#!/usr/bin/env bash
+# Runs on the GPU machine: tests (GPU forced on), then benchmarks and peers. Logs in $1.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+log=${1:?usage: run.sh LOGDIR}
+mkdir -p "$log"
+export TOMODIFF_REQUIRE_GPU=1 TOMODIFF_BIN="$here/tomodiff"
+nvidia-smi > "$log/nvidia-smi.log" 2>&1
+"$here/tomodiff" info --kernels > "$log/info.log" 2>&1
+fail=0
+for t in "$here"/tests/*; do
+  echo "== $(basename "$t")"
+  "$t" --test-threads=4 --nocapture > "$log/test-$(basename "$t").log" 2>&1 || { fail=1; echo "FAILED: $(basename "$t")"; }
+  grep -E "^test result|max \|diff\|" "$log/test-$(basename "$t").log" | grep -v " emu " || true
+done
+"$here/tomodiff" bench gemm --device cuda --size 4096 2>&1 | tee "$log/bench-gemm.log"
+python3 "$here/peer_gemm.py" 4096 2>&1 | tee -a "$log/bench-gemm.log"
+exit $fail
+RUN
+chmod +x "$out/run.sh"
+du -sh "$out"
+echo "bundle ready: carry .gpu-bundle and run: bash .gpu-bundle/run.sh \$OUT"

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The test command of the README (and of CI): installs the pinned CUDA compiler into .cache/,
+# builds (every kernels/*.cu to PTX, checked by ptxas; the emulator library), and runs every test.
+# Extra arguments go to `cargo test` (e.g. a test name).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "${TOMODIFF_NO_NVCC:-}" = "1" ]; then
+  echo "test.sh: TOMODIFF_NO_NVCC=1: building without nvcc (CUDA sources embedded for NVRTC)"
+else
+  bash scripts/install-nvcc.sh
+fi
+cargo test --release "$@"
