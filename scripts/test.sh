@@ -9,4 +9,8 @@ if [ "${TOMODIFF_NO_NVCC:-}" = "1" ]; then
 else
   bash scripts/install-nvcc.sh
 fi
-cargo test --release "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --release "$@" 2>&1 | tee "$log"
+# One closing line for the whole run (cargo prints one per test binary).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
