@@ -96,3 +96,10 @@ __device__ __forceinline__ void mma(frag_acc& d, const frag_a<LA>& a, const frag
 }
 }  // namespace tc
 #endif
+
+// +infinity without relying on a header's macro (NVRTC has no INFINITY).
+__device__ __forceinline__ float inf_f32() { return __int_as_float(0x7f800000); }
+
+// Grid-stride loop bounds over n work items (64-bit: rays and voxels exceed 2^31).
+__device__ __forceinline__ long long grid_start() { return (long long)blockIdx.x * blockDim.x + threadIdx.x; }
+__device__ __forceinline__ long long grid_stride() { return (long long)blockDim.x * gridDim.x; }

@@ -1,9 +1,6 @@
 // Elementwise kernels. Grid-stride loops: any grid covers any n.
 #include "common.cuh"
 
-__device__ __forceinline__ long long grid_start() { return (long long)blockIdx.x * blockDim.x + threadIdx.x; }
-__device__ __forceinline__ long long grid_stride() { return (long long)blockDim.x * gridDim.x; }
-
 // y = a x + y
 KERNEL axpy_f32(long long n, float a, const float* x, float* y) {
     for (long long i = grid_start(); i < n; i += grid_stride()) y[i] = a * x[i] + y[i];

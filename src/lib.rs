@@ -4,6 +4,7 @@
 //! kernel dispatch), `tensor`, `device` (cpu, emu, cuda; memory and launches), `kernels` (the
 //! table of CUDA entry points built from kernels/*.cu). See docs/ARCHITECTURE.md.
 pub mod bench;
+pub mod ct;
 pub mod device;
 pub mod error;
 pub mod info;

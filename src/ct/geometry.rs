@@ -1,0 +1,380 @@
+//! Scan geometry: the JSON document of docs/CT_CONVENTIONS.md, validated, and turned into one
+//! vector record per view, which is all the projectors see.
+//!
+//! Conventions (world in mm, right-handed, rotation axis z):
+//! - Volume arrays are (nz, ny, nx); `shape`, `voxel_size` and `origin` are given in that array
+//!   order (z, y, x). Voxel (k, j, i) has its centre at
+//!   origin + ((i + 1/2) sx - nx sx / 2, (j + 1/2) sy - ny sy / 2, (k + 1/2) sz - nz sz / 2).
+//! - Projections are (n_views, n_rows, n_cols); `det_shape` is [rows, cols], `det_spacing` and
+//!   `det_offset` are [along rows (v), along cols (u)].
+//! - Circular scans, view angle b: the source is at source_origin (cos b, sin b, 0); the detector
+//!   centre at -origin_detector (cos b, sin b, 0) + offsets; u = du (-sin b, cos b, 0) points from
+//!   column c to c+1, v = dv (0, 0, 1) from row r to r+1. Parallel rays travel along
+//!   -(cos b, sin b, 0) through the pixel centres of a detector centred on the axis. Fan rays stay
+//!   in the z-plane of their detector row (the source is raised to the row).
+use crate::error::{Error, Result};
+use serde::Deserialize;
+
+pub type V3 = [f64; 3];
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct VolumeGrid {
+    /// (nz, ny, nx)
+    pub shape: [usize; 3],
+    /// (sz, sy, sx) in mm
+    pub voxel_size: [f64; 3],
+    /// Centre offset (oz, oy, ox) in mm
+    pub origin: [f64; 3],
+}
+
+impl VolumeGrid {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// World (x, y, z) of the corner of voxel (0, 0, 0) with the smallest coordinates.
+    pub fn corner(&self) -> V3 {
+        let [nz, ny, nx] = self.shape;
+        let [sz, sy, sx] = self.voxel_size;
+        let [oz, oy, ox] = self.origin;
+        [ox - nx as f64 * sx / 2.0, oy - ny as f64 * sy / 2.0, oz - nz as f64 * sz / 2.0]
+    }
+    /// Voxel size as world (sx, sy, sz).
+    pub fn step_xyz(&self) -> V3 {
+        [self.voxel_size[2], self.voxel_size[1], self.voxel_size[0]]
+    }
+    /// Voxel counts as world (nx, ny, nz).
+    pub fn n_xyz(&self) -> [usize; 3] {
+        [self.shape[2], self.shape[1], self.shape[0]]
+    }
+    /// World (x, y, z) of the centre of voxel (k, j, i).
+    pub fn voxel_centre(&self, k: usize, j: usize, i: usize) -> V3 {
+        let c = self.corner();
+        let s = self.step_xyz();
+        [c[0] + (i as f64 + 0.5) * s[0], c[1] + (j as f64 + 0.5) * s[1], c[2] + (k as f64 + 0.5) * s[2]]
+    }
+}
+
+/// One view as vectors. Pixel (r, c) centre: det + (c - (cols-1)/2) u + (r - (rows-1)/2) v.
+/// Divergent beams: the ray runs from src + (r - (rows-1)/2) src_row to the pixel centre.
+/// Parallel beams: `src` is the ray direction and the ray passes through the pixel centre.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct View {
+    pub src: V3,
+    pub src_row: V3,
+    pub det: V3,
+    pub u: V3,
+    pub v: V3,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Beam {
+    Parallel,
+    Divergent,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Parallel,
+    Fan,
+    Cone,
+    ParallelVec,
+    ConeVec,
+}
+
+#[derive(Clone, Debug)]
+pub struct Geometry {
+    pub volume: VolumeGrid,
+    pub kind: Kind,
+    pub beam: Beam,
+    /// (rows, cols)
+    pub det_shape: [usize; 2],
+    pub views: Vec<View>,
+    /// View angles in degrees for circular scans (FBP/FDK need them); None for vector forms.
+    pub angles_deg: Option<Vec<f64>>,
+    /// Source to axis and axis to detector distances for circular divergent scans.
+    pub source_origin: f64,
+    pub origin_detector: f64,
+    /// Detector spacing (rows, cols) in mm for circular scans.
+    pub det_spacing: [f64; 2],
+    pub det_offset: [f64; 2],
+}
+
+// ---- the JSON document ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Doc {
+    volume: VolumeDoc,
+    scan: ScanDoc,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VolumeDoc {
+    shape: [i64; 3],
+    #[serde(default = "ones")]
+    voxel_size: [f64; 3],
+    #[serde(default)]
+    origin: [f64; 3],
+}
+
+fn ones() -> [f64; 3] {
+    [1.0; 3]
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScanDoc {
+    #[serde(rename = "type")]
+    kind: String,
+    det_shape: [i64; 2],
+    #[serde(default)]
+    det_spacing: Option<[f64; 2]>,
+    #[serde(default)]
+    det_offset: Option<[f64; 2]>,
+    n_views: Option<i64>,
+    arc_deg: Option<f64>,
+    start_deg: Option<f64>,
+    angles_deg: Option<Vec<f64>>,
+    source_origin: Option<f64>,
+    origin_detector: Option<f64>,
+    views: Option<Vec<ViewDoc>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ViewDoc {
+    source: Option<V3>,
+    ray: Option<V3>,
+    det: V3,
+    u: V3,
+    v: V3,
+}
+
+fn bad(field: &str, msg: impl std::fmt::Display) -> Error {
+    Error::Geometry(format!("{field}: {msg}"))
+}
+
+fn positive(field: &str, v: f64) -> Result<f64> {
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(bad(field, format!("must be a positive number, got {v}")))
+    }
+}
+
+fn finite(field: &str, v: &[f64]) -> Result<()> {
+    match v.iter().position(|x| !x.is_finite()) {
+        Some(i) => Err(bad(&format!("{field}[{i}]"), "must be finite")),
+        None => Ok(()),
+    }
+}
+
+fn count(field: &str, v: i64) -> Result<usize> {
+    if v > 0 && v <= 1 << 20 {
+        Ok(v as usize)
+    } else {
+        Err(bad(field, format!("must be a positive count, got {v}")))
+    }
+}
+
+impl Geometry {
+    pub fn from_json(text: &str) -> Result<Geometry> {
+        let doc: Doc = serde_json::from_str(text).map_err(|e| Error::Geometry(e.to_string()))?;
+        let v = &doc.volume;
+        let shape = [count("volume.shape[0]", v.shape[0])?, count("volume.shape[1]", v.shape[1])?, count("volume.shape[2]", v.shape[2])?];
+        for (i, s) in v.voxel_size.iter().enumerate() {
+            positive(&format!("volume.voxel_size[{i}]"), *s)?;
+        }
+        finite("volume.origin", &v.origin)?;
+        let volume = VolumeGrid { shape, voxel_size: v.voxel_size, origin: v.origin };
+        let s = &doc.scan;
+        let det_shape = [count("scan.det_shape[0]", s.det_shape[0])?, count("scan.det_shape[1]", s.det_shape[1])?];
+        let kind = match s.kind.as_str() {
+            "parallel" => Kind::Parallel,
+            "fan" => Kind::Fan,
+            "cone" => Kind::Cone,
+            "parallel_vec" => Kind::ParallelVec,
+            "cone_vec" => Kind::ConeVec,
+            other => return Err(bad("scan.type", format!("unknown type {other:?}: expected parallel, fan, cone, parallel_vec or cone_vec"))),
+        };
+        let g = match kind {
+            Kind::Parallel | Kind::Fan | Kind::Cone => circular(volume, kind, det_shape, s)?,
+            Kind::ParallelVec | Kind::ConeVec => vectors(volume, kind, det_shape, s)?,
+        };
+        g.validate()?;
+        Ok(g)
+    }
+
+    pub fn from_file(path: &std::path::Path) -> Result<Geometry> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Geometry::from_json(&text).map_err(|e| match e {
+            Error::Geometry(m) => Error::Geometry(format!("{}: {m}", path.display())),
+            e => e,
+        })
+    }
+
+    pub fn n_views(&self) -> usize {
+        self.views.len()
+    }
+    pub fn proj_shape(&self) -> [usize; 3] {
+        [self.views.len(), self.det_shape[0], self.det_shape[1]]
+    }
+    pub fn n_rays(&self) -> usize {
+        self.views.len() * self.det_shape[0] * self.det_shape[1]
+    }
+
+    /// Ray (origin, direction, t range) of pixel (r, c) of view `vi`; points are origin + t dir.
+    pub fn ray(&self, vi: usize, r: usize, c: usize) -> (V3, V3, f64, f64) {
+        let w = &self.views[vi];
+        let fc = c as f64 - (self.det_shape[1] as f64 - 1.0) / 2.0;
+        let fr = r as f64 - (self.det_shape[0] as f64 - 1.0) / 2.0;
+        let p: V3 = std::array::from_fn(|a| w.det[a] + fc * w.u[a] + fr * w.v[a]);
+        match self.beam {
+            Beam::Parallel => (p, w.src, f64::NEG_INFINITY, f64::INFINITY),
+            Beam::Divergent => {
+                let o: V3 = std::array::from_fn(|a| w.src[a] + fr * w.src_row[a]);
+                (o, std::array::from_fn(|a| p[a] - o[a]), 0.0, 1.0)
+            }
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let (lo, hi) = self.box_bounds();
+        for (i, w) in self.views.iter().enumerate() {
+            for (name, x) in [("source", w.src), ("det", w.det), ("u", w.u), ("v", w.v)] {
+                finite(&format!("scan view {i} {name}"), &x)?;
+            }
+            if self.beam == Beam::Divergent && (0..3).all(|a| w.src[a] > lo[a] && w.src[a] < hi[a]) {
+                return Err(bad(&format!("scan view {i}"), "the source lies inside the volume"));
+            }
+            if self.beam == Beam::Parallel && w.src.iter().all(|x| *x == 0.0) {
+                return Err(bad(&format!("scan view {i} ray"), "the ray direction is zero"));
+            }
+        }
+        let [rows, cols] = self.det_shape;
+        for vi in 0..self.views.len() {
+            for r in 0..rows {
+                for c in 0..cols {
+                    if crate::ct::siddon::clip(self, self.ray(vi, r, c)).is_some() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Err(Error::Geometry("no ray of the scan crosses the volume: check distances, detector size and volume origin".into()))
+    }
+
+    /// World (x, y, z) bounds of the volume box.
+    pub fn box_bounds(&self) -> (V3, V3) {
+        let lo = self.volume.corner();
+        let s = self.volume.step_xyz();
+        let n = self.volume.n_xyz();
+        (lo, std::array::from_fn(|a| lo[a] + n[a] as f64 * s[a]))
+    }
+}
+
+fn circular(volume: VolumeGrid, kind: Kind, det_shape: [usize; 2], s: &ScanDoc) -> Result<Geometry> {
+    let spacing = s.det_spacing.unwrap_or([1.0, 1.0]);
+    positive("scan.det_spacing[0]", spacing[0])?;
+    positive("scan.det_spacing[1]", spacing[1])?;
+    let offset = s.det_offset.unwrap_or([0.0, 0.0]);
+    finite("scan.det_offset", &offset)?;
+    let angles = match &s.angles_deg {
+        Some(a) => {
+            if s.n_views.is_some() || s.arc_deg.is_some() || s.start_deg.is_some() {
+                return Err(bad("scan.angles_deg", "give either angles_deg or n_views/arc_deg/start_deg, not both"));
+            }
+            if a.is_empty() {
+                return Err(bad("scan.angles_deg", "is empty"));
+            }
+            finite("scan.angles_deg", a)?;
+            a.clone()
+        }
+        None => {
+            let n = count("scan.n_views", s.n_views.ok_or_else(|| bad("scan.n_views", "missing (or give angles_deg)"))?)?;
+            let arc = s.arc_deg.unwrap_or(if kind == Kind::Parallel { 180.0 } else { 360.0 });
+            let start = s.start_deg.unwrap_or(0.0);
+            finite("scan.arc_deg", &[arc, start])?;
+            (0..n).map(|i| start + arc * i as f64 / n as f64).collect()
+        }
+    };
+    let (so, od) = if kind == Kind::Parallel {
+        (0.0, 0.0)
+    } else {
+        let so = positive("scan.source_origin", s.source_origin.ok_or_else(|| bad("scan.source_origin", "missing"))?)?;
+        let od = s.origin_detector.ok_or_else(|| bad("scan.origin_detector", "missing"))?;
+        finite("scan.origin_detector", &[od])?;
+        if so + od <= 0.0 {
+            return Err(bad("scan.origin_detector", "the detector must lie beyond the source (source_origin + origin_detector > 0)"));
+        }
+        (so, od)
+    };
+    let views = angles
+        .iter()
+        .map(|deg| {
+            let b = deg.to_radians();
+            let (sn, cs) = b.sin_cos();
+            let e = [cs, sn, 0.0];
+            let uh = [-sn, cs, 0.0];
+            let vh = [0.0, 0.0, 1.0];
+            let det: V3 = std::array::from_fn(|a| -od * e[a] + offset[1] * uh[a] + offset[0] * vh[a]);
+            let u: V3 = std::array::from_fn(|a| spacing[1] * uh[a]);
+            let v: V3 = std::array::from_fn(|a| spacing[0] * vh[a]);
+            match kind {
+                Kind::Parallel => View { src: [-cs, -sn, 0.0], src_row: [0.0; 3], det, u, v },
+                Kind::Fan => View { src: std::array::from_fn(|a| so * e[a]), src_row: v, det, u, v },
+                _ => View { src: std::array::from_fn(|a| so * e[a]), src_row: [0.0; 3], det, u, v },
+            }
+        })
+        .collect();
+    let beam = if kind == Kind::Parallel { Beam::Parallel } else { Beam::Divergent };
+    Ok(Geometry {
+        volume,
+        kind,
+        beam,
+        det_shape,
+        views,
+        angles_deg: Some(angles),
+        source_origin: so,
+        origin_detector: od,
+        det_spacing: spacing,
+        det_offset: offset,
+    })
+}
+
+fn vectors(volume: VolumeGrid, kind: Kind, det_shape: [usize; 2], s: &ScanDoc) -> Result<Geometry> {
+    let docs = s.views.as_ref().ok_or_else(|| bad("scan.views", "missing: vector geometries list one record per view"))?;
+    if docs.is_empty() {
+        return Err(bad("scan.views", "is empty"));
+    }
+    let parallel = kind == Kind::ParallelVec;
+    let views = docs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let src = match (parallel, d.source, d.ray) {
+                (true, None, Some(r)) => r,
+                (false, Some(s), None) => s,
+                (true, ..) => return Err(bad(&format!("scan.views[{i}]"), "parallel_vec records give `ray` (and no `source`)")),
+                (false, ..) => return Err(bad(&format!("scan.views[{i}]"), "cone_vec records give `source` (and no `ray`)")),
+            };
+            Ok(View { src, src_row: [0.0; 3], det: d.det, u: d.u, v: d.v })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Geometry {
+        volume,
+        kind,
+        beam: if parallel { Beam::Parallel } else { Beam::Divergent },
+        det_shape,
+        views,
+        angles_deg: None,
+        source_origin: 0.0,
+        origin_detector: 0.0,
+        det_spacing: [0.0, 0.0],
+        det_offset: [0.0, 0.0],
+    })
+}

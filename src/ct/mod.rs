@@ -1,0 +1,6 @@
+//! CT physics: geometry, the Siddon projector pair, phantoms, analytic and iterative
+//! reconstruction. Conventions: docs/CT_CONVENTIONS.md and the header of geometry.rs.
+pub mod geometry;
+pub mod siddon;
+
+pub use geometry::{Beam, Geometry, Kind, View, VolumeGrid};

@@ -1,0 +1,234 @@
+//! The Siddon projector pair: forward A (ray sums of intersection length x voxel value, Jacobs'
+//! incremental traversal) and its exact adjoint A^T (the same weights scattered back).
+//! CPU reference here (f64 traversal and accumulation); kernels/siddon.cu runs the same
+//! traversal in f32 on emu and cuda.
+use super::geometry::{Geometry, VolumeGrid, V3};
+use crate::device::{Buffer, Device, Launch};
+use crate::error::{Error, Result};
+use crate::tensor::{DType, Tensor};
+use rayon::prelude::*;
+
+/// The part [ta, tb] of the ray's t range inside the box [lo, hi], if any.
+fn clip_box(o: V3, d: V3, t0: f64, t1: f64, lo: V3, hi: V3) -> Option<(f64, f64)> {
+    let (mut a, mut b) = (t0, t1);
+    for ax in 0..3 {
+        if d[ax] == 0.0 {
+            if o[ax] <= lo[ax] || o[ax] >= hi[ax] {
+                return None;
+            }
+        } else {
+            let inv = 1.0 / d[ax];
+            let (ta, tb) = ((lo[ax] - o[ax]) * inv, (hi[ax] - o[ax]) * inv);
+            a = a.max(ta.min(tb));
+            b = b.min(ta.max(tb));
+        }
+    }
+    (a < b).then_some((a, b))
+}
+
+/// The ray's t range inside the whole volume.
+pub fn clip(g: &Geometry, ray: (V3, V3, f64, f64)) -> Option<(f64, f64)> {
+    let (lo, hi) = g.box_bounds();
+    clip_box(ray.0, ray.1, ray.2, ray.3, lo, hi)
+}
+
+/// Calls visit(linear voxel index, intersection length in mm) for every voxel of z-planes
+/// [z0, z1) that the ray crosses, in order.
+pub fn trace(vol: &VolumeGrid, ray: (V3, V3, f64, f64), z0: usize, z1: usize, mut visit: impl FnMut(usize, f64)) {
+    let (o, d, t0, t1) = ray;
+    let lo = vol.corner();
+    let s = vol.step_xyz();
+    let n = vol.n_xyz();
+    let first = [0, 0, z0];
+    let end = [n[0], n[1], z1];
+    let blo: V3 = std::array::from_fn(|a| lo[a] + first[a] as f64 * s[a]);
+    let bhi: V3 = std::array::from_fn(|a| lo[a] + end[a] as f64 * s[a]);
+    let Some((ta, tb)) = clip_box(o, d, t0, t1, blo, bhi) else { return };
+    let len = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
+    let mut idx = [0i64; 3];
+    let mut step = [0i64; 3];
+    let mut tnext = [f64::INFINITY; 3];
+    let mut inv = [0.0; 3];
+    for a in 0..3 {
+        let p = o[a] + ta * d[a];
+        idx[a] = (((p - lo[a]) / s[a]).floor() as i64).clamp(first[a] as i64, end[a] as i64 - 1);
+        if d[a] != 0.0 {
+            inv[a] = 1.0 / d[a];
+            step[a] = if d[a] > 0.0 { 1 } else { -1 };
+            tnext[a] = plane_t(lo[a], s[a], o[a], inv[a], idx[a], step[a]);
+        }
+    }
+    let (nx, ny) = (n[0], n[1]);
+    let mut t = ta;
+    loop {
+        let m = if tnext[0] <= tnext[1] && tnext[0] <= tnext[2] { 0 } else if tnext[1] <= tnext[2] { 1 } else { 2 };
+        let te = tnext[m].min(tb);
+        if te > t {
+            visit((idx[2] as usize * ny + idx[1] as usize) * nx + idx[0] as usize, (te - t) * len);
+            t = te;
+        }
+        if tnext[m] >= tb {
+            return;
+        }
+        idx[m] += step[m];
+        if idx[m] < first[m] as i64 || idx[m] >= end[m] as i64 {
+            return;
+        }
+        tnext[m] = plane_t(lo[m], s[m], o[m], inv[m], idx[m], step[m]);
+    }
+}
+
+/// t at which the ray leaves voxel `i` along an axis (recomputed from the index: no drift).
+#[inline]
+fn plane_t(lo: f64, s: f64, o: f64, inv: f64, i: i64, step: i64) -> f64 {
+    let plane = lo + (i + (step > 0) as i64) as f64 * s;
+    (plane - o) * inv
+}
+
+/// CPU forward projection: proj (n_views, rows, cols) = A vol (nz, ny, nx).
+pub fn forward_ref(g: &Geometry, vol: &[f32], proj: &mut [f32]) {
+    let [rows, cols] = g.det_shape;
+    let nz = g.volume.shape[0];
+    proj.par_chunks_mut(cols).enumerate().for_each(|(vr, out)| {
+        let (vi, r) = (vr / rows, vr % rows);
+        for (c, o) in out.iter_mut().enumerate() {
+            let mut acc = 0.0f64;
+            trace(&g.volume, g.ray(vi, r, c), 0, nz, |i, l| acc += l * vol[i] as f64);
+            *o = acc as f32;
+        }
+    });
+}
+
+/// CPU exact adjoint: vol = A^T proj. Threads own slabs of z-planes, so each voxel is written by
+/// one thread and summed in f64.
+pub fn adjoint_ref(g: &Geometry, proj: &[f32], vol: &mut [f32]) {
+    let [nz, ny, nx] = g.volume.shape;
+    let plane = ny * nx;
+    let slabs = (rayon::current_num_threads() * 4).min(nz).max(1);
+    let per = nz.div_ceil(slabs);
+    let [rows, cols] = g.det_shape;
+    vol.par_chunks_mut(per * plane).enumerate().for_each(|(si, out)| {
+        let (z0, z1) = (si * per, (si * per + per).min(nz));
+        let mut acc = vec![0.0f64; out.len()];
+        let base = z0 * plane;
+        for vi in 0..g.n_views() {
+            for r in 0..rows {
+                for c in 0..cols {
+                    let y = proj[(vi * rows + r) * cols + c] as f64;
+                    if y != 0.0 {
+                        trace(&g.volume, g.ray(vi, r, c), z0, z1, |i, l| acc[i - base] += l * y);
+                    }
+                }
+            }
+        }
+        out.iter_mut().zip(acc).for_each(|(o, a)| *o = a as f32);
+    });
+}
+
+/// The projector pair on a device. Views live on the device once; volumes and projections are
+/// f32 tensors of shape (nz, ny, nx) and (n_views, rows, cols).
+pub struct Projector {
+    geom: Geometry,
+    dev: Device,
+    views: Option<Buffer>,
+}
+
+impl Projector {
+    pub fn new(geom: Geometry, dev: &Device) -> Result<Projector> {
+        let views = if dev.runs_kernels() {
+            let flat: Vec<f32> =
+                geom.views.iter().flat_map(|w| [w.src, w.src_row, w.det, w.u, w.v].into_iter().flatten().map(|x| x as f32)).collect();
+            Some(dev.upload(bytemuck::cast_slice(&flat))?)
+        } else {
+            None
+        };
+        Ok(Projector { geom, dev: dev.clone(), views })
+    }
+
+    pub fn geometry(&self) -> &Geometry {
+        &self.geom
+    }
+    pub fn device(&self) -> &Device {
+        &self.dev
+    }
+
+    fn check(&self, vol: &Tensor, proj: &Tensor) -> Result<()> {
+        let vs = self.geom.volume.shape.to_vec();
+        let ps = self.geom.proj_shape().to_vec();
+        if vol.shape() != vs.as_slice() {
+            return Err(Error::Shape(format!("volume has shape {:?}, the geometry says {vs:?}", vol.shape())));
+        }
+        if proj.shape() != ps.as_slice() {
+            return Err(Error::Shape(format!("projections have shape {:?}, the geometry says {ps:?} (views, rows, cols)", proj.shape())));
+        }
+        for t in [vol, proj] {
+            crate::ops::expect_dtype("projector", t, DType::F32)?;
+        }
+        crate::ops::same_device("projector", &[vol, proj])
+    }
+
+    /// proj = A vol
+    pub fn forward(&self, vol: &Tensor, proj: &mut Tensor) -> Result<()> {
+        self.check(vol, proj)?;
+        match &self.views {
+            None => {
+                let v = vol.host_f32().ok_or_else(|| Error::DType("host f32 expected".into()))?;
+                forward_ref(&self.geom, v, proj.host_f32_mut().ok_or_else(|| Error::DType("host f32 expected".into()))?);
+                Ok(())
+            }
+            Some(views) => self.launch("siddon_fwd_f32", vol.buffer(), proj.buffer(), views),
+        }
+    }
+
+    /// vol = A^T proj (overwrites vol).
+    pub fn adjoint(&self, proj: &Tensor, vol: &mut Tensor) -> Result<()> {
+        self.check(vol, proj)?;
+        match &self.views {
+            None => {
+                let p = proj.host_f32().ok_or_else(|| Error::DType("host f32 expected".into()))?;
+                adjoint_ref(&self.geom, p, vol.host_f32_mut().ok_or_else(|| Error::DType("host f32 expected".into()))?);
+                Ok(())
+            }
+            Some(views) => {
+                // Scattered with atomics: start from zero.
+                let zeros = vec![0u8; vol.numel() * 4];
+                vol.buffer_mut().write(&zeros)?;
+                self.launch("siddon_adj_f32", vol.buffer(), proj.buffer(), views)
+            }
+        }
+    }
+
+    fn launch(&self, kernel: &str, vol: &Buffer, proj: &Buffer, views: &Buffer) -> Result<()> {
+        let g = &self.geom;
+        let [nz, ny, nx] = g.volume.shape;
+        let c = g.volume.corner();
+        let s = g.volume.step_xyz();
+        let [rows, cols] = g.det_shape;
+        let rays = g.n_rays();
+        let block = 128u32;
+        let blocks = rays.div_ceil(block as usize);
+        if blocks > i32::MAX as usize {
+            return Err(Error::Shape(format!("{rays} rays exceed one launch")));
+        }
+        Launch::new(kernel)?
+            .grid([blocks as u32, 1, 1])
+            .block([block, 1, 1])
+            .buf(vol)
+            .buf(proj)
+            .buf(views)
+            .i32((g.beam == super::Beam::Parallel) as i32)
+            .i32(nx as i32)
+            .i32(ny as i32)
+            .i32(nz as i32)
+            .f32(c[0] as f32)
+            .f32(c[1] as f32)
+            .f32(c[2] as f32)
+            .f32(s[0] as f32)
+            .f32(s[1] as f32)
+            .f32(s[2] as f32)
+            .i32(g.n_views() as i32)
+            .i32(rows as i32)
+            .i32(cols as i32)
+            .run(&self.dev)
+    }
+}
