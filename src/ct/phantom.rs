@@ -1,0 +1,185 @@
+//! Phantoms, deterministic for a seed: 3D Shepp-Logan (Kak-Slaney and Yu-Ye-Wang densities),
+//! random ellipsoids in a body, and a procedural chest. Ellipsoid phantoms also have exact line
+//! integrals, which the projector tests converge to.
+//!
+//! Phantom coordinates span [-1, 1] on each axis of the volume box (the box's half extents scale
+//! x, y and z), so a phantom fills any grid.
+use super::geometry::{Geometry, VolumeGrid, V3};
+use crate::error::{Error, Result};
+use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
+
+/// An ellipsoid in phantom coordinates: semi-axes, centre, rotation (columns: the body axes), density.
+#[derive(Clone, Debug)]
+pub struct Ellipsoid {
+    pub semi: V3,
+    pub centre: V3,
+    pub rot: [[f64; 3]; 3],
+    pub rho: f64,
+}
+
+fn rot_z(deg: f64) -> [[f64; 3]; 3] {
+    let (s, c) = deg.to_radians().sin_cos();
+    [[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]
+}
+
+fn matmul3(a: [[f64; 3]; 3], b: [[f64; 3]; 3]) -> [[f64; 3]; 3] {
+    std::array::from_fn(|i| std::array::from_fn(|j| (0..3).map(|k| a[i][k] * b[k][j]).sum()))
+}
+
+fn rot_x(deg: f64) -> [[f64; 3]; 3] {
+    let (s, c) = deg.to_radians().sin_cos();
+    [[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]]
+}
+
+impl Ellipsoid {
+    /// p, q mapped into the unit sphere's frame: D^-1 R^T (x - centre).
+    fn to_unit(&self, x: V3, is_dir: bool) -> V3 {
+        let y: V3 = std::array::from_fn(|a| x[a] - if is_dir { 0.0 } else { self.centre[a] });
+        std::array::from_fn(|i| (0..3).map(|k| self.rot[k][i] * y[k]).sum::<f64>() / self.semi[i])
+    }
+    pub fn contains(&self, x: V3) -> bool {
+        let p = self.to_unit(x, false);
+        p[0] * p[0] + p[1] * p[1] + p[2] * p[2] <= 1.0
+    }
+    /// Length in t of the ray p + t q (phantom coordinates) inside the ellipsoid, within [t0, t1].
+    pub fn chord_t(&self, o: V3, d: V3, t0: f64, t1: f64) -> f64 {
+        let (p, q) = (self.to_unit(o, false), self.to_unit(d, true));
+        let a = q[0] * q[0] + q[1] * q[1] + q[2] * q[2];
+        let b = p[0] * q[0] + p[1] * q[1] + p[2] * q[2];
+        let c = p[0] * p[0] + p[1] * p[1] + p[2] * p[2] - 1.0;
+        let disc = b * b - a * c;
+        if disc <= 0.0 || a == 0.0 {
+            return 0.0;
+        }
+        let r = disc.sqrt();
+        let (lo, hi) = ((-b - r) / a, (-b + r) / a);
+        (hi.min(t1) - lo.max(t0)).max(0.0)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SheppLogan {
+    /// Kak & Slaney (1988): the original high-contrast densities.
+    KakSlaney,
+    /// Yu, Ye & Wang (2004), "modified": better contrast for display.
+    YuYeWang,
+}
+
+/// 3D Shepp-Logan: (a, b, c, x0, y0, z0, phi, KS density, YYW density), CT.md's table.
+const SHEPP_LOGAN: [[f64; 9]; 10] = [
+    [0.69, 0.92, 0.90, 0.0, 0.0, 0.0, 0.0, 2.0, 1.0],
+    [0.6624, 0.874, 0.88, 0.0, 0.0, 0.0, 0.0, -0.98, -0.8],
+    [0.41, 0.16, 0.21, -0.22, 0.0, -0.25, 108.0, -0.02, -0.2],
+    [0.31, 0.11, 0.22, 0.22, 0.0, -0.25, 72.0, -0.02, -0.2],
+    [0.21, 0.25, 0.50, 0.0, 0.35, -0.25, 0.0, 0.02, 0.2],
+    [0.046, 0.046, 0.046, 0.0, 0.1, -0.25, 0.0, 0.02, 0.2],
+    [0.046, 0.023, 0.02, -0.08, -0.65, -0.25, 0.0, 0.01, 0.1],
+    [0.046, 0.023, 0.02, 0.06, -0.65, -0.25, 90.0, 0.01, 0.1],
+    [0.056, 0.04, 0.10, 0.06, -0.105, 0.625, 90.0, 0.02, 0.2],
+    [0.056, 0.056, 0.10, 0.0, 0.1, 0.625, 0.0, -0.02, -0.2],
+];
+
+pub fn shepp_logan(d: SheppLogan) -> Vec<Ellipsoid> {
+    SHEPP_LOGAN
+        .iter()
+        .map(|r| Ellipsoid {
+            semi: [r[0], r[1], r[2]],
+            centre: [r[3], r[4], r[5]],
+            rot: rot_z(r[6]),
+            rho: if d == SheppLogan::KakSlaney { r[7] } else { r[8] },
+        })
+        .collect()
+}
+
+/// A body ellipsoid holding 6..=16 random ellipsoids of random size, orientation and contrast:
+/// the 3D form of the "random ellipses" benchmark.
+pub fn random_ellipsoids(seed: u64) -> Vec<Ellipsoid> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let body: V3 = [rng.random_range(0.7..0.92), rng.random_range(0.6..0.9), rng.random_range(0.75..0.95)];
+    let mut out = vec![Ellipsoid { semi: body, centre: [0.0; 3], rot: rot_z(rng.random_range(-15.0..15.0)), rho: 1.0 }];
+    let n = rng.random_range(6..=16);
+    for _ in 0..n {
+        let semi: V3 = std::array::from_fn(|_| rng.random_range(0.03..0.3));
+        // A centre well inside the body, so that the inclusion stays mostly within it.
+        let u: V3 = std::array::from_fn(|_| rng.random_range(-0.6..0.6));
+        let centre: V3 = std::array::from_fn(|a| u[a] * body[a]);
+        let rot = matmul3(rot_z(rng.random_range(0.0..180.0)), rot_x(rng.random_range(-40.0..40.0)));
+        let rho = rng.random_range(0.1..0.5) * if rng.random_bool(0.5) { 1.0 } else { -1.0 };
+        out.push(Ellipsoid { semi, centre, rot, rho });
+    }
+    out
+}
+
+/// Phantom coordinates of world point w on this grid.
+fn to_phantom(grid: &VolumeGrid, w: V3, is_dir: bool) -> V3 {
+    let (h, o) = half_extent(grid);
+    std::array::from_fn(|a| (w[a] - if is_dir { 0.0 } else { o[a] }) / h[a])
+}
+
+/// Half extents (x, y, z) and centre of the volume box.
+fn half_extent(grid: &VolumeGrid) -> (V3, V3) {
+    let s = grid.step_xyz();
+    let n = grid.n_xyz();
+    let o = grid.origin;
+    (std::array::from_fn(|a| n[a] as f64 * s[a] / 2.0), [o[2], o[1], o[0]])
+}
+
+/// Voxelises ellipsoids: each voxel takes the mean over `sub`^3 points of its cell (sub = 1: the centre).
+pub fn voxelize(ellipsoids: &[Ellipsoid], grid: &VolumeGrid, sub: usize) -> Vec<f32> {
+    let [nz, ny, nx] = grid.shape;
+    let s = grid.step_xyz();
+    let sub = sub.max(1);
+    let mut out = vec![0f32; grid.len()];
+    out.par_chunks_mut(nx).enumerate().for_each(|(kj, row)| {
+        let (k, j) = (kj / ny, kj % ny);
+        for (i, v) in row.iter_mut().enumerate() {
+            let c = grid.voxel_centre(k, j, i);
+            let mut acc = 0.0;
+            for a in 0..sub {
+                for b in 0..sub {
+                    for e in 0..sub {
+                        let off = |m: usize, ax: usize| ((m as f64 + 0.5) / sub as f64 - 0.5) * s[ax];
+                        let w = [c[0] + off(a, 0), c[1] + off(b, 1), c[2] + off(e, 2)];
+                        let p = to_phantom(grid, w, false);
+                        acc += ellipsoids.iter().filter(|el| el.contains(p)).map(|el| el.rho).sum::<f64>();
+                    }
+                }
+            }
+            *v = (acc / (sub * sub * sub) as f64) as f32;
+        }
+    });
+    let _ = nz;
+    out
+}
+
+/// Exact line integrals of the ellipsoids along every ray of the geometry (n_views, rows, cols).
+pub fn analytic_projection(ellipsoids: &[Ellipsoid], g: &Geometry) -> Vec<f32> {
+    let [rows, cols] = g.det_shape;
+    let mut out = vec![0f32; g.n_rays()];
+    out.par_chunks_mut(cols).enumerate().for_each(|(vr, row)| {
+        let (vi, r) = (vr / rows, vr % rows);
+        for (c, o) in row.iter_mut().enumerate() {
+            let (org, dir, t0, t1) = g.ray(vi, r, c);
+            let (p, q) = (to_phantom(&g.volume, org, false), to_phantom(&g.volume, dir, true));
+            let len = (dir[0] * dir[0] + dir[1] * dir[1] + dir[2] * dir[2]).sqrt();
+            // Only the part of the ray inside the volume box counts, as for the projector.
+            let Some((a, b)) = super::siddon::clip(g, (org, dir, t0, t1)) else { continue };
+            *o = (ellipsoids.iter().map(|e| e.rho * e.chord_t(p, q, a, b)).sum::<f64>() * len) as f32;
+        }
+    });
+    out
+}
+
+/// The phantoms `tomodiff phantom` makes by name.
+pub fn by_name(name: &str, grid: &VolumeGrid, seed: u64) -> Result<Vec<f32>> {
+    match name {
+        "shepp-logan" => Ok(voxelize(&shepp_logan(SheppLogan::YuYeWang), grid, 2)),
+        "shepp-logan-ks" => Ok(voxelize(&shepp_logan(SheppLogan::KakSlaney), grid, 2)),
+        "ellipsoids" => Ok(voxelize(&random_ellipsoids(seed), grid, 2)),
+        "chest" => Ok(super::chest::chest(grid, seed)),
+        _ => Err(Error::Shape(format!("unknown phantom {name:?}: expected shepp-logan, shepp-logan-ks, ellipsoids or chest"))),
+    }
+}
+
+pub const NAMES: [&str; 4] = ["shepp-logan", "shepp-logan-ks", "ellipsoids", "chest"];
