@@ -1,6 +1,7 @@
 //! CT physics: geometry, the Siddon projector pair, phantoms, analytic and iterative
 //! reconstruction. Conventions: docs/CT_CONVENTIONS.md and the header of geometry.rs.
 pub mod chest;
+pub mod fbp;
 pub mod geometry;
 pub mod phantom;
 pub mod siddon;
