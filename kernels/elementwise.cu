@@ -19,3 +19,24 @@ KERNEL cast_f32_bf16(long long n, const float* x, bf16* y) { cast(n, x, y); }
 KERNEL cast_bf16_f32(long long n, const bf16* x, float* y) { cast(n, x, y); }
 KERNEL cast_f32_f16(long long n, const float* x, f16* y) { cast(n, x, y); }
 KERNEL cast_f16_f32(long long n, const f16* x, float* y) { cast(n, x, y); }
+
+// y = a * b (elementwise)
+KERNEL mul_f32(long long n, const float* a, const float* b, float* y) {
+    for (long long i = grid_start(); i < n; i += grid_stride()) y[i] = a[i] * b[i];
+}
+
+// y = 1 / x where |x| > eps, else 0 (SIRT's row and column normalisers: rays and voxels that
+// nothing reaches get no update instead of a division by zero).
+KERNEL recip_f32(long long n, float eps, const float* x, float* y) {
+    for (long long i = grid_start(); i < n; i += grid_stride()) y[i] = fabsf(x[i]) > eps ? 1.f / x[i] : 0.f;
+}
+
+// y = max(x, lo)
+KERNEL clamp_min_f32(long long n, float lo, const float* x, float* y) {
+    for (long long i = grid_start(); i < n; i += grid_stride()) y[i] = fmaxf(x[i], lo);
+}
+
+// y = v everywhere
+KERNEL fill_f32(long long n, float v, float* y) {
+    for (long long i = grid_start(); i < n; i += grid_stride()) y[i] = v;
+}

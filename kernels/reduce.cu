@@ -39,3 +39,20 @@ __device__ __forceinline__ void row_sums(int rows, int n, const T* x, float* sum
 
 KERNEL row_sums_f32(int rows, int n, const float* x, float* sum, float* sumsq) { row_sums(rows, n, x, sum, sumsq); }
 KERNEL row_sums_bf16(int rows, int n, const bf16* x, float* sum, float* sumsq) { row_sums(rows, n, x, sum, sumsq); }
+
+// Per-block partial dot products x . y; the caller sums the gridDim.x partials in f64 (a fixed
+// order: results do not depend on scheduling, unlike an atomic sum).
+KERNEL dot_partial_f32(long long n, const float* x, const float* y, float* partial) {
+    __shared__ float part[32];
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
+    float s = 0.f;
+    for (long long i = grid_start(); i < n; i += grid_stride()) s += x[i] * y[i];
+    s = warp_sum(s);
+    if (lane == 0) part[warp] = s;
+    __syncthreads();
+    if (warp == 0) {
+        s = lane < nwarps ? part[lane] : 0.f;
+        s = warp_sum(s);
+        if (lane == 0) partial[blockIdx.x] = s;
+    }
+}

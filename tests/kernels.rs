@@ -130,3 +130,36 @@ fn gemm_rejects_mismatched_shapes() {
     let e = gemm::matmul(&a, &b, &mut c).unwrap_err().to_string();
     assert!(e.contains("expected bf16"), "{e}");
 }
+
+#[test]
+fn vector_ops_match_reference() {
+    use tomodiff::ops::vector;
+    let mut rng = rng("vector");
+    for dev in kernel_devices("vector") {
+        for n in [1usize, 255, 256 * 1024 + 3] {
+            let a = uniform(&mut rng, n, -2.0, 2.0);
+            let mut b = uniform(&mut rng, n, -2.0, 2.0);
+            b[0] = 1e-9; // below recip's eps
+            let (at, bt) = (Tensor::from_f32(&a, &[n], DType::F32, &dev).unwrap(), Tensor::from_f32(&b, &[n], DType::F32, &dev).unwrap());
+            let d = vector::dot(&at, &bt).unwrap();
+            let want = vector::dot_ref(&a, &b);
+            let mag = vector::dot_ref(&a.iter().map(|v| v.abs()).collect::<Vec<_>>(), &b.iter().map(|v| v.abs()).collect::<Vec<_>>());
+            assert!((d - want).abs() <= 1e-6 * mag + 1e-12, "dot {} n={n}: {d} vs {want}", dev.name());
+            let mut y = Tensor::full(&[n], f32::NAN, DType::F32, &dev).unwrap();
+            vector::mul(&at, &bt, &mut y).unwrap();
+            let w: Vec<f32> = a.iter().zip(&b).map(|(x, z)| x * z).collect();
+            assert_close(&format!("mul {} n={n}", dev.name()), &y.to_f32_vec().unwrap(), &w, |_| 0.0);
+            let mut y = Tensor::full(&[n], f32::NAN, DType::F32, &dev).unwrap();
+            vector::recip(1e-6, &bt, &mut y).unwrap();
+            let w: Vec<f32> = b.iter().map(|v| if v.abs() > 1e-6 { 1.0 / v } else { 0.0 }).collect();
+            assert_close(&format!("recip {} n={n}", dev.name()), &y.to_f32_vec().unwrap(), &w, |_| 0.0);
+            let mut y = Tensor::full(&[n], f32::NAN, DType::F32, &dev).unwrap();
+            vector::clamp_min(0.25, &at, &mut y).unwrap();
+            let w: Vec<f32> = a.iter().map(|v| v.max(0.25)).collect();
+            assert_close(&format!("clamp_min {} n={n}", dev.name()), &y.to_f32_vec().unwrap(), &w, |_| 0.0);
+            let mut y = Tensor::full(&[n], f32::NAN, DType::F32, &dev).unwrap();
+            vector::fill(-3.5, &mut y).unwrap();
+            assert!(y.to_f32_vec().unwrap().iter().all(|v| *v == -3.5));
+        }
+    }
+}

@@ -3,6 +3,7 @@
 pub mod chest;
 pub mod fbp;
 pub mod geometry;
+pub mod iterative;
 pub mod phantom;
 pub mod siddon;
 

@@ -5,6 +5,7 @@ pub mod cast;
 pub mod elementwise;
 pub mod gemm;
 pub mod reduce;
+pub mod vector;
 
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor};
