@@ -10,6 +10,7 @@ pub mod error;
 pub mod info;
 pub mod io;
 pub mod kernels;
+pub mod metrics;
 pub mod ops;
 pub mod tensor;
 

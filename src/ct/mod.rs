@@ -4,6 +4,7 @@ pub mod chest;
 pub mod fbp;
 pub mod geometry;
 pub mod iterative;
+pub mod noise;
 pub mod phantom;
 pub mod siddon;
 

@@ -1,0 +1,64 @@
+//! Files: volumes and projections (.npy; NIfTI .nii/.nii.gz for volumes), PNG previews, and
+//! writes that never leave a half-written file under the final name.
+pub mod nifti;
+pub mod npy;
+pub mod preview;
+
+use crate::error::{Error, Result};
+use std::io::Write;
+use std::path::Path;
+
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().ok_or_else(|| Error::io(path, std::io::Error::other("not a file name")))?;
+    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(|e| Error::io(path, e))
+}
+
+/// An f32 array with its shape (C order), and the voxel size (z, y, x) when the file has one.
+#[derive(Debug, Clone)]
+pub struct Array {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+    pub voxel_size: Option<[f64; 3]>,
+}
+
+fn is_nifti(path: &Path) -> bool {
+    let s = path.to_string_lossy();
+    s.ends_with(".nii") || s.ends_with(".nii.gz")
+}
+
+/// Reads .npy or NIfTI by extension; rejects NaN and infinity with the first bad index.
+pub fn read_array(path: &Path) -> Result<Array> {
+    let a = if is_nifti(path) {
+        nifti::read(path)?
+    } else if path.extension().is_some_and(|e| e == "npy") {
+        npy::read(path)?
+    } else {
+        return Err(Error::io(path, std::io::Error::other("unknown file type: expected .npy, .nii or .nii.gz")));
+    };
+    if let Some(i) = a.data.iter().position(|v| !v.is_finite()) {
+        return Err(Error::io(path, std::io::Error::other(format!("holds a non-finite value ({}) at flat index {i}", a.data[i]))));
+    }
+    Ok(a)
+}
+
+/// Writes .npy or NIfTI by extension (NIfTI takes the voxel size, (z, y, x) mm).
+pub fn write_array(path: &Path, shape: &[usize], data: &[f32], voxel_size: [f64; 3]) -> Result<()> {
+    if is_nifti(path) {
+        nifti::write(path, shape, data, voxel_size)
+    } else if path.extension().is_some_and(|e| e == "npy") {
+        npy::write(path, shape, data)
+    } else {
+        Err(Error::io(path, std::io::Error::other("unknown file type: expected .npy, .nii or .nii.gz")))
+    }
+}

@@ -1,0 +1,136 @@
+//! NIfTI-1 volumes (.nii, .nii.gz). A (nz, ny, nx) C-order array is NIfTI's x-fastest layout, so
+//! dim = (nx, ny, nz) and the data need no permutation. Reads integer and float datatypes with
+//! scl_slope/scl_inter applied, either byte order; writes f32 with the voxel size in pixdim and an
+//! sform centred on the volume.
+use super::Array;
+use crate::error::{Error, Result};
+use std::io::Read;
+use std::path::Path;
+
+fn bad(path: &Path, msg: impl Into<String>) -> Error {
+    Error::io(path, std::io::Error::other(msg.into()))
+}
+
+fn gz(path: &Path) -> bool {
+    path.to_string_lossy().ends_with(".gz")
+}
+
+pub fn read(path: &Path) -> Result<Array> {
+    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = if gz(path) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut out).map_err(|e| bad(path, format!("gzip: {e}")))?;
+        out
+    } else {
+        raw
+    };
+    parse(path, &bytes)
+}
+
+pub fn parse(path: &Path, b: &[u8]) -> Result<Array> {
+    if b.len() < 348 {
+        return Err(bad(path, "too short for a NIfTI-1 header"));
+    }
+    let le = match (i32::from_le_bytes(b[0..4].try_into().unwrap()), i32::from_be_bytes(b[0..4].try_into().unwrap())) {
+        (348, _) => true,
+        (_, 348) => false,
+        (540, _) | (_, 540) => return Err(bad(path, "NIfTI-2 is not supported; save as NIfTI-1")),
+        _ => return Err(bad(path, "not a NIfTI-1 file (sizeof_hdr is not 348)")),
+    };
+    let i16at = |o: usize| if le { i16::from_le_bytes([b[o], b[o + 1]]) } else { i16::from_be_bytes([b[o], b[o + 1]]) };
+    let f32at = |o: usize| {
+        let a: [u8; 4] = b[o..o + 4].try_into().unwrap();
+        if le { f32::from_le_bytes(a) } else { f32::from_be_bytes(a) }
+    };
+    let ndim = i16at(40);
+    if !(1..=7).contains(&ndim) {
+        return Err(bad(path, format!("bad dim[0] = {ndim}")));
+    }
+    let dims: Vec<usize> = (1..=ndim as usize).map(|i| i16at(40 + 2 * i).max(0) as usize).collect();
+    if dims.iter().skip(3).any(|&d| d > 1) {
+        return Err(bad(path, format!("a 3D volume is expected, the file has dims {dims:?}")));
+    }
+    let n3: Vec<usize> = (0..3).map(|i| dims.get(i).copied().unwrap_or(1)).collect();
+    let (datatype, pix) = (i16at(70), [f32at(80), f32at(84), f32at(88)]);
+    let vox_offset = f32at(108).max(348.0) as usize;
+    let (slope, inter) = (f32at(112), f32at(116));
+    let size = match datatype {
+        2 | 256 => 1,
+        4 | 512 => 2,
+        8 | 16 | 768 => 4,
+        64 => 8,
+        d => return Err(bad(path, format!("unsupported NIfTI datatype {d}"))),
+    };
+    let n: usize = n3.iter().product();
+    let data = b.get(vox_offset..vox_offset + n * size).ok_or_else(|| bad(path, format!("truncated: {n} voxels of {size} bytes expected")))?;
+    let vals = data
+        .chunks_exact(size)
+        .map(|c| {
+            let mut a = [0u8; 8];
+            a[..size].copy_from_slice(c);
+            if !le {
+                a[..size].reverse();
+            }
+            let v = match datatype {
+                2 => a[0] as f64,
+                256 => a[0] as i8 as f64,
+                4 => i16::from_le_bytes([a[0], a[1]]) as f64,
+                512 => u16::from_le_bytes([a[0], a[1]]) as f64,
+                8 => i32::from_le_bytes([a[0], a[1], a[2], a[3]]) as f64,
+                768 => u32::from_le_bytes([a[0], a[1], a[2], a[3]]) as f64,
+                16 => f32::from_le_bytes([a[0], a[1], a[2], a[3]]) as f64,
+                _ => f64::from_le_bytes(a),
+            };
+            (if slope != 0.0 && slope.is_finite() { v * slope as f64 + inter as f64 } else { v }) as f32
+        })
+        .collect();
+    let vs = |p: f32| if p.is_finite() && p > 0.0 { p.abs() as f64 } else { 1.0 };
+    Ok(Array { shape: vec![n3[2], n3[1], n3[0]], data: vals, voxel_size: Some([vs(pix[2]), vs(pix[1]), vs(pix[0])]) })
+}
+
+pub fn encode(shape: &[usize], data: &[f32], voxel_size: [f64; 3]) -> Vec<u8> {
+    let (nz, ny, nx) = match shape {
+        [z, y, x] => (*z, *y, *x),
+        [y, x] => (1, *y, *x),
+        _ => (1, 1, data.len()),
+    };
+    let mut h = vec![0u8; 352];
+    let put_i16 = |h: &mut Vec<u8>, o: usize, v: i16| h[o..o + 2].copy_from_slice(&v.to_le_bytes());
+    let put_f32 = |h: &mut Vec<u8>, o: usize, v: f32| h[o..o + 4].copy_from_slice(&v.to_le_bytes());
+    h[0..4].copy_from_slice(&348i32.to_le_bytes());
+    for (i, d) in [3, nx, ny, nz, 1, 1, 1, 1].iter().enumerate() {
+        put_i16(&mut h, 40 + 2 * i, *d as i16);
+    }
+    put_i16(&mut h, 70, 16); // float32
+    put_i16(&mut h, 72, 32);
+    let (sx, sy, sz) = (voxel_size[2] as f32, voxel_size[1] as f32, voxel_size[0] as f32);
+    for (i, p) in [1.0, sx, sy, sz, 1.0, 1.0, 1.0, 1.0].iter().enumerate() {
+        put_f32(&mut h, 76 + 4 * i, *p);
+    }
+    put_f32(&mut h, 108, 352.0);
+    put_f32(&mut h, 112, 1.0);
+    h[123] = 10 | 8; // xyzt_units: mm, s
+    put_i16(&mut h, 254, 2); // sform_code: aligned
+    // sform: voxel (i, j, k) -> world, centred like our voxel convention.
+    let off = [-(nx as f32) * sx / 2.0 + sx / 2.0, -(ny as f32) * sy / 2.0 + sy / 2.0, -(nz as f32) * sz / 2.0 + sz / 2.0];
+    let rows = [[sx, 0.0, 0.0, off[0]], [0.0, sy, 0.0, off[1]], [0.0, 0.0, sz, off[2]]];
+    for (r, row) in rows.iter().enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            put_f32(&mut h, 280 + 16 * r + 4 * c, *v);
+        }
+    }
+    h[344..348].copy_from_slice(b"n+1\0");
+    h.extend(data.iter().flat_map(|v| v.to_le_bytes()));
+    h
+}
+
+pub fn write(path: &Path, shape: &[usize], data: &[f32], voxel_size: [f64; 3]) -> Result<()> {
+    let bytes = encode(shape, data, voxel_size);
+    if gz(path) {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut enc, &bytes).map_err(|e| Error::io(path, e))?;
+        super::write_atomic(path, &enc.finish().map_err(|e| Error::io(path, e))?)
+    } else {
+        super::write_atomic(path, &bytes)
+    }
+}

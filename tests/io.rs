@@ -1,0 +1,124 @@
+//! Files (.npy, NIfTI, PNG), noise and metrics.
+use tomodiff::ct::noise;
+use tomodiff::io::{self, nifti, npy, preview};
+use tomodiff::metrics;
+
+#[test]
+fn npy_round_trip_and_foreign_dtypes() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.npy");
+    let data: Vec<f32> = (0..60).map(|i| i as f32 * 0.5 - 3.0).collect();
+    npy::write(&p, &[3, 4, 5], &data).unwrap();
+    let a = io::read_array(&p).unwrap();
+    assert_eq!((a.shape, a.data), (vec![3, 4, 5], data.clone()));
+    let bytes = std::fs::read(&p).unwrap();
+    assert_eq!((bytes.len() - 60 * 4) % 64, 0, "data starts on a 64-byte boundary");
+    // Big-endian int16, version 2 header, hand-made.
+    let header = "{'descr': '>i2', 'fortran_order': False, 'shape': (3,), }\n";
+    let mut raw = b"\x93NUMPY\x02\x00".to_vec();
+    raw.extend((header.len() as u32).to_le_bytes());
+    raw.extend(header.as_bytes());
+    for v in [1i16, -2, 300] {
+        raw.extend(v.to_be_bytes());
+    }
+    let a = npy::parse(&p, &raw).unwrap();
+    assert_eq!((a.shape, a.data), (vec![3], vec![1.0, -2.0, 300.0]));
+    // Errors name the problem.
+    let e = npy::parse(&p, &raw[..raw.len() - 1]).unwrap_err().to_string();
+    assert!(e.contains("truncated"), "{e}");
+    let swap = |from: &[u8], to: &[u8]| {
+        let i = raw.windows(from.len()).position(|w| w == from).unwrap();
+        let mut b = raw.clone();
+        b[i..i + to.len()].copy_from_slice(to);
+        b
+    };
+    assert!(npy::parse(&p, &swap(b"False", b"True ")).unwrap_err().to_string().contains("Fortran"));
+    assert!(npy::parse(&p, b"PK\x03\x04 not npy").unwrap_err().to_string().contains("magic"));
+    assert!(npy::parse(&p, &swap(b">i2", b"<c8")).unwrap_err().to_string().contains("unsupported dtype"));
+}
+
+#[test]
+fn nifti_round_trip_plain_and_gzip() {
+    let dir = tempfile::tempdir().unwrap();
+    let data: Vec<f32> = (0..2 * 3 * 4).map(|i| i as f32).collect();
+    for name in ["v.nii", "v.nii.gz"] {
+        let p = dir.path().join(name);
+        nifti::write(&p, &[2, 3, 4], &data, [2.5, 1.5, 0.5]).unwrap();
+        let a = io::read_array(&p).unwrap();
+        assert_eq!(a.shape, vec![2, 3, 4], "{name}");
+        assert_eq!(a.data, data, "{name}");
+        assert_eq!(a.voxel_size, Some([2.5, 1.5, 0.5]), "{name}");
+    }
+    // int16 with a scale: value = raw * slope + inter.
+    let mut b = nifti::encode(&[1, 1, 2], &[0.0, 0.0], [1.0; 3]);
+    b.truncate(352);
+    b[70..72].copy_from_slice(&4i16.to_le_bytes());
+    b[112..116].copy_from_slice(&2.0f32.to_le_bytes());
+    b[116..120].copy_from_slice(&(-1.0f32).to_le_bytes());
+    b.extend(7i16.to_le_bytes());
+    b.extend((-3i16).to_le_bytes());
+    let p = dir.path().join("s.nii");
+    assert_eq!(nifti::parse(&p, &b).unwrap().data, vec![13.0, -7.0]);
+    assert!(nifti::parse(&p, &b[..353]).unwrap_err().to_string().contains("truncated"));
+    let mut two = b.clone();
+    two[0..4].copy_from_slice(&540i32.to_le_bytes());
+    assert!(nifti::parse(&p, &two).unwrap_err().to_string().contains("NIfTI-2"));
+}
+
+#[test]
+fn non_finite_input_is_rejected_with_its_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("nan.npy");
+    npy::write(&p, &[4], &[0.0, 1.0, f32::NAN, 2.0]).unwrap();
+    let e = io::read_array(&p).unwrap_err().to_string();
+    assert!(e.contains("nan.npy") && e.contains("flat index 2"), "{e}");
+    assert!(io::read_array(&dir.path().join("x.txt")).unwrap_err().to_string().contains("unknown file type"));
+}
+
+#[test]
+fn preview_png_has_three_panes_per_volume() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("p.png");
+    let v: Vec<f32> = (0..5 * 6 * 7).map(|i| i as f32).collect();
+    preview::write(&p, [5, 6, 7], &[&v, &v]).unwrap();
+    let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&p).unwrap()));
+    let reader = dec.read_info().unwrap();
+    let info = reader.info();
+    // Width: axial nx + coronal nx + sagittal ny + 2 gaps of 4; height: two rows of max(ny, nz) + 4.
+    assert_eq!((info.width, info.height), (7 + 7 + 6 + 8, 2 * (6 + 4)));
+}
+
+#[test]
+fn psnr_and_ssim_known_values() {
+    let shape = [8, 9, 10];
+    let n = 720;
+    let reference: Vec<f32> = (0..n).map(|i| (i % 17) as f32 / 16.0).collect(); // range exactly 1
+    let m = metrics::compare(shape, &reference, &reference);
+    assert!(m.psnr.is_infinite() && (m.ssim_axial - 1.0).abs() < 1e-12 && (m.ssim_sagittal - 1.0).abs() < 1e-12);
+    let off: Vec<f32> = reference.iter().map(|v| v + 0.1).collect();
+    let m = metrics::compare(shape, &off, &reference);
+    assert!((m.psnr - 20.0).abs() < 1e-4, "{}", m.psnr);
+    assert!((m.psnr_coronal - 20.0).abs() < 1e-4);
+    assert!(m.ssim_axial < 1.0 && m.ssim_axial > 0.8, "{}", m.ssim_axial);
+    let noisy: Vec<f32> = reference.iter().enumerate().map(|(i, v)| v + if i % 2 == 0 { 0.3 } else { -0.3 }).collect();
+    assert!(metrics::compare(shape, &noisy, &reference).ssim_axial < m.ssim_axial);
+}
+
+#[test]
+fn poisson_noise_statistics() {
+    let p0 = 2.0f32;
+    let mut p = vec![p0; 200_000];
+    let i0 = 1e4;
+    noise::poisson(&mut p, 1000, i0, 5).unwrap();
+    let n = p.len() as f64;
+    let mean = p.iter().map(|v| *v as f64).sum::<f64>() / n;
+    let var = p.iter().map(|v| (*v as f64 - mean).powi(2)).sum::<f64>() / n;
+    // Delta method: var(-ln(c/I0)) = 1 / (I0 e^-p).
+    let want_var = 1.0 / (i0 * (-(p0 as f64)).exp());
+    eprintln!("poisson: mean {mean:.5} var {var:.3e} (expected {want_var:.3e})");
+    assert!((mean - p0 as f64).abs() < 0.01 && (var / want_var - 1.0).abs() < 0.05);
+    let mut q = vec![p0; 200_000];
+    noise::poisson(&mut q, 1000, i0, 5).unwrap();
+    assert_eq!(p, q, "same seed, same noise");
+    assert!(noise::poisson(&mut q, 10, 0.5, 1).is_err());
+}
