@@ -118,3 +118,48 @@ pub fn gemm(dev: &Device, n: usize) -> Result<Row> {
         peak_note,
     })
 }
+
+/// Siddon projector throughput: rays/s and voxel intersections/s, forward and adjoint.
+/// Cases: `parallel2d` (one 512x512 slice, 360 views x 768 columns over 180 degrees: the issue's
+/// CPU comparison with ASTRA's 'line' projector) and `cone` (512x512x256 to 360 views of 512x768).
+pub fn projector(dev: &Device, case: &str) -> Result<Vec<String>> {
+    use crate::ct::{phantom, siddon, Geometry};
+    let json = match case {
+        "parallel2d" => r#"{"volume": {"shape": [1, 512, 512]}, "scan": {"type": "parallel", "n_views": 360, "det_shape": [1, 768]}}"#,
+        "cone" => r#"{"volume": {"shape": [256, 512, 512]}, "scan": {"type": "cone", "n_views": 360, "source_origin": 1000,
+            "origin_detector": 500, "det_shape": [512, 768], "det_spacing": [1.2, 1.2]}}"#,
+        _ => return Err(crate::Error::Shape(format!("unknown projector case {case:?}: expected parallel2d or cone"))),
+    };
+    let g = Geometry::from_json(json)?;
+    let vol = phantom::voxelize(&phantom::shepp_logan(phantom::SheppLogan::YuYeWang), &g.volume, 1);
+    // Intersections counted on a sample of rays (every 101st) and scaled.
+    let [rows, cols] = g.det_shape;
+    let mut sampled = 0usize;
+    let mut hits = 0usize;
+    for ray in (0..g.n_rays()).step_by(101) {
+        let (v, r, c) = (ray / (rows * cols), (ray / cols) % rows, ray % cols);
+        siddon::trace(&g.volume, g.ray(v, r, c), 0, g.volume.shape[0], |_, _| hits += 1);
+        sampled += 1;
+    }
+    let intersections = hits as f64 * g.n_rays() as f64 / sampled as f64;
+    let p = siddon::Projector::new(g.clone(), dev)?;
+    let vt = Tensor::from_f32(&vol, &g.volume.shape, DType::F32, dev)?;
+    let mut pt = Tensor::zeros(&g.proj_shape(), DType::F32, dev)?;
+    let budget = if matches!(dev, Device::Cuda(_)) { 1.0 } else { 3.0 };
+    let fwd = time(dev, budget, || p.forward(&vt, &mut pt))?;
+    let mut back = Tensor::zeros(&g.volume.shape, DType::F32, dev)?;
+    let adj = time(dev, budget, || p.adjoint(&pt, &mut back))?;
+    let rays = g.n_rays() as f64;
+    Ok([("forward", fwd), ("adjoint", adj)]
+        .iter()
+        .map(|(what, s)| {
+            format!(
+                "projector {case:<10} {what:<8} {:<8} {:>10.3} s  {:>8.2} M rays/s  {:>8.1} M intersections/s",
+                dev.name(),
+                s,
+                rays / s / 1e6,
+                intersections / s / 1e6
+            )
+        })
+        .collect())
+}

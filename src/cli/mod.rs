@@ -1,3 +1,5 @@
+mod ct;
+
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -24,6 +26,18 @@ enum Cmd {
         #[command(subcommand)]
         what: BenchCmd,
     },
+    /// Make a phantom volume: shepp-logan, shepp-logan-ks, ellipsoids or chest.
+    Phantom(ct::PhantomArgs),
+    /// Forward-project a volume with the Siddon projector (optionally with Poisson noise).
+    Project(ct::ProjectArgs),
+    /// The exact adjoint of the projector applied to projections.
+    Backproject(ct::ReconArgs),
+    /// FBP (parallel, fan) or FDK (cone), chosen by the geometry.
+    Fbp(ct::FbpArgs),
+    /// CGLS or SIRT on the Siddon pair.
+    Iterative(ct::IterativeArgs),
+    /// PSNR and SSIM (whole and per plane) of a volume against a reference.
+    Metrics(ct::MetricsArgs),
     /// List the tensors of a safetensors file (name, dtype, shape).
     Inspect { file: PathBuf },
     /// Rewrite a safetensors file with every tensor stored as another dtype.
@@ -41,6 +55,15 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// Siddon forward and adjoint: rays/s and voxel intersections/s.
+    Projector {
+        /// Devices to measure (repeatable); default: cpu and every CUDA device.
+        #[arg(long = "device")]
+        devices: Vec<String>,
+        /// parallel2d (512^2 slice, 360 views x 768 columns) or cone (512x512x256, 360 views of 512x768).
+        #[arg(long, default_value = "parallel2d")]
+        case: String,
+    },
     /// C = A B, n x n x n: bf16 tensor cores on GPUs (and emulated), f32 on the CPU.
     Gemm {
         /// Devices to measure (repeatable); default: cpu and every CUDA device.
@@ -56,6 +79,19 @@ pub fn run() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Info { kernels } => print!("{}", tomodiff::info::report(kernels)),
         Cmd::Bench { what: BenchCmd::Gemm { devices, size } } => bench_gemm(devices, size)?,
+        Cmd::Bench { what: BenchCmd::Projector { devices, case } } => {
+            for dev in bench_devices(devices)? {
+                for row in tomodiff::bench::projector(&dev, &case)? {
+                    println!("{row}");
+                }
+            }
+        }
+        Cmd::Phantom(a) => ct::phantom(a)?,
+        Cmd::Project(a) => ct::project(a)?,
+        Cmd::Backproject(a) => ct::backproject(a)?,
+        Cmd::Fbp(a) => ct::fbp(a)?,
+        Cmd::Iterative(a) => ct::iterative(a)?,
+        Cmd::Metrics(a) => ct::metrics(a)?,
         Cmd::Inspect { file } => {
             for (name, dtype, shape) in safetensors::list(&file)? {
                 println!("{name}\t{dtype}\t{shape:?}");
@@ -77,18 +113,22 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
-fn bench_gemm(devices: Vec<String>, size: Option<usize>) -> Result<()> {
-    let devs: Vec<Device> = if devices.is_empty() {
+/// The named devices, or the cpu and every CUDA device.
+fn bench_devices(devices: Vec<String>) -> Result<Vec<Device>> {
+    if devices.is_empty() {
         let mut v = vec![Device::Cpu];
         if let Ok(n) = tomodiff::device::cuda_device_count() {
             for i in 0..n {
                 v.push(Device::cuda(i)?);
             }
         }
-        v
-    } else {
-        devices.iter().map(|d| Device::parse(d)).collect::<tomodiff::Result<_>>()?
-    };
+        return Ok(v);
+    }
+    Ok(devices.iter().map(|d| Device::parse(d)).collect::<tomodiff::Result<_>>()?)
+}
+
+fn bench_gemm(devices: Vec<String>, size: Option<usize>) -> Result<()> {
+    let devs = bench_devices(devices)?;
     for dev in &devs {
         let n = size.unwrap_or(match dev {
             Device::Cuda(_) => 4096,

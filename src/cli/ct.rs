@@ -1,0 +1,284 @@
+//! CT commands: phantom, project, backproject, fbp, iterative, metrics.
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tomodiff::ct::{fbp, iterative, noise, phantom, siddon::Projector, Geometry, VolumeGrid};
+use tomodiff::io::{self, preview};
+use tomodiff::{DType, Device, Tensor};
+
+#[derive(Args)]
+pub struct PhantomArgs {
+    /// shepp-logan (Yu-Ye-Wang densities), shepp-logan-ks (Kak-Slaney), ellipsoids or chest.
+    name: String,
+    /// Output volume (.npy, .nii, .nii.gz).
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Volume shape nz,ny,nx (or take the grid from --geometry).
+    #[arg(long, value_delimiter = ',')]
+    shape: Option<Vec<usize>>,
+    /// Voxel size sz,sy,sx in mm (with --shape).
+    #[arg(long, value_delimiter = ',', default_value = "1,1,1")]
+    voxel_size: Vec<f64>,
+    /// Geometry file whose volume grid the phantom fills.
+    #[arg(long)]
+    geometry: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// PNG of the middle axial, coronal and sagittal slices.
+    #[arg(long)]
+    preview: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct ProjectArgs {
+    #[arg(short, long)]
+    geometry: PathBuf,
+    /// Volume (.npy, .nii, .nii.gz) of the geometry's shape (nz, ny, nx).
+    #[arg(short, long)]
+    input: PathBuf,
+    /// Projections (.npy), (views, rows, cols).
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Add Poisson noise for this many incident photons per ray.
+    #[arg(long)]
+    noise_i0: Option<f64>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Write (rows, views, cols) as ASTRA keeps projections.
+    #[arg(long)]
+    astra_layout: bool,
+    /// cpu, emu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+#[derive(Args)]
+pub struct ReconArgs {
+    #[arg(short, long)]
+    geometry: PathBuf,
+    /// Projections (.npy), (views, rows, cols), or (rows, views, cols) with --astra-layout.
+    #[arg(short, long)]
+    input: PathBuf,
+    /// Output volume (.npy, .nii, .nii.gz).
+    #[arg(short, long)]
+    output: PathBuf,
+    #[arg(long)]
+    astra_layout: bool,
+    #[arg(long, default_value = "auto")]
+    device: String,
+    #[arg(long)]
+    preview: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct FbpArgs {
+    #[command(flatten)]
+    common: ReconArgs,
+    /// Filter window: ram-lak, shepp-logan, cosine, hamming, hann.
+    #[arg(long, default_value = "hann")]
+    window: String,
+}
+
+#[derive(Args)]
+pub struct IterativeArgs {
+    #[command(flatten)]
+    common: ReconArgs,
+    /// cgls or sirt.
+    #[arg(long, default_value = "cgls")]
+    method: String,
+    #[arg(long, default_value_t = 20)]
+    iters: usize,
+    /// SIRT relaxation, in (0, 2).
+    #[arg(long, default_value_t = 1.0)]
+    lambda: f32,
+    /// SIRT: clamp negative values after each update.
+    #[arg(long)]
+    nonneg: bool,
+}
+
+#[derive(Args)]
+pub struct MetricsArgs {
+    /// Volume to judge.
+    #[arg(short, long)]
+    input: PathBuf,
+    /// Ground truth of the same shape.
+    #[arg(long)]
+    reference: PathBuf,
+    /// Also write the figures as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn spinner(msg: &str) -> ProgressBar {
+    let pb = ProgressBar::new_spinner();
+    pb.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap());
+    pb.set_message(msg.to_string());
+    pb.enable_steady_tick(Duration::from_millis(200));
+    pb
+}
+
+fn load_volume(path: &Path, grid: &VolumeGrid) -> Result<Vec<f32>> {
+    let a = io::read_array(path)?;
+    if a.shape != grid.shape {
+        bail!("{}: volume of shape {:?}, the geometry's volume is {:?} (nz, ny, nx)", path.display(), a.shape, grid.shape);
+    }
+    Ok(a.data)
+}
+
+fn load_proj(path: &Path, g: &Geometry, astra: bool) -> Result<Vec<f32>> {
+    let a = io::read_array(path)?;
+    let [v, r, c] = g.proj_shape();
+    let want = if astra { vec![r, v, c] } else { vec![v, r, c] };
+    if a.shape != want {
+        let order = if astra { "(rows, views, cols)" } else { "(views, rows, cols)" };
+        bail!("{}: projections of shape {:?}, the geometry needs {want:?} {order}", path.display(), a.shape);
+    }
+    Ok(if astra { swap01(&a.data, r, v, c) } else { a.data })
+}
+
+/// (a, b, c) -> (b, a, c)
+fn swap01(x: &[f32], a: usize, b: usize, c: usize) -> Vec<f32> {
+    let mut y = vec![0f32; x.len()];
+    for i in 0..a {
+        for j in 0..b {
+            y[(j * a + i) * c..(j * a + i + 1) * c].copy_from_slice(&x[(i * b + j) * c..(i * b + j + 1) * c]);
+        }
+    }
+    y
+}
+
+fn save_volume(path: &Path, grid: &VolumeGrid, data: &[f32], preview_path: Option<&Path>) -> Result<()> {
+    io::write_array(path, &grid.shape, data, grid.voxel_size)?;
+    if let Some(p) = preview_path {
+        preview::write(p, grid.shape, &[data])?;
+    }
+    Ok(())
+}
+
+pub fn phantom(a: PhantomArgs) -> Result<()> {
+    let grid = match (&a.geometry, &a.shape) {
+        (Some(g), None) => Geometry::from_file(g)?.volume,
+        (None, Some(s)) => {
+            let (Ok(shape), Ok(vs)) = (<[usize; 3]>::try_from(s.as_slice()), <[f64; 3]>::try_from(a.voxel_size.as_slice())) else {
+                bail!("--shape and --voxel-size take three values (z, y, x)");
+            };
+            if shape.contains(&0) || vs.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
+                bail!("--shape must be positive and --voxel-size positive and finite");
+            }
+            VolumeGrid { shape, voxel_size: vs, origin: [0.0; 3] }
+        }
+        _ => bail!("give either --shape or --geometry"),
+    };
+    let pb = spinner(&format!("phantom {} {:?}", a.name, grid.shape));
+    let v = phantom::by_name(&a.name, &grid, a.seed)?;
+    pb.finish_and_clear();
+    save_volume(&a.output, &grid, &v, a.preview.as_deref())?;
+    println!("{} {:?} written to {}", a.name, grid.shape, a.output.display());
+    Ok(())
+}
+
+pub fn project(a: ProjectArgs) -> Result<()> {
+    let g = Geometry::from_file(&a.geometry)?;
+    let vol = load_volume(&a.input, &g.volume)?;
+    let dev = Device::parse(&a.device)?;
+    let t0 = Instant::now();
+    let pb = spinner(&format!("projecting {} rays on {}", g.n_rays(), dev.name()));
+    let p = Projector::new(g.clone(), &dev)?;
+    let vt = Tensor::from_f32(&vol, &g.volume.shape, DType::F32, &dev)?;
+    let mut pt = Tensor::zeros(&g.proj_shape(), DType::F32, &dev)?;
+    p.forward(&vt, &mut pt)?;
+    let mut proj = pt.to_f32_vec()?;
+    pb.finish_and_clear();
+    if let Some(i0) = a.noise_i0 {
+        noise::poisson(&mut proj, g.det_shape[1], i0, a.seed)?;
+    }
+    let [v, r, c] = g.proj_shape();
+    if a.astra_layout {
+        io::npy::write(&a.output, &[r, v, c], &swap01(&proj, v, r, c))?;
+    } else {
+        io::npy::write(&a.output, &[v, r, c], &proj)?;
+    }
+    println!("{v} views x {r} x {c} written to {} ({:.2} s on {})", a.output.display(), t0.elapsed().as_secs_f64(), dev.name());
+    Ok(())
+}
+
+pub fn backproject(a: ReconArgs) -> Result<()> {
+    let g = Geometry::from_file(&a.geometry)?;
+    let proj = load_proj(&a.input, &g, a.astra_layout)?;
+    let dev = Device::parse(&a.device)?;
+    let pb = spinner(&format!("backprojecting on {}", dev.name()));
+    let p = Projector::new(g.clone(), &dev)?;
+    let pt = Tensor::from_f32(&proj, &g.proj_shape(), DType::F32, &dev)?;
+    let mut vt = Tensor::zeros(&g.volume.shape, DType::F32, &dev)?;
+    p.adjoint(&pt, &mut vt)?;
+    let v = vt.to_f32_vec()?;
+    pb.finish_and_clear();
+    save_volume(&a.output, &g.volume, &v, a.preview.as_deref())?;
+    println!("A^T y written to {}", a.output.display());
+    Ok(())
+}
+
+pub fn fbp(a: FbpArgs) -> Result<()> {
+    let c = &a.common;
+    let g = Geometry::from_file(&c.geometry)?;
+    let proj = load_proj(&c.input, &g, c.astra_layout)?;
+    let window = fbp::Window::parse(&a.window)?;
+    let name = if g.kind == tomodiff::ct::Kind::Cone { "FDK" } else { "FBP" };
+    let pb = spinner(&format!("{name} on the cpu"));
+    let v = fbp::fbp(&g, &proj, window)?;
+    pb.finish_and_clear();
+    save_volume(&c.output, &g.volume, &v, c.preview.as_deref())?;
+    println!("{name} written to {}", c.output.display());
+    Ok(())
+}
+
+pub fn iterative(a: IterativeArgs) -> Result<()> {
+    let c = &a.common;
+    let g = Geometry::from_file(&c.geometry)?;
+    let proj = load_proj(&c.input, &g, c.astra_layout)?;
+    let dev = Device::parse(&c.device)?;
+    let p = Projector::new(g.clone(), &dev)?;
+    let y = Tensor::from_f32(&proj, &g.proj_shape(), DType::F32, &dev)?;
+    let mut x = Tensor::zeros(&g.volume.shape, DType::F32, &dev)?;
+    let pb = ProgressBar::new(a.iters as u64);
+    pb.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed} (eta {eta})").unwrap());
+    pb.set_message(format!("{} on {}", a.method, dev.name()));
+    let tick = |k: usize, r: f64| {
+        pb.set_position(k as u64);
+        pb.set_message(format!("{} on {}, residual {r:.4e}", a.method, dev.name()));
+    };
+    let h = match a.method.as_str() {
+        "cgls" => iterative::cgls(&p, &y, &mut x, a.iters, tick)?,
+        "sirt" => iterative::sirt(&p, &y, &mut x, a.iters, a.lambda, a.nonneg, tick)?,
+        m => bail!("unknown method {m:?}: expected cgls or sirt"),
+    };
+    pb.finish_and_clear();
+    let v = x.to_f32_vec().context("reading the result")?;
+    save_volume(&c.output, &g.volume, &v, c.preview.as_deref())?;
+    println!(
+        "{} x {} written to {}: residual {:.4e} -> {:.4e}",
+        a.method,
+        h.residuals.len() - 1,
+        c.output.display(),
+        h.residuals[0],
+        h.residuals.last().unwrap()
+    );
+    Ok(())
+}
+
+pub fn metrics(a: MetricsArgs) -> Result<()> {
+    let x = io::read_array(&a.input)?;
+    let r = io::read_array(&a.reference)?;
+    if x.shape != r.shape || x.shape.len() != 3 {
+        bail!("{} has shape {:?}, {} has {:?}: two volumes of one 3D shape are needed", a.input.display(), x.shape, a.reference.display(), r.shape);
+    }
+    let m = tomodiff::metrics::compare([x.shape[0], x.shape[1], x.shape[2]], &x.data, &r.data);
+    println!("PSNR {:.2} dB (axial {:.2}, coronal {:.2}, sagittal {:.2})", m.psnr, m.psnr_axial, m.psnr_coronal, m.psnr_sagittal);
+    println!("SSIM axial {:.4}, coronal {:.4}, sagittal {:.4}", m.ssim_axial, m.ssim_coronal, m.ssim_sagittal);
+    if let Some(j) = a.json {
+        io::write_atomic(&j, serde_json::to_string_pretty(&m)?.as_bytes())?;
+    }
+    Ok(())
+}
