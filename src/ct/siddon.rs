@@ -34,6 +34,10 @@ pub fn clip(g: &Geometry, ray: (V3, V3, f64, f64)) -> Option<(f64, f64)> {
 
 /// Calls visit(linear voxel index, intersection length in mm) for every voxel of z-planes
 /// [z0, z1) that the ray crosses, in order.
+///
+/// Each axis crosses exactly as many planes as lie between its entry and exit voxels (then its
+/// next crossing becomes infinite), so rounding can never walk out of the volume; the axis whose
+/// plane comes first is picked by comparisons that compile to selects.
 pub fn trace(vol: &VolumeGrid, ray: (V3, V3, f64, f64), z0: usize, z1: usize, mut visit: impl FnMut(usize, f64)) {
     let (o, d, t0, t1) = ray;
     let lo = vol.corner();
@@ -45,73 +49,85 @@ pub fn trace(vol: &VolumeGrid, ray: (V3, V3, f64, f64), z0: usize, z1: usize, mu
     let bhi: V3 = std::array::from_fn(|a| lo[a] + end[a] as f64 * s[a]);
     let Some((ta, tb)) = clip_box(o, d, t0, t1, blo, bhi) else { return };
     let len = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
-    let mut idx = [0i64; 3];
-    let mut step = [0i64; 3];
+    let stride = [1i64, n[0] as i64, (n[0] * n[1]) as i64];
+    let voxel = |a: usize, t: f64| -> i64 {
+        (((o[a] + t * d[a] - lo[a]) / s[a]).floor() as i64).clamp(first[a] as i64, end[a] as i64 - 1)
+    };
     let mut tnext = [f64::INFINITY; 3];
-    let mut inv = [0.0; 3];
+    let mut dt = [0.0; 3];
+    let mut dlin = [0i64; 3];
+    let mut left = [0i64; 3];
+    let mut lin = 0i64;
     for a in 0..3 {
-        let p = o[a] + ta * d[a];
-        idx[a] = (((p - lo[a]) / s[a]).floor() as i64).clamp(first[a] as i64, end[a] as i64 - 1);
+        let i = voxel(a, ta);
+        lin += i * stride[a];
         if d[a] != 0.0 {
-            inv[a] = 1.0 / d[a];
-            step[a] = if d[a] > 0.0 { 1 } else { -1 };
-            tnext[a] = plane_t(lo[a], s[a], o[a], inv[a], idx[a], step[a]);
+            let step = if d[a] > 0.0 { 1 } else { -1 };
+            left[a] = (voxel(a, tb) - i) * step;
+            if left[a] > 0 {
+                let plane = lo[a] + (i + (step > 0) as i64) as f64 * s[a];
+                tnext[a] = (plane - o[a]) / d[a];
+                dt[a] = s[a] / d[a].abs();
+                dlin[a] = step * stride[a];
+            }
         }
     }
-    let (nx, ny) = (n[0], n[1]);
+    // The loop is latency-bound per ray: keep the state in scalars and pick the axis with
+    // selects, so the chain per step is a compare, a select and an add.
+    let (mut tx, mut ty, mut tz) = (tnext[0], tnext[1], tnext[2]);
+    let (mut lx, mut ly, mut lz) = (left[0], left[1], left[2]);
     let mut t = ta;
     loop {
-        let m = if tnext[0] <= tnext[1] && tnext[0] <= tnext[2] { 0 } else if tnext[1] <= tnext[2] { 1 } else { 2 };
-        let te = tnext[m].min(tb);
+        let tmin = tx.min(ty).min(tz);
+        let te = tmin.min(tb);
         if te > t {
-            visit((idx[2] as usize * ny + idx[1] as usize) * nx + idx[0] as usize, (te - t) * len);
+            visit(lin as usize, (te - t) * len);
             t = te;
         }
-        if tnext[m] >= tb {
+        if tmin == f64::INFINITY {
             return;
         }
-        idx[m] += step[m];
-        if idx[m] < first[m] as i64 || idx[m] >= end[m] as i64 {
-            return;
-        }
-        tnext[m] = plane_t(lo[m], s[m], o[m], inv[m], idx[m], step[m]);
+        let cx = tx == tmin;
+        let cy = !cx && ty == tmin;
+        let cz = !cx && !cy;
+        lin += if cx { dlin[0] } else if cy { dlin[1] } else { dlin[2] };
+        lx -= cx as i64;
+        ly -= cy as i64;
+        lz -= cz as i64;
+        tx = if cx { if lx > 0 { tx + dt[0] } else { f64::INFINITY } } else { tx };
+        ty = if cy { if ly > 0 { ty + dt[1] } else { f64::INFINITY } } else { ty };
+        tz = if cz { if lz > 0 { tz + dt[2] } else { f64::INFINITY } } else { tz };
     }
-}
-
-/// t at which the ray leaves voxel `i` along an axis (recomputed from the index: no drift).
-#[inline]
-fn plane_t(lo: f64, s: f64, o: f64, inv: f64, i: i64, step: i64) -> f64 {
-    let plane = lo + (i + (step > 0) as i64) as f64 * s;
-    (plane - o) * inv
 }
 
 /// CPU forward projection: proj (n_views, rows, cols) = A vol (nz, ny, nx).
 pub fn forward_ref(g: &Geometry, vol: &[f32], proj: &mut [f32]) {
+    assert_eq!(vol.len(), g.volume.len(), "volume size");
+    assert_eq!(proj.len(), g.n_rays(), "projection size");
     let [rows, cols] = g.det_shape;
     let nz = g.volume.shape[0];
     proj.par_chunks_mut(cols).enumerate().for_each(|(vr, out)| {
         let (vi, r) = (vr / rows, vr % rows);
         for (c, o) in out.iter_mut().enumerate() {
             let mut acc = 0.0f64;
-            trace(&g.volume, g.ray(vi, r, c), 0, nz, |i, l| acc += l * vol[i] as f64);
+            // SAFETY: trace clamps every index into the volume, whose length the caller matched.
+            trace(&g.volume, g.ray(vi, r, c), 0, nz, |i, l| acc += l * unsafe { *vol.get_unchecked(i) } as f64);
             *o = acc as f32;
         }
     });
 }
 
-/// CPU exact adjoint: vol = A^T proj. Threads own slabs of z-planes, so each voxel is written by
-/// one thread and summed in f64.
+/// CPU exact adjoint: vol = A^T proj, summed in f64. Thick volumes: threads own slabs of
+/// z-planes (each voxel written by one thread, no extra memory). Thin ones (fewer planes than
+/// twice the threads): threads own groups of views and private volumes, summed at the end.
 pub fn adjoint_ref(g: &Geometry, proj: &[f32], vol: &mut [f32]) {
     let [nz, ny, nx] = g.volume.shape;
     let plane = ny * nx;
-    let slabs = (rayon::current_num_threads() * 4).min(nz).max(1);
-    let per = nz.div_ceil(slabs);
+    let threads = rayon::current_num_threads();
     let [rows, cols] = g.det_shape;
-    vol.par_chunks_mut(per * plane).enumerate().for_each(|(si, out)| {
-        let (z0, z1) = (si * per, (si * per + per).min(nz));
-        let mut acc = vec![0.0f64; out.len()];
+    let scatter = |views: std::ops::Range<usize>, z0: usize, z1: usize, acc: &mut [f64]| {
         let base = z0 * plane;
-        for vi in 0..g.n_views() {
+        for vi in views {
             for r in 0..rows {
                 for c in 0..cols {
                     let y = proj[(vi * rows + r) * cols + c] as f64;
@@ -121,8 +137,31 @@ pub fn adjoint_ref(g: &Geometry, proj: &[f32], vol: &mut [f32]) {
                 }
             }
         }
-        out.iter_mut().zip(acc).for_each(|(o, a)| *o = a as f32);
-    });
+    };
+    if nz >= 2 * threads {
+        let per = nz.div_ceil(threads * 4);
+        vol.par_chunks_mut(per * plane).enumerate().for_each(|(si, out)| {
+            let (z0, z1) = (si * per, (si * per + per).min(nz));
+            let mut acc = vec![0.0f64; out.len()];
+            scatter(0..g.n_views(), z0, z1, &mut acc);
+            out.iter_mut().zip(acc).for_each(|(o, a)| *o = a as f32);
+        });
+    } else {
+        let nv = g.n_views();
+        let per = nv.div_ceil(threads);
+        let total = (0..threads)
+            .into_par_iter()
+            .map(|t| {
+                let mut acc = vec![0.0f64; vol.len()];
+                scatter((t * per).min(nv)..((t + 1) * per).min(nv), 0, nz, &mut acc);
+                acc
+            })
+            .reduce(|| vec![0.0f64; vol.len()], |mut a, b| {
+                a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                a
+            });
+        vol.iter_mut().zip(total).for_each(|(o, a)| *o = a as f32);
+    }
 }
 
 /// The projector pair on a device. Views live on the device once; volumes and projections are
