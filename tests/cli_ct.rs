@@ -1,0 +1,92 @@
+//! The CT commands end to end on tiny inputs, and their errors on bad input.
+use std::path::Path;
+use std::process::Command;
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let bin = std::env::var("TOMODIFF_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_tomodiff").into());
+    let o = Command::new(bin).args(args).output().unwrap();
+    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
+}
+
+fn ok(args: &[&str]) -> String {
+    let (code, out, err) = run(args);
+    assert_eq!(code, 0, "{args:?} failed: {err}");
+    out
+}
+
+fn fails(args: &[&str], needle: &str) {
+    let (code, _, err) = run(args);
+    assert_eq!(code, 1, "{args:?} should fail; stderr: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: not one line: {err}");
+    assert!(err.contains(needle) && !err.contains("panicked"), "{args:?}: {err} (wanted {needle:?})");
+}
+
+fn s(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+const GEOMETRY: &str = r#"{"volume": {"shape": [16, 24, 24], "voxel_size": [1, 1, 1]},
+  "scan": {"type": "cone", "n_views": 60, "source_origin": 80, "origin_detector": 40, "det_shape": [28, 40]}}"#;
+
+#[test]
+fn phantom_project_reconstruct_measure() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let g = d.join("g.json");
+    std::fs::write(&g, GEOMETRY).unwrap();
+    let (vol, proj, fdk, cg, bp, m) = (d.join("vol.npy"), d.join("proj.npy"), d.join("fdk.nii.gz"), d.join("cgls.npy"), d.join("bp.npy"), d.join("m.json"));
+    ok(&["phantom", "shepp-logan", "--geometry", &s(&g), "-o", &s(&vol), "--preview", &s(&d.join("p.png"))]);
+    assert!(d.join("p.png").exists());
+    ok(&["project", "--geometry", &s(&g), "-i", &s(&vol), "-o", &s(&proj), "--device", "cpu", "--noise-i0", "1e6"]);
+    assert_eq!(tomodiff::io::read_array(&proj).unwrap().shape, vec![60, 28, 40]);
+    ok(&["fbp", "--geometry", &s(&g), "-i", &s(&proj), "-o", &s(&fdk)]);
+    let out = ok(&["iterative", "--method", "cgls", "--iters", "8", "--geometry", &s(&g), "-i", &s(&proj), "-o", &s(&cg), "--device", "emu"]);
+    assert!(out.contains("cgls x 8"), "{out}");
+    ok(&["backproject", "--geometry", &s(&g), "-i", &s(&proj), "-o", &s(&bp), "--device", "cpu"]);
+    let out = ok(&["metrics", "-i", &s(&cg), "--reference", &s(&vol), "--json", &s(&m)]);
+    assert!(out.starts_with("PSNR "), "{out}");
+    let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&m).unwrap()).unwrap();
+    let psnr = j["psnr"].as_f64().unwrap();
+    assert!(psnr > 20.0, "CGLS on 60 views should reconstruct the phantom: {psnr} dB");
+    // ASTRA's (rows, views, cols) layout gives the same reconstruction.
+    let (pa, fa) = (d.join("pa.npy"), d.join("fa.npy"));
+    ok(&["project", "--geometry", &s(&g), "-i", &s(&vol), "-o", &s(&pa), "--device", "cpu", "--astra-layout"]);
+    assert_eq!(tomodiff::io::read_array(&pa).unwrap().shape, vec![28, 60, 40]);
+    ok(&["fbp", "--geometry", &s(&g), "-i", &s(&pa), "-o", &s(&fa), "--astra-layout"]);
+    let (p2, f2) = (d.join("p2.npy"), d.join("f2.npy"));
+    ok(&["project", "--geometry", &s(&g), "-i", &s(&vol), "-o", &s(&p2), "--device", "cpu"]);
+    ok(&["fbp", "--geometry", &s(&g), "-i", &s(&p2), "-o", &s(&f2)]);
+    assert_eq!(tomodiff::io::read_array(&fa).unwrap().data, tomodiff::io::read_array(&f2).unwrap().data);
+}
+
+#[test]
+fn bad_ct_input_is_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let g = d.join("g.json");
+    std::fs::write(&g, GEOMETRY).unwrap();
+    let vol = d.join("vol.npy");
+    ok(&["phantom", "ellipsoids", "--shape", "16,24,24", "-o", &s(&vol)]);
+    let out = d.join("out.npy");
+    // A geometry in which no ray crosses the volume.
+    let far = d.join("far.json");
+    std::fs::write(&far, GEOMETRY.replace(r#""voxel_size": [1, 1, 1]"#, r#""voxel_size": [1, 1, 1], "origin": [500, 0, 0]"#)).unwrap();
+    fails(&["project", "--geometry", &s(&far), "-i", &s(&vol), "-o", &s(&out)], "no ray of the scan crosses the volume");
+    let helix = d.join("helix.json");
+    std::fs::write(&helix, GEOMETRY.replace("cone", "helix")).unwrap();
+    fails(&["project", "--geometry", &s(&helix), "-i", &s(&vol), "-o", &s(&out)], "unknown type \"helix\"");
+    // Projections that do not match the geometry.
+    let small = d.join("small.npy");
+    tomodiff::io::npy::write(&small, &[60, 28, 39], &vec![0.0; 60 * 28 * 39]).unwrap();
+    fails(&["fbp", "--geometry", &s(&g), "-i", &s(&small), "-o", &s(&out)], "the geometry needs [60, 28, 40]");
+    // NaN in the input.
+    let nan = d.join("nan.npy");
+    let mut v = vec![0.0f32; 16 * 24 * 24];
+    v[77] = f32::NAN;
+    tomodiff::io::npy::write(&nan, &[16, 24, 24], &v).unwrap();
+    fails(&["project", "--geometry", &s(&g), "-i", &s(&nan), "-o", &s(&out)], "flat index 77");
+    fails(&["project", "--geometry", &s(&d.join("missing.json")), "-i", &s(&vol), "-o", &s(&out)], "missing.json");
+    fails(&["phantom", "brain", "--shape", "8,8,8", "-o", &s(&out)], "unknown phantom");
+    fails(&["iterative", "--method", "art", "--geometry", &s(&g), "-i", &s(&small), "-o", &s(&out)], "the geometry needs");
+    assert!(!out.exists(), "no output after a failure");
+}
