@@ -173,7 +173,28 @@ pub struct Projector {
 }
 
 impl Projector {
+    /// Device memory a forward/adjoint pair needs: the volume, the projections and the views.
+    pub fn memory_bytes(geom: &Geometry) -> usize {
+        (geom.volume.len() + geom.n_rays() + geom.n_views() * 15) * 4
+    }
+
+    /// Fails with the figures when the volume and projections do not fit in the GPU's free memory
+    /// (the whole problem lives on the device; streaming slabs of views is not implemented yet).
     pub fn new(geom: Geometry, dev: &Device) -> Result<Projector> {
+        if let Device::Cuda(d) = dev {
+            let need = Self::memory_bytes(&geom);
+            let free = d.free_memory()?;
+            if need > free {
+                return Err(Error::Shape(format!(
+                    "the projector needs {:.2} GiB on {} (volume {:?} and projections {:?} in f32), {:.2} GiB are free",
+                    need as f64 / (1u64 << 30) as f64,
+                    dev.name(),
+                    geom.volume.shape,
+                    geom.proj_shape(),
+                    free as f64 / (1u64 << 30) as f64
+                )));
+            }
+        }
         let views = if dev.runs_kernels() {
             let flat: Vec<f32> =
                 geom.views.iter().flat_map(|w| [w.src, w.src_row, w.det, w.u, w.v].into_iter().flatten().map(|x| x as f32)).collect();

@@ -97,6 +97,12 @@ impl CudaDevice {
         self.ctx.bind_to_thread().map_err(|e| Error::cuda(e, "binding the context"))
     }
 
+    /// Free device memory in bytes, now.
+    pub fn free_memory(&self) -> Result<usize> {
+        self.bind()?;
+        result::mem_get_info().map(|(free, _)| free).map_err(|e| Error::cuda(e, "cuMemGetInfo"))
+    }
+
     pub fn synchronize(&self) -> Result<()> {
         self.bind()?;
         self.stream.synchronize().map_err(|e| Error::cuda(e, "synchronize"))
