@@ -41,6 +41,7 @@ for t in "$here"/tests/*; do
 done
 "$here/tomodiff" bench gemm --device cuda --size 4096 2>&1 | tee "$log/bench-gemm.log"
 python3 "$here/peer_gemm.py" 4096 2>&1 | tee -a "$log/bench-gemm.log"
+"$here/tomodiff" bench projector --device cuda --case cone 2>&1 | tee "$log/bench-projector.log"
 exit $fail
 RUN
 chmod +x "$out/run.sh"
