@@ -1,7 +1,8 @@
 // The Siddon projector pair, one thread per ray: the traversal of src/ct/siddon.rs (Jacobs'
 // incremental form, plane crossings recomputed from the voxel index so f32 does not drift) in f32.
 // Forward gathers; the adjoint scatters the same weights with atomicAdd (an exact transpose up to
-// summation order). Views: 15 floats each (src, src_row, det, u, v), as Geometry::views.
+// summation order). Views: 15 floats each (src, src_row, det, u, v), as Geometry::views. A launch
+// covers views [view0, view0 + nviews): `proj` then holds that slab only.
 #include "common.cuh"
 
 struct SiddonRay {
@@ -14,11 +15,11 @@ struct SiddonGrid {
     float s[3];    // voxel size (x, y, z)
 };
 
-__device__ __forceinline__ SiddonRay siddon_ray(const float* views, int parallel, int rows, int cols, long long ray) {
+__device__ __forceinline__ SiddonRay siddon_ray(const float* views, int view0, int parallel, int rows, int cols, long long ray) {
     int c = (int)(ray % cols);
     long long vr = ray / cols;
     int r = (int)(vr % rows);
-    const float* w = views + (vr / rows) * 15;
+    const float* w = views + (view0 + vr / rows) * 15;
     float fc = c - (cols - 1) * 0.5f, fr = r - (rows - 1) * 0.5f;
     SiddonRay R;
     for (int a = 0; a < 3; a++) {
@@ -96,24 +97,24 @@ __device__ __forceinline__ SiddonGrid siddon_grid(int nx, int ny, int nz, float 
     return g;
 }
 
-KERNEL siddon_fwd_f32(const float* vol, float* proj, const float* views, int parallel, int nx, int ny, int nz, float cx,
+KERNEL siddon_fwd_f32(const float* vol, float* proj, const float* views, int view0, int parallel, int nx, int ny, int nz, float cx,
                       float cy, float cz, float sx, float sy, float sz, int nviews, int rows, int cols) {
     SiddonGrid g = siddon_grid(nx, ny, nz, cx, cy, cz, sx, sy, sz);
     long long nrays = (long long)nviews * rows * cols;
     for (long long ray = grid_start(); ray < nrays; ray += grid_stride()) {
         float acc = 0.f;
-        siddon_trace(g, siddon_ray(views, parallel, rows, cols, ray), [&](long long i, float l) { acc += l * vol[i]; });
+        siddon_trace(g, siddon_ray(views, view0, parallel, rows, cols, ray), [&](long long i, float l) { acc += l * vol[i]; });
         proj[ray] = acc;
     }
 }
 
-KERNEL siddon_adj_f32(float* vol, const float* proj, const float* views, int parallel, int nx, int ny, int nz, float cx,
+KERNEL siddon_adj_f32(float* vol, const float* proj, const float* views, int view0, int parallel, int nx, int ny, int nz, float cx,
                       float cy, float cz, float sx, float sy, float sz, int nviews, int rows, int cols) {
     SiddonGrid g = siddon_grid(nx, ny, nz, cx, cy, cz, sx, sy, sz);
     long long nrays = (long long)nviews * rows * cols;
     for (long long ray = grid_start(); ray < nrays; ray += grid_stride()) {
         float y = proj[ray];
         if (y == 0.f) continue;
-        siddon_trace(g, siddon_ray(views, parallel, rows, cols, ray), [&](long long i, float l) { atomicAdd(&vol[i], l * y); });
+        siddon_trace(g, siddon_ray(views, view0, parallel, rows, cols, ray), [&](long long i, float l) { atomicAdd(&vol[i], l * y); });
     }
 }

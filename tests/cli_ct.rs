@@ -88,5 +88,11 @@ fn bad_ct_input_is_one_line() {
     fails(&["project", "--geometry", &s(&d.join("missing.json")), "-i", &s(&vol), "-o", &s(&out)], "missing.json");
     fails(&["phantom", "brain", "--shape", "8,8,8", "-o", &s(&out)], "unknown phantom");
     fails(&["iterative", "--method", "art", "--geometry", &s(&g), "-i", &s(&small), "-o", &s(&out)], "the geometry needs");
+    // A memory budget that cannot hold the volume; one that streams slabs of two views.
+    fails(&["project", "--geometry", &s(&g), "-i", &s(&vol), "-o", &s(&out), "--device", "emu", "--memory-budget-gb", "0.00002"], "cannot hold the volume");
     assert!(!out.exists(), "no output after a failure");
+    let (slabbed, whole) = (d.join("slabbed.npy"), d.join("whole.npy"));
+    ok(&["project", "--geometry", &s(&g), "-i", &s(&vol), "-o", &s(&slabbed), "--device", "emu", "--memory-budget-gb", "0.00005"]);
+    ok(&["project", "--geometry", &s(&g), "-i", &s(&vol), "-o", &s(&whole), "--device", "emu"]);
+    assert_eq!(tomodiff::io::read_array(&slabbed).unwrap().data, tomodiff::io::read_array(&whole).unwrap().data);
 }

@@ -225,3 +225,33 @@ fn bad_geometry_names_the_problem() {
         assert!(e.starts_with("geometry: ") && e.contains(needle), "{json}\n-> {e}\n(wanted {needle:?})");
     }
 }
+
+#[test]
+fn slabs_of_views_give_the_whole_projection() {
+    let mut rng = rng("slabs");
+    let g = Geometry::from_json(&cone_json(&mut rng, [9, 10, 11], [13, 17], 7)).unwrap();
+    let x = uniform(&mut rng, g.volume.len(), 0.0, 1.0);
+    let y = uniform(&mut rng, g.n_rays(), 0.0, 1.0);
+    for dev in kernel_devices("slabs") {
+        let p = siddon::Projector::new(g.clone(), &dev).unwrap();
+        let xt = Tensor::from_f32(&x, &g.volume.shape, DType::F32, &dev).unwrap();
+        let mut whole = Tensor::zeros(&g.proj_shape(), DType::F32, &dev).unwrap();
+        p.forward(&xt, &mut whole).unwrap();
+        let mut back_whole = Tensor::zeros(&g.volume.shape, DType::F32, &dev).unwrap();
+        p.adjoint(&Tensor::from_f32(&y, &g.proj_shape(), DType::F32, &dev).unwrap(), &mut back_whole).unwrap();
+        // A budget for the volume, the views and 3 detector images: slabs of 3, 3 and 1 views.
+        let budget = (g.volume.len() + g.n_views() * 15 + 3 * 13 * 17) * 4;
+        assert_eq!(p.slab_views(budget).unwrap(), 3);
+        let mut out = vec![f32::NAN; g.n_rays()];
+        let mut slabs = Vec::new();
+        p.forward_to_host(&xt, &mut out, budget, |done, _| slabs.push(done)).unwrap();
+        assert_eq!(slabs, vec![3, 6, 7]);
+        assert_eq!(out, whole.to_f32_vec().unwrap(), "{}", dev.name());
+        let mut back = Tensor::full(&g.volume.shape, f32::NAN, DType::F32, &dev).unwrap();
+        p.adjoint_from_host(&y, &mut back, budget, |_, _| {}).unwrap();
+        let scale = back_whole.to_f32_vec().unwrap().iter().fold(0f32, |m, v| m.max(*v));
+        assert_close(&format!("adjoint slabs {}", dev.name()), &back.to_f32_vec().unwrap(), &back_whole.to_f32_vec().unwrap(), |_| 1e-6 * scale);
+        let e = p.slab_views(budget - 3 * 13 * 17 * 4).unwrap_err().to_string();
+        assert!(e.contains("cannot hold the volume"), "{e}");
+    }
+}

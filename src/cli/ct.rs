@@ -52,6 +52,30 @@ pub struct ProjectArgs {
     /// cpu, emu, cuda, cuda:N or auto.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// Device memory for the volume and a slab of views, in GiB (default: 90% of free GPU memory).
+    #[arg(long)]
+    memory_budget_gb: Option<f64>,
+}
+
+/// Bytes the projector may use on `dev`: the user's figure, else 90% of free GPU memory.
+fn budget(dev: &Device, gb: Option<f64>) -> Result<usize> {
+    if let Some(g) = gb {
+        if !(g.is_finite() && g > 0.0) {
+            bail!("--memory-budget-gb must be positive, got {g}");
+        }
+        return Ok((g * (1u64 << 30) as f64) as usize);
+    }
+    Ok(match dev {
+        Device::Cuda(d) => d.free_memory()? / 10 * 9,
+        _ => usize::MAX / 2,
+    })
+}
+
+fn view_bar(n: usize, msg: String) -> ProgressBar {
+    let pb = ProgressBar::new(n as u64);
+    pb.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} views {elapsed} (eta {eta})").unwrap());
+    pb.set_message(msg);
+    pb
 }
 
 #[derive(Args)]
@@ -70,6 +94,9 @@ pub struct ReconArgs {
     device: String,
     #[arg(long)]
     preview: Option<PathBuf>,
+    /// backproject: device memory for the volume and a slab of views, in GiB (default: 90% of free GPU memory).
+    #[arg(long)]
+    memory_budget_gb: Option<f64>,
 }
 
 #[derive(Args)]
@@ -184,12 +211,12 @@ pub fn project(a: ProjectArgs) -> Result<()> {
     let vol = load_volume(&a.input, &g.volume)?;
     let dev = Device::parse(&a.device)?;
     let t0 = Instant::now();
-    let pb = spinner(&format!("projecting {} rays on {}", g.n_rays(), dev.name()));
+    let budget = budget(&dev, a.memory_budget_gb)?;
+    let pb = view_bar(g.n_views(), format!("projecting on {}", dev.name()));
     let p = Projector::new(g.clone(), &dev)?;
     let vt = Tensor::from_f32(&vol, &g.volume.shape, DType::F32, &dev)?;
-    let mut pt = Tensor::zeros(&g.proj_shape(), DType::F32, &dev)?;
-    p.forward(&vt, &mut pt)?;
-    let mut proj = pt.to_f32_vec()?;
+    let mut proj = vec![0f32; g.n_rays()];
+    p.forward_to_host(&vt, &mut proj, budget, |done, _| pb.set_position(done as u64))?;
     pb.finish_and_clear();
     if let Some(i0) = a.noise_i0 {
         noise::poisson(&mut proj, g.det_shape[1], i0, a.seed)?;
@@ -208,11 +235,11 @@ pub fn backproject(a: ReconArgs) -> Result<()> {
     let g = Geometry::from_file(&a.geometry)?;
     let proj = load_proj(&a.input, &g, a.astra_layout)?;
     let dev = Device::parse(&a.device)?;
-    let pb = spinner(&format!("backprojecting on {}", dev.name()));
+    let budget = budget(&dev, a.memory_budget_gb)?;
+    let pb = view_bar(g.n_views(), format!("backprojecting on {}", dev.name()));
     let p = Projector::new(g.clone(), &dev)?;
-    let pt = Tensor::from_f32(&proj, &g.proj_shape(), DType::F32, &dev)?;
     let mut vt = Tensor::zeros(&g.volume.shape, DType::F32, &dev)?;
-    p.adjoint(&pt, &mut vt)?;
+    p.adjoint_from_host(&proj, &mut vt, budget, |done, _| pb.set_position(done as u64))?;
     let v = vt.to_f32_vec()?;
     pb.finish_and_clear();
     save_volume(&a.output, &g.volume, &v, a.preview.as_deref())?;

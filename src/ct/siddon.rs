@@ -173,24 +173,23 @@ pub struct Projector {
 }
 
 impl Projector {
-    /// Device memory a forward/adjoint pair needs: the volume, the projections and the views.
+    /// Device memory of the whole problem: volume, projections and views, in f32.
     pub fn memory_bytes(geom: &Geometry) -> usize {
         (geom.volume.len() + geom.n_rays() + geom.n_views() * 15) * 4
     }
 
-    /// Fails with the figures when the volume and projections do not fit in the GPU's free memory
-    /// (the whole problem lives on the device; streaming slabs of views is not implemented yet).
+    /// On CUDA, fails with the figures when the volume alone does not fit in free memory.
+    /// Projections larger than memory stream through `forward_to_host`/`adjoint_from_host`.
     pub fn new(geom: Geometry, dev: &Device) -> Result<Projector> {
         if let Device::Cuda(d) = dev {
-            let need = Self::memory_bytes(&geom);
+            let need = (geom.volume.len() + geom.n_views() * 15) * 4;
             let free = d.free_memory()?;
             if need > free {
                 return Err(Error::Shape(format!(
-                    "the projector needs {:.2} GiB on {} (volume {:?} and projections {:?} in f32), {:.2} GiB are free",
+                    "the volume {:?} needs {:.2} GiB on {}, {:.2} GiB are free (z-slabs are not implemented)",
+                    geom.volume.shape,
                     need as f64 / (1u64 << 30) as f64,
                     dev.name(),
-                    geom.volume.shape,
-                    geom.proj_shape(),
                     free as f64 / (1u64 << 30) as f64
                 )));
             }
@@ -236,7 +235,7 @@ impl Projector {
                 forward_ref(&self.geom, v, proj.host_f32_mut().ok_or_else(|| Error::DType("host f32 expected".into()))?);
                 Ok(())
             }
-            Some(views) => self.launch("siddon_fwd_f32", vol.buffer(), proj.buffer(), views),
+            Some(views) => self.launch("siddon_fwd_f32", vol.buffer(), proj.buffer(), views, 0, self.geom.n_views()),
         }
     }
 
@@ -253,18 +252,90 @@ impl Projector {
                 // Scattered with atomics: start from zero.
                 let zeros = vec![0u8; vol.numel() * 4];
                 vol.buffer_mut().write(&zeros)?;
-                self.launch("siddon_adj_f32", vol.buffer(), proj.buffer(), views)
+                self.launch("siddon_adj_f32", vol.buffer(), proj.buffer(), views, 0, self.geom.n_views())
             }
         }
     }
 
-    fn launch(&self, kernel: &str, vol: &Buffer, proj: &Buffer, views: &Buffer) -> Result<()> {
+    /// Views per slab when the projections stream through `budget` bytes of device memory next to
+    /// the volume; an error with the figures when not even one view fits.
+    pub fn slab_views(&self, budget: usize) -> Result<usize> {
+        let g = &self.geom;
+        let fixed = (g.volume.len() + g.n_views() * 15) * 4;
+        let per_view = g.det_shape[0] * g.det_shape[1] * 4;
+        if budget < fixed + per_view {
+            return Err(Error::Shape(format!(
+                "a memory budget of {:.3} GiB cannot hold the volume {:?} ({:.3} GiB) and one view of {:?}; z-slabs are not implemented",
+                budget as f64 / (1u64 << 30) as f64,
+                g.volume.shape,
+                (g.volume.len() * 4) as f64 / (1u64 << 30) as f64,
+                g.det_shape
+            )));
+        }
+        Ok(((budget - fixed) / per_view).min(g.n_views()))
+    }
+
+    /// out (host, (n_views, rows, cols)) = A vol, streaming slabs of views through `budget` bytes
+    /// of device memory; `progress(done views, all views)` after each slab.
+    pub fn forward_to_host(&self, vol: &Tensor, out: &mut [f32], budget: usize, mut progress: impl FnMut(usize, usize)) -> Result<()> {
+        let g = &self.geom;
+        if out.len() != g.n_rays() {
+            return Err(Error::Shape(format!("{} projection values for {} rays", out.len(), g.n_rays())));
+        }
+        let Some(views) = &self.views else {
+            let v = vol.host_f32().ok_or_else(|| Error::DType("host f32 expected".into()))?;
+            forward_ref(g, v, out);
+            progress(g.n_views(), g.n_views());
+            return Ok(());
+        };
+        let per = self.slab_views(budget)?;
+        let view_len = g.det_shape[0] * g.det_shape[1];
+        let slab = self.dev.alloc(per * view_len * 4)?;
+        for v0 in (0..g.n_views()).step_by(per) {
+            let nv = per.min(g.n_views() - v0);
+            self.launch("siddon_fwd_f32", vol.buffer(), &slab, views, v0, nv)?;
+            let bytes = slab.read()?;
+            out[v0 * view_len..(v0 + nv) * view_len].copy_from_slice(&bytemuck::cast_slice(&bytes)[..nv * view_len]);
+            progress(v0 + nv, g.n_views());
+        }
+        Ok(())
+    }
+
+    /// vol = A^T proj for projections on the host, streamed in slabs of views as forward_to_host.
+    pub fn adjoint_from_host(&self, proj: &[f32], vol: &mut Tensor, budget: usize, mut progress: impl FnMut(usize, usize)) -> Result<()> {
+        let g = &self.geom;
+        if proj.len() != g.n_rays() {
+            return Err(Error::Shape(format!("{} projection values for {} rays", proj.len(), g.n_rays())));
+        }
+        let Some(views) = &self.views else {
+            adjoint_ref(g, proj, vol.host_f32_mut().ok_or_else(|| Error::DType("host f32 expected".into()))?);
+            progress(g.n_views(), g.n_views());
+            return Ok(());
+        };
+        let per = self.slab_views(budget)?;
+        let view_len = g.det_shape[0] * g.det_shape[1];
+        let zeros = vec![0u8; vol.numel() * 4];
+        vol.buffer_mut().write(&zeros)?;
+        let mut slab = self.dev.alloc(per * view_len * 4)?;
+        for v0 in (0..g.n_views()).step_by(per) {
+            let nv = per.min(g.n_views() - v0);
+            let mut chunk = vec![0f32; per * view_len];
+            chunk[..nv * view_len].copy_from_slice(&proj[v0 * view_len..(v0 + nv) * view_len]);
+            slab.write(bytemuck::cast_slice(&chunk))?;
+            self.launch("siddon_adj_f32", vol.buffer(), &slab, views, v0, nv)?;
+            progress(v0 + nv, g.n_views());
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn launch(&self, kernel: &str, vol: &Buffer, proj: &Buffer, views: &Buffer, view0: usize, nviews: usize) -> Result<()> {
         let g = &self.geom;
         let [nz, ny, nx] = g.volume.shape;
         let c = g.volume.corner();
         let s = g.volume.step_xyz();
         let [rows, cols] = g.det_shape;
-        let rays = g.n_rays();
+        let rays = nviews * rows * cols;
         let block = 128u32;
         let blocks = rays.div_ceil(block as usize);
         if blocks > i32::MAX as usize {
@@ -276,6 +347,7 @@ impl Projector {
             .buf(vol)
             .buf(proj)
             .buf(views)
+            .i32(view0 as i32)
             .i32((g.beam == super::Beam::Parallel) as i32)
             .i32(nx as i32)
             .i32(ny as i32)
@@ -286,7 +358,7 @@ impl Projector {
             .f32(s[0] as f32)
             .f32(s[1] as f32)
             .f32(s[2] as f32)
-            .i32(g.n_views() as i32)
+            .i32(nviews as i32)
             .i32(rows as i32)
             .i32(cols as i32)
             .run(&self.dev)
