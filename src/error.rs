@@ -22,6 +22,10 @@ pub enum Error {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{}: not a valid safetensors file: {msg}", path.display())]
     SafeTensors { path: PathBuf, msg: String },
+    #[error("model config: {0}")]
+    Config(String),
+    #[error("weights {}: {msg}", path.display())]
+    Weights { path: PathBuf, msg: String },
     #[error("geometry: {0}")]
     Geometry(String),
     #[error("out of memory on {device}: {bytes} bytes requested")]

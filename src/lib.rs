@@ -11,6 +11,7 @@ pub mod info;
 pub mod io;
 pub mod kernels;
 pub mod metrics;
+pub mod nn;
 pub mod ops;
 pub mod tensor;
 

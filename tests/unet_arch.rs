@@ -1,0 +1,59 @@
+//! The network's layout: the paper's parameter count and FLOPs, names as guided-diffusion's.
+use tomodiff::nn::{Arch, UNetConfig};
+
+#[test]
+fn paper_preset_counts() {
+    let a = Arch::new(&UNetConfig::paper());
+    assert_eq!(a.param_count(), 68_590_209);
+    let gflop = a.total_flops() / 1e9;
+    assert!((gflop / 228.0 - 1.0).abs() < 0.01, "{gflop} GFLOP per 32^3 patch");
+    let mut c = UNetConfig::paper();
+    c.patch = [32, 64, 64];
+    let gflop = Arch::new(&c).total_flops() / 1e9;
+    assert!((gflop / 927.0 - 1.0).abs() < 0.01, "{gflop} GFLOP per 64x64x32 patch");
+    // Attention at ds 8 instead of 4: the same parameters (METHOD.md).
+    c.attention_ds = vec![8];
+    assert_eq!(Arch::new(&c).param_count(), 68_590_209);
+}
+
+#[test]
+fn tiny_preset_counts() {
+    let a = Arch::new(&UNetConfig::tiny());
+    let p = a.param_count();
+    let g = a.total_flops() / 1e9;
+    assert_eq!(p, 734_065);
+    assert!((g - 1.056).abs() < 0.01, "{g}");
+}
+
+#[test]
+fn parameter_names_follow_guided_diffusion() {
+    let names: Vec<String> = Arch::new(&UNetConfig::paper()).params().into_iter().map(|p| p.name).collect();
+    for n in [
+        "time_embed.0.weight",
+        "input_blocks.0.0.weight",
+        "input_blocks.1.0.in_layers.2.weight",
+        "input_blocks.1.0.emb_layers.1.weight",
+        "input_blocks.3.0.op.weight",
+        "input_blocks.4.0.skip_connection.weight",
+        "input_blocks.7.1.qkv.weight",
+        "middle_block.1.qkv.weight",
+        "middle_block.2.out_layers.3.bias",
+        "output_blocks.2.1.conv.weight",
+        "output_blocks.5.2.conv.weight",
+        "out.2.weight",
+    ] {
+        assert!(names.iter().any(|x| x == n), "{n} missing");
+    }
+    assert_eq!(names.len(), names.iter().collect::<std::collections::HashSet<_>>().len(), "names are unique");
+}
+
+#[test]
+fn bad_configs_are_errors() {
+    let mut c = UNetConfig::tiny();
+    c.patch = [16, 16, 14];
+    assert!(c.validate().unwrap_err().to_string().contains("patch x = 14"));
+    let mut c = UNetConfig::tiny();
+    c.norm_groups = 5;
+    assert!(c.validate().unwrap_err().to_string().contains("norm_groups"));
+    assert!(UNetConfig::load("nonexistent.json").is_err());
+}
