@@ -1,6 +1,10 @@
 //! The patch diffusion network: a 3D ADM U-Net with global context (METHOD.md sections 2 and 4).
 pub mod arch;
 pub mod config;
+pub mod unet;
+pub mod weights;
 
 pub use arch::{Arch, Block, Param};
 pub use config::{ContextMode, UNetConfig};
+pub use unet::{Act, UNet};
+pub use weights::Weights;

@@ -1,10 +1,16 @@
 //! Operations, one file each: the CPU reference (the truth that kernels are tested against) and
 //! the dispatch to the kernel of kernels/<op>.cu on emu and cuda. Outputs are passed in, so that
 //! callers (and tests, which poison them) control allocation.
+pub mod attention;
 pub mod cast;
+pub mod conv3d;
 pub mod elementwise;
+pub mod embedding;
 pub mod gemm;
+pub mod group_norm;
+pub mod linear;
 pub mod reduce;
+pub mod resample;
 pub mod vector;
 
 use crate::error::{Error, Result};

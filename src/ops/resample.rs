@@ -1,0 +1,91 @@
+//! Resampling of channels-last volumes (N, D, H, W, C): nearest x2 upsampling (the decoder), and
+//! the global context's shrink of a whole volume to the patch shape: trilinear with PyTorch's
+//! F.interpolate(mode="trilinear", align_corners=False) semantics, or area (box) averaging.
+
+/// Nearest-neighbour x2 along every spatial axis.
+pub fn upsample2_ref(x: &[f32], n: usize, dims: [usize; 3], c: usize) -> Vec<f32> {
+    let [d, h, w] = dims;
+    let mut y = vec![0f32; n * 8 * d * h * w * c];
+    for b in 0..n {
+        for z in 0..2 * d {
+            for yy in 0..2 * h {
+                for xx in 0..2 * w {
+                    let s = (((b * d + z / 2) * h + yy / 2) * w + xx / 2) * c;
+                    let o = (((b * 2 * d + z) * 2 * h + yy) * 2 * w + xx) * c;
+                    y[o..o + c].copy_from_slice(&x[s..s + c]);
+                }
+            }
+        }
+    }
+    y
+}
+
+/// Source position and weights along one axis for align_corners=False: src = (i + 1/2) in/out - 1/2,
+/// clamped at 0 below, as PyTorch does.
+fn taps(n_in: usize, n_out: usize) -> Vec<(usize, usize, f32)> {
+    let scale = n_in as f64 / n_out as f64;
+    (0..n_out)
+        .map(|i| {
+            let src = ((i as f64 + 0.5) * scale - 0.5).max(0.0);
+            let i0 = (src.floor() as usize).min(n_in - 1);
+            let i1 = (i0 + 1).min(n_in - 1);
+            (i0, i1, (src - i0 as f64) as f32)
+        })
+        .collect()
+}
+
+/// Trilinear resize of one single-channel volume (D, H, W) to `out`.
+pub fn trilinear_ref(x: &[f32], dims: [usize; 3], out: [usize; 3]) -> Vec<f32> {
+    let (tz, ty, tx) = (taps(dims[0], out[0]), taps(dims[1], out[1]), taps(dims[2], out[2]));
+    let at = |z: usize, y: usize, xx: usize| x[(z * dims[1] + y) * dims[2] + xx];
+    let mut y = vec![0f32; out.iter().product()];
+    for (k, &(z0, z1, fz)) in tz.iter().enumerate() {
+        for (j, &(y0, y1, fy)) in ty.iter().enumerate() {
+            for (i, &(x0, x1, fx)) in tx.iter().enumerate() {
+                let lerp = |a: f32, b: f32, f: f32| a + (b - a) * f;
+                let c00 = lerp(at(z0, y0, x0), at(z0, y0, x1), fx);
+                let c01 = lerp(at(z0, y1, x0), at(z0, y1, x1), fx);
+                let c10 = lerp(at(z1, y0, x0), at(z1, y0, x1), fx);
+                let c11 = lerp(at(z1, y1, x0), at(z1, y1, x1), fx);
+                y[(k * out[1] + j) * out[2] + i] = lerp(lerp(c00, c01, fy), lerp(c10, c11, fy), fz);
+            }
+        }
+    }
+    y
+}
+
+/// Area (box) average of one single-channel volume to `out`: each output voxel averages the input
+/// voxels of its cell, with fractional overlaps weighted (adaptive average pooling for
+/// non-integer ratios).
+pub fn area_ref(x: &[f32], dims: [usize; 3], out: [usize; 3]) -> Vec<f32> {
+    // Weights per axis: (first input index, weights over the cell).
+    let cells = |n_in: usize, n_out: usize| -> Vec<(usize, Vec<f64>)> {
+        (0..n_out)
+            .map(|i| {
+                let (a, b) = (i as f64 * n_in as f64 / n_out as f64, (i + 1) as f64 * n_in as f64 / n_out as f64);
+                let first = a.floor() as usize;
+                let last = (b.ceil() as usize).min(n_in);
+                let w = (first..last).map(|j| (b.min(j as f64 + 1.0) - a.max(j as f64)).max(0.0) / (b - a)).collect();
+                (first, w)
+            })
+            .collect()
+    };
+    let (cz, cy, cx) = (cells(dims[0], out[0]), cells(dims[1], out[1]), cells(dims[2], out[2]));
+    let mut y = vec![0f32; out.iter().product()];
+    for (k, (z0, wz)) in cz.iter().enumerate() {
+        for (j, (y0, wy)) in cy.iter().enumerate() {
+            for (i, (x0, wx)) in cx.iter().enumerate() {
+                let mut s = 0.0;
+                for (a, fz) in wz.iter().enumerate() {
+                    for (b, fy) in wy.iter().enumerate() {
+                        for (e, fx) in wx.iter().enumerate() {
+                            s += fz * fy * fx * x[((z0 + a) * dims[1] + y0 + b) * dims[2] + x0 + e] as f64;
+                        }
+                    }
+                }
+                y[(k * out[1] + j) * out[2] + i] = s as f32;
+            }
+        }
+    }
+    y
+}
