@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod ct;
 pub mod device;
+pub mod diffusion;
 pub mod error;
 pub mod info;
 pub mod io;

@@ -176,6 +176,12 @@ def main(out_dir):
     with torch.no_grad():
         eps = model(x, t, acts)
     keep = {k: v for k, v in acts.items() if k in ("act.emb", "act.input_blocks.0", "act.input_blocks.2", "act.middle_block", "act.output_blocks.1")}
+    # The global context's resampling, on a volume whose shape does not divide the patch's.
+    vol = torch.randn((1, 1, 13, 11, 9), generator=gen)
+    keep["resample.volume"] = vol
+    keep["resample.trilinear"] = F.interpolate(vol, size=(4, 5, 6), mode="trilinear", align_corners=False)
+    keep["resample.area"] = F.interpolate(vol, size=(4, 5, 6), mode="area")
+    keep["resample.trilinear_up"] = F.interpolate(vol, size=(20, 16, 12), mode="trilinear", align_corners=False)
     os.makedirs(out_dir, exist_ok=True)
     save(os.path.join(out_dir, "unet_tiny_weights.safetensors"), dict(model.state_dict()))
     save(os.path.join(out_dir, "unet_tiny_io.safetensors"), {"x": x, "t": t.float(), "eps": eps, **keep},

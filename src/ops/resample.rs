@@ -54,36 +54,27 @@ pub fn trilinear_ref(x: &[f32], dims: [usize; 3], out: [usize; 3]) -> Vec<f32> {
     y
 }
 
-/// Area (box) average of one single-channel volume to `out`: each output voxel averages the input
-/// voxels of its cell, with fractional overlaps weighted (adaptive average pooling for
-/// non-integer ratios).
+/// Area (box) average of one single-channel volume to `out`, as PyTorch's
+/// F.interpolate(mode="area") (adaptive average pooling): output cell i averages the input range
+/// [floor(i n_in / n_out), ceil((i + 1) n_in / n_out)).
 pub fn area_ref(x: &[f32], dims: [usize; 3], out: [usize; 3]) -> Vec<f32> {
-    // Weights per axis: (first input index, weights over the cell).
-    let cells = |n_in: usize, n_out: usize| -> Vec<(usize, Vec<f64>)> {
-        (0..n_out)
-            .map(|i| {
-                let (a, b) = (i as f64 * n_in as f64 / n_out as f64, (i + 1) as f64 * n_in as f64 / n_out as f64);
-                let first = a.floor() as usize;
-                let last = (b.ceil() as usize).min(n_in);
-                let w = (first..last).map(|j| (b.min(j as f64 + 1.0) - a.max(j as f64)).max(0.0) / (b - a)).collect();
-                (first, w)
-            })
-            .collect()
-    };
-    let (cz, cy, cx) = (cells(dims[0], out[0]), cells(dims[1], out[1]), cells(dims[2], out[2]));
+    let range = |i: usize, n_in: usize, n_out: usize| (i * n_in / n_out, ((i + 1) * n_in).div_ceil(n_out));
     let mut y = vec![0f32; out.iter().product()];
-    for (k, (z0, wz)) in cz.iter().enumerate() {
-        for (j, (y0, wy)) in cy.iter().enumerate() {
-            for (i, (x0, wx)) in cx.iter().enumerate() {
-                let mut s = 0.0;
-                for (a, fz) in wz.iter().enumerate() {
-                    for (b, fy) in wy.iter().enumerate() {
-                        for (e, fx) in wx.iter().enumerate() {
-                            s += fz * fy * fx * x[((z0 + a) * dims[1] + y0 + b) * dims[2] + x0 + e] as f64;
+    for k in 0..out[0] {
+        let (z0, z1) = range(k, dims[0], out[0]);
+        for j in 0..out[1] {
+            let (y0, y1) = range(j, dims[1], out[1]);
+            for i in 0..out[2] {
+                let (x0, x1) = range(i, dims[2], out[2]);
+                let mut s = 0.0f64;
+                for z in z0..z1 {
+                    for yy in y0..y1 {
+                        for xx in x0..x1 {
+                            s += x[(z * dims[1] + yy) * dims[2] + xx] as f64;
                         }
                     }
                 }
-                y[(k * out[1] + j) * out[2] + i] = s as f32;
+                y[(k * out[1] + j) * out[2] + i] = (s / ((z1 - z0) * (y1 - y0) * (x1 - x0)) as f64) as f32;
             }
         }
     }

@@ -1,0 +1,2 @@
+//! The diffusion method around the network: tiling and patch inputs (METHOD.md sections 2 and 7).
+pub mod tiling;

@@ -1,0 +1,71 @@
+//! Tiling a volume into patches and building the network's 5-channel inputs (METHOD.md
+//! sections 2 and 7). Per axis of length N and patch length P, with an offset o in [0, P): patches
+//! start at o + j P - P (volume coordinates; the volume is zero-padded by P), j = 0 ..= ceil(N / P).
+//! For N a multiple of P that is METHOD.md's N / P + 1 patches; for other N the extra patch keeps
+//! the far edge covered for every offset.
+//! Input channels, channels-last per voxel: [noisy patch, global context, z, y, x].
+use crate::nn::{Act, ContextMode};
+use crate::ops::resample;
+
+/// Patch starts along one axis (may be negative: the padding).
+pub fn starts(n: usize, p: usize, offset: usize) -> Vec<isize> {
+    (0..=n.div_ceil(p)).map(|j| (offset + j * p) as isize - p as isize).collect()
+}
+
+/// Every patch start (z, y, x) of one tiling, z slowest.
+pub fn tiling(dims: [usize; 3], patch: [usize; 3], offset: [usize; 3]) -> Vec<[isize; 3]> {
+    let (sz, sy, sx) = (starts(dims[0], patch[0], offset[0]), starts(dims[1], patch[1], offset[1]), starts(dims[2], patch[2], offset[2]));
+    let mut out = Vec::with_capacity(sz.len() * sy.len() * sx.len());
+    for &z in &sz {
+        for &y in &sy {
+            for &x in &sx {
+                out.push([z, y, x]);
+            }
+        }
+    }
+    out
+}
+
+/// The whole volume shrunk to the patch shape: D(x_t).
+pub fn context(vol: &[f32], dims: [usize; 3], patch: [usize; 3], mode: ContextMode) -> Vec<f32> {
+    match mode {
+        ContextMode::Trilinear => resample::trilinear_ref(vol, dims, patch),
+        ContextMode::Area => resample::area_ref(vol, dims, patch),
+    }
+}
+
+/// Positional value of index i on an axis of length n: -1 + 2 i / (n - 1) (0 when n = 1).
+pub fn position(i: isize, n: usize) -> f32 {
+    if n < 2 {
+        0.0
+    } else {
+        (-1.0 + 2.0 * i as f64 / (n - 1) as f64) as f32
+    }
+}
+
+/// The batch of inputs (N patches, patch shape, 5 channels) for patches starting at `starts`.
+pub fn assemble(vol: &[f32], dims: [usize; 3], patch: [usize; 3], starts: &[[isize; 3]], ctx: &[f32]) -> Act {
+    let [pz, py, px] = patch;
+    let s = pz * py * px;
+    let mut data = vec![0f32; starts.len() * s * 5];
+    for (b, st) in starts.iter().enumerate() {
+        for k in 0..pz {
+            let z = st[0] + k as isize;
+            for j in 0..py {
+                let y = st[1] + j as isize;
+                for i in 0..px {
+                    let x = st[2] + i as isize;
+                    let inside = z >= 0 && y >= 0 && x >= 0 && (z as usize) < dims[0] && (y as usize) < dims[1] && (x as usize) < dims[2];
+                    let p = (k * py + j) * px + i;
+                    let o = (b * s + p) * 5;
+                    data[o] = if inside { vol[(z as usize * dims[1] + y as usize) * dims[2] + x as usize] } else { 0.0 };
+                    data[o + 1] = ctx[p];
+                    data[o + 2] = position(z, dims[0]);
+                    data[o + 3] = position(y, dims[1]);
+                    data[o + 4] = position(x, dims[2]);
+                }
+            }
+        }
+    }
+    Act { n: starts.len(), dims: patch, c: 5, data }
+}
