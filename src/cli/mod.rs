@@ -1,4 +1,5 @@
 mod ct;
+mod model;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -38,6 +39,11 @@ enum Cmd {
     Iterative(ct::IterativeArgs),
     /// PSNR and SSIM (whole and per plane) of a volume against a reference.
     Metrics(ct::MetricsArgs),
+    /// The U-Net: its size and cost (info), or one evaluation on given inputs (run).
+    Model {
+        #[command(subcommand)]
+        cmd: model::ModelCmd,
+    },
     /// List the tensors of a safetensors file (name, dtype, shape).
     Inspect { file: PathBuf },
     /// Rewrite a safetensors file with every tensor stored as another dtype.
@@ -86,6 +92,7 @@ pub fn run() -> Result<()> {
                 }
             }
         }
+        Cmd::Model { cmd } => model::run(cmd)?,
         Cmd::Phantom(a) => ct::phantom(a)?,
         Cmd::Project(a) => ct::project(a)?,
         Cmd::Backproject(a) => ct::backproject(a)?,
