@@ -73,6 +73,18 @@ impl<'a> Launch<'a> {
         self.buffers.push(b);
         self
     }
+    /// A null pointer for an optional buffer parameter.
+    pub fn null(mut self) -> Self {
+        self.args.push(Arg::Ptr(0));
+        self
+    }
+    /// An optional buffer: the buffer, or a null pointer.
+    pub fn opt(self, b: Option<&'a Buffer>) -> Self {
+        match b {
+            Some(b) => self.buf(b),
+            None => self.null(),
+        }
+    }
     pub fn i32(mut self, v: i32) -> Self {
         self.args.push(Arg::I32(v));
         self

@@ -1,7 +1,12 @@
 //! 3D convolution, channels-last: x (N, D, H, W, Ci) -> y (N, D', H', W', Co), kernel k^3
 //! (k = 3 with padding 1, or k = 1), stride 1 or 2. Weights are repacked once from PyTorch's
 //! (Co, Ci, kd, kh, kw) into (kd, kh, kw, Ci, Co): one GEMM [voxels, k^3 Ci] x [k^3 Ci, Co].
-//! CPU reference: im2col one output plane at a time, then sgemm.
+//! CPU reference: im2col one output plane at a time, then sgemm. Kernels: kernels/conv3d.cu
+//! (implicit GEMM on tensor cores, bf16 in and out, f32 accumulation).
+use super::{expect_dtype, same_device};
+use crate::device::Launch;
+use crate::error::{Error, Result};
+use crate::tensor::{DType, Tensor};
 
 /// PyTorch (Co, Ci, k, k, k) -> (k, k, k, Ci, Co).
 pub fn repack_weight(w: &[f32], co: usize, ci: usize, k: usize) -> Vec<f32> {
@@ -70,4 +75,78 @@ pub fn conv3d_ref(x: &[f32], n: usize, dims: [usize; 3], ci: usize, w: &[f32], b
         }
     }
     (y, od)
+}
+
+/// Dynamic shared memory of the tensor-core main loop (gemm_core.cuh).
+const SMEM_BYTES: u32 = super::gemm::SMEM_BYTES;
+
+/// y = conv(x, w) + bias [+ bias_n per sample] [+ residual], channels-last.
+/// x (N, D, H, W, Ci); w repacked (k^3 Ci, Co); bias (Co) f32; bias_n (N, Co) f32; residual and
+/// y (N, D', H', W', Co). On emu/cuda x, w, residual and y are bf16; on the CPU all are f32.
+#[allow(clippy::too_many_arguments)]
+pub fn conv3d(x: &Tensor, w: &Tensor, bias: &Tensor, bias_n: Option<&Tensor>, residual: Option<&Tensor>, y: &mut Tensor, k: usize, stride: usize) -> Result<()> {
+    let xs = x.shape().to_vec();
+    if xs.len() != 5 || !(k == 1 || k == 3) || !(stride == 1 || stride == 2) {
+        return Err(Error::Shape(format!("conv3d: x {xs:?} must be (N, D, H, W, C); k 1 or 3, stride 1 or 2")));
+    }
+    let (n, ci) = (xs[0], xs[4]);
+    let co = bias.numel();
+    let od = [out_len(xs[1], k, stride), out_len(xs[2], k, stride), out_len(xs[3], k, stride)];
+    let ys = [n, od[0], od[1], od[2], co];
+    if w.shape() != [k * k * k * ci, co] || y.shape() != ys {
+        return Err(Error::Shape(format!("conv3d: w {:?} and y {:?} do not fit x {xs:?} (w ({}, {co}), y {ys:?})", w.shape(), y.shape(), k * k * k * ci)));
+    }
+    if let Some(b) = bias_n {
+        super::expect_shape("conv3d bias_n", b, &[n, co])?;
+    }
+    if let Some(r) = residual {
+        super::expect_shape("conv3d residual", r, &ys)?;
+    }
+    let mut all = vec![x, w, bias, &*y];
+    all.extend(bias_n);
+    all.extend(residual);
+    same_device("conv3d", &all)?;
+    let dev = x.device().clone();
+    if !dev.runs_kernels() {
+        let host = |t: &Tensor| t.to_f32_vec();
+        let (mut out, _) = conv3d_ref(&host(x)?, n, [xs[1], xs[2], xs[3]], ci, &host(w)?, &host(bias)?, co, k, stride);
+        let s = od.iter().product::<usize>();
+        if let Some(b) = bias_n {
+            let bv = host(b)?;
+            out.chunks_mut(co).enumerate().for_each(|(p, row)| row.iter_mut().zip(&bv[(p / s) * co..(p / s + 1) * co]).for_each(|(o, v)| *o += v));
+        }
+        if let Some(r) = residual {
+            out.iter_mut().zip(host(r)?).for_each(|(o, v)| *o += v);
+        }
+        return y.buffer_mut().write(bytemuck::cast_slice(&out));
+    }
+    for t in [x, w, &*y].into_iter().chain(residual) {
+        expect_dtype("conv3d", t, DType::BF16)?;
+    }
+    expect_dtype("conv3d bias", bias, DType::F32)?;
+    let m = n * od.iter().product::<usize>();
+    let tiles = m.div_ceil(128);
+    if tiles > 65535 || m > i32::MAX as usize {
+        return Err(Error::Shape(format!("conv3d: {m} output voxels exceed one launch ({} at most)", 65535 * 128)));
+    }
+    let kernel = if ci % 8 == 0 && co % 8 == 0 { "conv3d_bf16_vec" } else { "conv3d_bf16_any" };
+    Launch::new(kernel)?
+        .grid([co.div_ceil(128) as u32, tiles as u32, 1])
+        .block([256, 1, 1])
+        .shared_bytes(SMEM_BYTES)
+        .buf(x.buffer())
+        .buf(w.buffer())
+        .buf(bias.buffer())
+        .opt(bias_n.map(|t| t.buffer()))
+        .opt(residual.map(|t| t.buffer()))
+        .buf(y.buffer())
+        .i32(n as i32)
+        .i32(xs[1] as i32)
+        .i32(xs[2] as i32)
+        .i32(xs[3] as i32)
+        .i32(ci as i32)
+        .i32(co as i32)
+        .i32(k as i32)
+        .i32(stride as i32)
+        .run(&dev)
 }
