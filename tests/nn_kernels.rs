@@ -49,3 +49,102 @@ fn conv3d_matches_reference() {
         }
     }
 }
+
+/// Runs `f` on the CPU (f32) and on `dev` (activations in `dt`) and returns both outputs.
+fn both<F: Fn(&Device, DType) -> Vec<f32>>(dev: &Device, dt: DType, f: F) -> (Vec<f32>, Vec<f32>) {
+    (f(&Device::Cpu, DType::F32), f(dev, dt))
+}
+
+#[test]
+fn group_norm_matches_reference() {
+    use tomodiff::ops::group_norm::group_norm;
+    let mut rng = rng("group_norm");
+    for dev in kernel_devices("group_norm") {
+        for &(n, s, c, g, silu) in &[(2usize, 37usize, 16usize, 8usize, true), (1, 300, 32, 4, false), (3, 8, 64, 32, true)] {
+            let xv = bf16_vals(&mut rng, n * s * c, -2.0, 3.0);
+            let gv = uniform(&mut rng, c, 0.5, 1.5);
+            let bv = uniform(&mut rng, c, -0.5, 0.5);
+            let (want, got) = both(&dev, DType::BF16, |d, dt| {
+                let x = Tensor::from_f32(&xv, &[n, s, c], dt, d).unwrap();
+                let (gm, bt) = (Tensor::from_f32(&gv, &[c], DType::F32, d).unwrap(), Tensor::from_f32(&bv, &[c], DType::F32, d).unwrap());
+                let mut y = Tensor::full(&[n, s, c], f32::NAN, dt, d).unwrap();
+                group_norm(&x, &gm, &bt, g, silu, &mut y).unwrap();
+                y.to_f32_vec().unwrap()
+            });
+            assert_close(&format!("group_norm {} {n}x{s}x{c}/{g}", dev.name()), &got, &want, |i| 4e-3 * want[i].abs() + 2e-3);
+        }
+    }
+}
+
+#[test]
+fn linear_and_embedding_match_reference() {
+    use tomodiff::ops::{embedding, linear};
+    let mut rng = rng("linear");
+    for dev in kernel_devices("linear") {
+        let (n, din, dout) = (3, 40, 24);
+        let (xv, wv, bv) = (uniform(&mut rng, n * din, -2.0, 2.0), uniform(&mut rng, dout * din, -0.5, 0.5), uniform(&mut rng, dout, -1.0, 1.0));
+        for silu in [false, true] {
+            let (want, got) = both(&dev, DType::F32, |d, _| {
+                let x = Tensor::from_f32(&xv, &[n, din], DType::F32, d).unwrap();
+                let w = Tensor::from_f32(&wv, &[dout, din], DType::F32, d).unwrap();
+                let b = Tensor::from_f32(&bv, &[dout], DType::F32, d).unwrap();
+                let mut y = Tensor::full(&[n, dout], f32::NAN, DType::F32, d).unwrap();
+                linear::linear(&x, &w, &b, &mut y, silu).unwrap();
+                y.to_f32_vec().unwrap()
+            });
+            assert_close(&format!("linear {} silu {silu}", dev.name()), &got, &want, |i| 1e-5 * want[i].abs() + 1e-5);
+        }
+        let tv = vec![0.0, 1.0, 10.0, 999.0];
+        let (want, got) = both(&dev, DType::F32, |d, _| {
+            let t = Tensor::from_f32(&tv, &[4], DType::F32, d).unwrap();
+            let mut y = Tensor::full(&[4, 64], f32::NAN, DType::F32, d).unwrap();
+            embedding::timestep_embedding(&t, &mut y).unwrap();
+            y.to_f32_vec().unwrap()
+        });
+        // f32 sin/cos of arguments up to 999: about 1e-4 absolute.
+        assert_close(&format!("embedding {}", dev.name()), &got, &want, |_| 2e-4);
+    }
+}
+
+#[test]
+fn attention_matches_reference() {
+    use tomodiff::ops::attention::attention;
+    let mut rng = rng("attention");
+    for dev in kernel_devices("attention") {
+        for &(n, t, c, heads) in &[(2usize, 75usize, 32usize, 2usize), (1, 130, 64, 2), (1, 64, 128, 2)] {
+            let qv = bf16_vals(&mut rng, n * t * 3 * c, -1.5, 1.5);
+            let (want, got) = both(&dev, DType::BF16, |d, dt| {
+                let qkv = Tensor::from_f32(&qv, &[n, t, 3 * c], dt, d).unwrap();
+                let mut y = Tensor::full(&[n, t, c], f32::NAN, dt, d).unwrap();
+                attention(&qkv, &mut y, heads).unwrap();
+                y.to_f32_vec().unwrap()
+            });
+            assert_close(&format!("attention {} {n}x{t}x{c}/{heads}", dev.name()), &got, &want, |i| 4e-3 * want[i].abs() + 1e-3);
+        }
+    }
+}
+
+#[test]
+fn upsample_and_concat_are_exact() {
+    use tomodiff::ops::resample::{concat, upsample2};
+    let mut rng = rng("resample");
+    for dev in kernel_devices("resample") {
+        let xv = bf16_vals(&mut rng, 2 * 3 * 2 * 5 * 6, -1.0, 1.0);
+        let (want, got) = both(&dev, DType::BF16, |d, dt| {
+            let x = Tensor::from_f32(&xv, &[2, 3, 2, 5, 6], dt, d).unwrap();
+            let mut y = Tensor::full(&[2, 6, 4, 10, 6], f32::NAN, dt, d).unwrap();
+            upsample2(&x, &mut y).unwrap();
+            y.to_f32_vec().unwrap()
+        });
+        assert_close(&format!("upsample2 {}", dev.name()), &got, &want, |_| 0.0);
+        let bv = bf16_vals(&mut rng, 2 * 3 * 2 * 5 * 4, -1.0, 1.0);
+        let (want, got) = both(&dev, DType::BF16, |d, dt| {
+            let a = Tensor::from_f32(&xv, &[2, 3, 2, 5, 6], dt, d).unwrap();
+            let b = Tensor::from_f32(&bv, &[2, 3, 2, 5, 4], dt, d).unwrap();
+            let mut y = Tensor::full(&[2, 3, 2, 5, 10], f32::NAN, dt, d).unwrap();
+            concat(&a, &b, &mut y).unwrap();
+            y.to_f32_vec().unwrap()
+        });
+        assert_close(&format!("concat {}", dev.name()), &got, &want, |_| 0.0);
+    }
+}

@@ -1,6 +1,11 @@
 //! Multi-head self-attention over the flattened patch, guided-diffusion's "legacy" channel order:
 //! for head h, channels [3 d h, 3 d h + d) of qkv are q, the next d are k, then v. Scores
 //! softmax(q k^T / sqrt(d)); output channel h d + c. Channels-last: qkv is (N, T, 3C).
+//! Kernel: kernels/attention.cu (head dims 16, 32, 64).
+use super::{expect_dtype, same_device};
+use crate::device::Launch;
+use crate::error::{Error, Result};
+use crate::tensor::{DType, Tensor};
 
 /// CPU reference: returns a (N, T, C) with the heads' outputs side by side.
 pub fn attention_ref(qkv: &[f32], n: usize, t: usize, c: usize, heads: usize) -> Vec<f32> {
@@ -32,4 +37,40 @@ pub fn attention_ref(qkv: &[f32], n: usize, t: usize, c: usize, heads: usize) ->
         }
     }
     out
+}
+
+/// out (N, ..., C) = attention over the T voxels of qkv (N, ..., 3C), `heads` heads.
+pub fn attention(qkv: &Tensor, out: &mut Tensor, heads: usize) -> Result<()> {
+    let s = qkv.shape().to_vec();
+    let n = s[0];
+    let c3 = *s.last().unwrap_or(&0);
+    let c = c3 / 3;
+    let t = qkv.numel() / (n * c3.max(1));
+    let mut os = s.clone();
+    *os.last_mut().unwrap() = c;
+    if c3 % 3 != 0 || heads == 0 || c % heads != 0 || out.shape() != os.as_slice() {
+        return Err(Error::Shape(format!("attention: qkv {s:?}, out {:?}, {heads} heads", out.shape())));
+    }
+    same_device("attention", &[qkv, out])?;
+    let dev = qkv.device().clone();
+    if !dev.runs_kernels() {
+        let a = attention_ref(&qkv.to_f32_vec()?, n, t, c, heads);
+        return out.buffer_mut().write(bytemuck::cast_slice(&a));
+    }
+    expect_dtype("attention", qkv, DType::BF16)?;
+    expect_dtype("attention", out, DType::BF16)?;
+    let d = c / heads;
+    if ![16, 32, 64].contains(&d) {
+        return Err(Error::Shape(format!("attention: head dim {d} (channels {c} / {heads} heads); the kernel takes 16, 32 or 64")));
+    }
+    Launch::new("attention_bf16")?
+        .grid([t.div_ceil(64) as u32, heads as u32, n as u32])
+        .block([64, 1, 1])
+        .shared_bytes((2 * 64 * d * 4) as u32)
+        .buf(qkv.buffer())
+        .buf(out.buffer())
+        .i32(t as i32)
+        .i32(c as i32)
+        .i32(d as i32)
+        .run(&dev)
 }

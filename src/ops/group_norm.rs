@@ -1,5 +1,10 @@
 //! Group normalisation over channels-last activations (N, S, C), statistics in f64 on the CPU
 //! (f32 in kernels), eps 1e-5, optionally fused with the SiLU that follows it in the U-Net.
+//! Kernel: kernels/group_norm.cu.
+use super::{expect_dtype, same_device};
+use crate::device::Launch;
+use crate::error::{Error, Result};
+use crate::tensor::{DType, Tensor};
 
 pub const EPS: f64 = 1e-5;
 
@@ -35,4 +40,34 @@ pub fn group_norm_ref(x: &[f32], n: usize, c: usize, groups: usize, gamma: &[f32
         }
     }
     y
+}
+
+/// y = GroupNorm(x) [then SiLU] for x (N, ..., C) channels-last; gamma, beta (C) f32.
+pub fn group_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: usize, fuse_silu: bool, y: &mut Tensor) -> Result<()> {
+    let n = x.shape()[0];
+    let c = *x.shape().last().ok_or_else(|| Error::Shape("group_norm of a scalar".into()))?;
+    if groups == 0 || c % groups != 0 || gamma.numel() != c || beta.numel() != c || y.shape() != x.shape() {
+        return Err(Error::Shape(format!("group_norm: x {:?}, {groups} groups, gamma {:?}, y {:?}", x.shape(), gamma.shape(), y.shape())));
+    }
+    same_device("group_norm", &[x, gamma, beta, y])?;
+    let dev = x.device().clone();
+    if !dev.runs_kernels() {
+        let out = group_norm_ref(&x.to_f32_vec()?, n, c, groups, &gamma.to_f32_vec()?, &beta.to_f32_vec()?, fuse_silu);
+        return y.buffer_mut().write(bytemuck::cast_slice(&out));
+    }
+    expect_dtype("group_norm", x, DType::BF16)?;
+    expect_dtype("group_norm", y, DType::BF16)?;
+    let s = x.numel() / (n * c);
+    Launch::new("group_norm_bf16")?
+        .grid([(n * groups) as u32, 1, 1])
+        .block([256, 1, 1])
+        .buf(x.buffer())
+        .buf(y.buffer())
+        .buf(gamma.buffer())
+        .buf(beta.buffer())
+        .i32(s as i32)
+        .i32(c as i32)
+        .i32(groups as i32)
+        .i32(fuse_silu as i32)
+        .run(&dev)
 }

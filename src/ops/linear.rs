@@ -1,5 +1,10 @@
 //! Linear layers: y (N, out) = x (N, in) W^T + b with W as PyTorch stores it (out, in); also the
-//! 1x1 convolutions of attention, which are the same product over voxels.
+//! 1x1 convolutions of attention, which are the same product over voxels. Kernel:
+//! kernels/linear.cu (f32: these layers act on the time embedding, a few values per sample).
+use super::{expect_dtype, same_device, stride_grid};
+use crate::device::Launch;
+use crate::error::{Error, Result};
+use crate::tensor::{DType, Tensor};
 
 /// CPU reference.
 pub fn linear_ref(x: &[f32], n: usize, w: &[f32], b: &[f32], d_in: usize, d_out: usize) -> Vec<f32> {
@@ -12,4 +17,38 @@ pub fn linear_ref(x: &[f32], n: usize, w: &[f32], b: &[f32], d_in: usize, d_out:
         matrixmultiply::sgemm(n, d_in, d_out, 1.0, x.as_ptr(), d_in as isize, 1, w.as_ptr(), 1, d_in as isize, 1.0, y.as_mut_ptr(), d_out as isize, 1);
     }
     y
+}
+
+/// y (N, out) = f(x) (N, in) W^T + b, all f32, f = SiLU when `silu_in`.
+pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, y: &mut Tensor, silu_in: bool) -> Result<()> {
+    let (n, din) = (x.shape()[0], x.numel() / x.shape()[0].max(1));
+    let dout = b.numel();
+    if w.shape() != [dout, din] || y.shape() != [n, dout] {
+        return Err(Error::Shape(format!("linear: x {:?}, w {:?}, b {:?}, y {:?}", x.shape(), w.shape(), b.shape(), y.shape())));
+    }
+    same_device("linear", &[x, w, b, y])?;
+    for t in [x, w, b, &*y] {
+        expect_dtype("linear", t, DType::F32)?;
+    }
+    let dev = x.device().clone();
+    if !dev.runs_kernels() {
+        let mut xv = x.to_f32_vec()?;
+        if silu_in {
+            xv.iter_mut().for_each(|v| *v = super::group_norm::silu(*v));
+        }
+        let out = linear_ref(&xv, n, &w.to_f32_vec()?, &b.to_f32_vec()?, din, dout);
+        return y.buffer_mut().write(bytemuck::cast_slice(&out));
+    }
+    Launch::new("linear_f32")?
+        .grid(stride_grid(n * dout, 128))
+        .block([128, 1, 1])
+        .buf(x.buffer())
+        .buf(w.buffer())
+        .buf(b.buffer())
+        .buf(y.buffer())
+        .i32(n as i32)
+        .i32(din as i32)
+        .i32(dout as i32)
+        .i32(silu_in as i32)
+        .run(&dev)
 }

@@ -1,6 +1,71 @@
 //! Resampling of channels-last volumes (N, D, H, W, C): nearest x2 upsampling (the decoder), and
 //! the global context's shrink of a whole volume to the patch shape: trilinear with PyTorch's
 //! F.interpolate(mode="trilinear", align_corners=False) semantics, or area (box) averaging.
+//! Kernels (upsampling, concatenation): kernels/resample.cu.
+use super::{same_device, stride_grid};
+use crate::device::Launch;
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// y (N, 2D, 2H, 2W, C) = nearest x2 of x (N, D, H, W, C).
+pub fn upsample2(x: &Tensor, y: &mut Tensor) -> Result<()> {
+    let s = x.shape().to_vec();
+    if s.len() != 5 || y.shape() != [s[0], 2 * s[1], 2 * s[2], 2 * s[3], s[4]] || x.dtype() != y.dtype() {
+        return Err(Error::Shape(format!("upsample2: x {s:?}, y {:?}", y.shape())));
+    }
+    same_device("upsample2", &[x, y])?;
+    let dev = x.device().clone();
+    if !dev.runs_kernels() {
+        let out = upsample2_ref(&x.to_f32_vec()?, s[0], [s[1], s[2], s[3]], s[4]);
+        return y.buffer_mut().write(&x.dtype().encode(&out));
+    }
+    Launch::new("upsample2_bf16")?
+        .grid(stride_grid(y.numel(), 256))
+        .block([256, 1, 1])
+        .buf(x.buffer())
+        .buf(y.buffer())
+        .i32(s[0] as i32)
+        .i32(s[1] as i32)
+        .i32(s[2] as i32)
+        .i32(s[3] as i32)
+        .i32(s[4] as i32)
+        .run(&dev)
+}
+
+/// y (..., Ca + Cb) = [a (..., Ca), b (..., Cb)] along the last axis.
+pub fn concat(a: &Tensor, b: &Tensor, y: &mut Tensor) -> Result<()> {
+    let (sa, sb) = (a.shape(), b.shape());
+    let (ca, cb) = (*sa.last().unwrap_or(&0), *sb.last().unwrap_or(&0));
+    let mut want = sa.to_vec();
+    if let Some(l) = want.last_mut() {
+        *l = ca + cb;
+    }
+    if sa.len() != sb.len() || sa[..sa.len() - 1] != sb[..sb.len() - 1] || y.shape() != want.as_slice() || a.dtype() != b.dtype() || a.dtype() != y.dtype() {
+        return Err(Error::Shape(format!("concat: {sa:?} and {sb:?} into {:?}", y.shape())));
+    }
+    same_device("concat", &[a, b, y])?;
+    let v = a.numel() / ca.max(1);
+    let dev = a.device().clone();
+    if !dev.runs_kernels() {
+        let (av, bv) = (a.to_f32_vec()?, b.to_f32_vec()?);
+        let mut out = Vec::with_capacity(y.numel());
+        for p in 0..v {
+            out.extend_from_slice(&av[p * ca..(p + 1) * ca]);
+            out.extend_from_slice(&bv[p * cb..(p + 1) * cb]);
+        }
+        return y.buffer_mut().write(&a.dtype().encode(&out));
+    }
+    Launch::new("concat_bf16")?
+        .grid(stride_grid(y.numel(), 256))
+        .block([256, 1, 1])
+        .buf(a.buffer())
+        .buf(b.buffer())
+        .buf(y.buffer())
+        .i64(v as i64)
+        .i32(ca as i32)
+        .i32(cb as i32)
+        .run(&dev)
+}
 
 /// Nearest-neighbour x2 along every spatial axis.
 pub fn upsample2_ref(x: &[f32], n: usize, dims: [usize; 3], c: usize) -> Vec<f32> {

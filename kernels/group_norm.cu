@@ -1,0 +1,47 @@
+// Group normalisation of channels-last bf16 activations (N, S, C), statistics in f32, eps 1e-5,
+// optionally fused with the SiLU that follows. One block per (sample, group): the block sums
+// x and x^2 over S voxels x C/G channels (warp shuffles, then shared memory), then normalises.
+#include "common.cuh"
+
+__device__ __forceinline__ float silu_f32(float v) { return v / (1.f + __expf(-v)); }
+
+// Block-wide sum of two values; blockDim.x a multiple of 32. Every thread gets the totals.
+__device__ __forceinline__ float2 block_sum2(float a, float b) {
+    __shared__ float sa[32], sb[32];
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nw = blockDim.x / 32;
+    a = warp_sum(a);
+    b = warp_sum(b);
+    if (lane == 0) {
+        sa[warp] = a;
+        sb[warp] = b;
+    }
+    __syncthreads();
+    a = lane < nw ? sa[lane] : 0.f;
+    b = lane < nw ? sb[lane] : 0.f;
+    a = warp_sum(a);
+    b = warp_sum(b);
+    __syncthreads();  // sa/sb are reused by the next call
+    return make_float2(a, b);
+}
+
+KERNEL group_norm_bf16(const bf16* x, bf16* y, const float* gamma, const float* beta, int S, int C, int G, int silu) {
+    int n = blockIdx.x / G, g = blockIdx.x % G, cg = C / G;
+    const bf16* xs = x + (long long)n * S * C + g * cg;
+    bf16* ys = y + (long long)n * S * C + g * cg;
+    long long count = (long long)S * cg;
+    float s = 0.f, q = 0.f;
+    for (long long e = threadIdx.x; e < count; e += blockDim.x) {
+        float v = to_f32(xs[(e / cg) * C + e % cg]);
+        s += v;
+        q += v * v;
+    }
+    float2 t = block_sum2(s, q);
+    float mean = t.x / count;
+    float inv = rsqrtf(fmaxf(t.y / count - mean * mean, 0.f) + 1e-5f);
+    for (long long e = threadIdx.x; e < count; e += blockDim.x) {
+        int c = (int)(e % cg);
+        long long o = (e / cg) * C + c;
+        float v = (to_f32(xs[o]) - mean) * inv * gamma[g * cg + c] + beta[g * cg + c];
+        ys[o] = from_f32<bf16>(silu ? silu_f32(v) : v);
+    }
+}

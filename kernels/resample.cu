@@ -1,0 +1,29 @@
+// Data movement of the U-Net on channels-last bf16 activations: nearest x2 upsampling and
+// channel concatenation (the decoder's skip connections).
+#include "common.cuh"
+
+// y (N, 2D, 2H, 2W, C) from x (N, D, H, W, C)
+KERNEL upsample2_bf16(const bf16* x, bf16* y, int N, int D, int H, int W, int C) {
+    long long total = (long long)N * 8 * D * H * W * C;
+    for (long long o = grid_start(); o < total; o += grid_stride()) {
+        int c = (int)(o % C);
+        long long v = o / C;
+        int xx = (int)(v % (2 * W));
+        v /= 2 * W;
+        int yy = (int)(v % (2 * H));
+        v /= 2 * H;
+        int z = (int)(v % (2 * D));
+        long long n = v / (2 * D);
+        y[o] = x[(((n * D + z / 2) * H + yy / 2) * W + xx / 2) * C + c];
+    }
+}
+
+// y (V, Ca + Cb) = [a (V, Ca), b (V, Cb)] over V voxels
+KERNEL concat_bf16(const bf16* a, const bf16* b, bf16* y, long long V, int Ca, int Cb) {
+    int C = Ca + Cb;
+    for (long long o = grid_start(); o < V * C; o += grid_stride()) {
+        long long v = o / C;
+        int c = (int)(o % C);
+        y[o] = c < Ca ? a[v * Ca + c] : b[v * Cb + c - Ca];
+    }
+}
