@@ -1,11 +1,13 @@
 //! The U-Net against the PyTorch reference (tools/unet_reference.py): the tiny network with
-//! seeded non-zero weights, its output and intermediate activations, on the CPU at 1e-4.
+//! seeded non-zero weights, its output and intermediate activations: CPU f32 within 1e-4, and
+//! bf16 on emu (and cuda when present) within 2e-2, relative to each tensor's largest value.
+mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 use tomodiff::nn::unet::{from_ncdhw, to_ncdhw};
 use tomodiff::nn::{Arch, UNet, UNetConfig, Weights};
 use tomodiff::tensor::safetensors;
-use tomodiff::Device;
+use tomodiff::{DType, Device, Tensor};
 
 fn fixture(name: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
@@ -19,37 +21,43 @@ fn rel_err(a: &[f32], b: &[f32]) -> f64 {
 }
 
 #[test]
-fn cpu_forward_matches_pytorch() {
+fn forward_matches_pytorch_on_every_device() {
     let arch = Arch::new(&UNetConfig::tiny());
     let w = Weights::load(&fixture("unet_tiny_weights.safetensors"), &arch).unwrap();
     let io = safetensors::load(&fixture("unet_tiny_io.safetensors"), &Device::Cpu).unwrap();
     let xs = io["x"].shape().to_vec();
-    let (n, c, dims) = (xs[0], xs[1], [xs[2], xs[3], xs[4]]);
-    let x = from_ncdhw(&io["x"].to_f32_vec().unwrap(), n, c, dims);
-    let t = io["t"].to_f32_vec().unwrap();
-    let net = UNet::new(arch, w);
-    let mut acts = BTreeMap::new();
-    let eps = net.forward(&x, &t, Some(&mut acts));
-    for (name, want) in &io {
-        if !name.starts_with("act.") {
-            continue;
+    let (n, c, sp) = (xs[0], xs[1], xs[2] * xs[3] * xs[4]);
+    let xv = from_ncdhw(&io["x"].to_f32_vec().unwrap(), n, c, sp);
+    let mut devs = vec![(Device::Cpu, 1e-4)];
+    devs.extend(common::kernel_devices("unet").into_iter().map(|d| (d, 2e-2)));
+    for (dev, tol) in devs {
+        let net = UNet::new(arch.clone(), &w, &dev).unwrap();
+        let x = Tensor::from_f32(&xv, &[n, xs[2], xs[3], xs[4], c], net.act_dtype(), &dev).unwrap();
+        let t = io["t"].to_device(&dev).unwrap();
+        let mut acts = BTreeMap::new();
+        let eps = net.forward(&x, &t, Some(&mut acts)).unwrap();
+        for (name, want) in &io {
+            if !name.starts_with("act.") {
+                continue;
+            }
+            let got = acts[name].to_f32_vec().unwrap();
+            let got = if name == "act.emb" { got } else { to_ncdhw(&got, n, *acts[name].shape().last().unwrap(), got.len() / n / acts[name].shape().last().unwrap()) };
+            let e = rel_err(&got, &want.to_f32_vec().unwrap());
+            eprintln!("{} {name}: relative error {e:.2e}", dev.name());
+            assert!(e < tol, "{} {name}: {e:e}", dev.name());
         }
-        let got = &acts[name];
-        let got = if name == "act.emb" { got.data.clone() } else { to_ncdhw(got) };
-        let e = rel_err(&got, &want.to_f32_vec().unwrap());
-        eprintln!("{name}: relative error {e:.2e}");
-        assert!(e < 1e-4, "{name}: {e:e}");
+        let e = rel_err(&to_ncdhw(&eps.to_f32_vec().unwrap(), n, 1, sp), &io["eps"].to_f32_vec().unwrap());
+        eprintln!("{} eps: relative error {e:.2e}", dev.name());
+        assert!(e < tol, "{} eps: {e:e}", dev.name());
+        assert_eq!(eps.dtype(), if dev.runs_kernels() { DType::BF16 } else { DType::F32 });
     }
-    let e = rel_err(&to_ncdhw(&eps), &io["eps"].to_f32_vec().unwrap());
-    eprintln!("eps: relative error {e:.2e}");
-    assert!(e < 1e-4, "eps: {e:e}");
 }
 
 #[test]
 fn bad_weights_name_the_tensor() {
     let arch = Arch::new(&UNetConfig::tiny());
     let path = fixture("unet_tiny_weights.safetensors");
-    let load = |edit: &dyn Fn(&mut BTreeMap<String, tomodiff::Tensor>)| {
+    let load = |edit: &dyn Fn(&mut BTreeMap<String, Tensor>)| {
         let mut t = safetensors::load(&path, &Device::Cpu).unwrap();
         edit(&mut t);
         Weights::from_tensors(&path, &arch, t).err().map(|e| e.to_string()).unwrap_or_default()
@@ -59,15 +67,17 @@ fn bad_weights_name_the_tensor() {
     });
     assert!(e.contains("\"middle_block.1.qkv.weight\" is missing"), "{e}");
     let e = load(&|t| {
-        let x = tomodiff::Tensor::zeros(&[3], tomodiff::DType::F32, &Device::Cpu).unwrap();
-        t.insert("extra.bias".into(), x);
+        t.insert("extra.bias".into(), Tensor::zeros(&[3], DType::F32, &Device::Cpu).unwrap());
     });
     assert!(e.contains("unexpected tensor \"extra.bias\""), "{e}");
     let e = load(&|t| {
-        let x = tomodiff::Tensor::zeros(&[16, 5, 3, 3, 2], tomodiff::DType::F32, &Device::Cpu).unwrap();
-        t.insert("input_blocks.0.0.weight".into(), x);
+        t.insert("input_blocks.0.0.weight".into(), Tensor::zeros(&[16, 5, 3, 3, 2], DType::F32, &Device::Cpu).unwrap());
     });
     assert!(e.contains("\"input_blocks.0.0.weight\" has shape [16, 5, 3, 3, 2], the config needs [16, 5, 3, 3, 3]"), "{e}");
+    let e = load(&|t| {
+        t.insert("out.0.bias".into(), Tensor::from_f32(&[f32::NAN; 16], &[16], DType::F32, &Device::Cpu).unwrap());
+    });
+    assert!(e.contains("\"out.0.bias\" holds a non-finite value"), "{e}");
     // A paper-size config against tiny weights fails on the first tensor that differs.
     let e = Weights::load(&path, &Arch::new(&UNetConfig::paper())).err().unwrap().to_string();
     assert!(e.contains("time_embed.0.weight") && e.contains("unet_tiny_weights.safetensors"), "{e}");

@@ -25,8 +25,8 @@ pub enum ModelCmd {
         input: PathBuf,
         #[arg(long)]
         output: PathBuf,
-        /// Where the network runs (only cpu so far: the GPU kernels of the U-Net are in progress).
-        #[arg(long, default_value = "cpu")]
+        /// cpu (f32), emu or cuda (bf16 activations), cuda:N, or auto.
+        #[arg(long, default_value = "auto")]
         device: String,
     },
 }
@@ -74,9 +74,6 @@ fn model_run(config: &str, weights: &std::path::Path, input: &std::path::Path, o
     let cfg = UNetConfig::load(config)?;
     cfg.validate()?;
     let dev = Device::parse(device)?;
-    if !matches!(dev, Device::Cpu) {
-        bail!("the U-Net runs on the cpu device only so far (its GPU kernels are in progress); use --device cpu");
-    }
     let arch = Arch::new(&cfg);
     let w = Weights::load(weights, &arch)?;
     let io = safetensors::load(input, &Device::Cpu)?;
@@ -95,10 +92,14 @@ fn model_run(config: &str, weights: &std::path::Path, input: &std::path::Path, o
     if let Some(i) = xv.iter().chain(&tv).position(|v| !v.is_finite()) {
         bail!("{}: non-finite input value at flat index {i} (x, then t)", input.display());
     }
-    let net = UNet::new(arch, w);
-    let eps = net.forward(&from_ncdhw(&xv, s[0], s[1], [s[2], s[3], s[4]]), &tv, None);
-    let out = Tensor::from_f32(&to_ncdhw(&eps), &[s[0], cfg.out_channels, s[2], s[3], s[4]], DType::F32, &Device::Cpu)?;
+    let net = UNet::new(arch, &w, &dev)?;
+    let sp = s[2] * s[3] * s[4];
+    let xt = Tensor::from_f32(&from_ncdhw(&xv, s[0], s[1], sp), &[s[0], s[2], s[3], s[4], s[1]], net.act_dtype(), &dev)?;
+    let tt = Tensor::from_f32(&tv, &[s[0]], DType::F32, &dev)?;
+    let eps = net.forward(&xt, &tt, None)?.to_f32_vec()?;
+    let co = cfg.out_channels;
+    let out = Tensor::from_f32(&to_ncdhw(&eps, s[0], co, sp), &[s[0], co, s[2], s[3], s[4]], DType::F32, &Device::Cpu)?;
     safetensors::save(output, &[("eps", &out)])?;
-    println!("eps {:?} written to {}", out.shape(), output.display());
+    println!("eps {:?} written to {} ({})", out.shape(), output.display(), dev.name());
     Ok(())
 }

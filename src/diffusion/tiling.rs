@@ -4,12 +4,21 @@
 //! For N a multiple of P that is METHOD.md's N / P + 1 patches; for other N the extra patch keeps
 //! the far edge covered for every offset.
 //! Input channels, channels-last per voxel: [noisy patch, global context, z, y, x].
-use crate::nn::{Act, ContextMode};
+use crate::nn::ContextMode;
 use crate::ops::resample;
 
 /// Patch starts along one axis (may be negative: the padding).
 pub fn starts(n: usize, p: usize, offset: usize) -> Vec<isize> {
     (0..=n.div_ceil(p)).map(|j| (offset + j * p) as isize - p as isize).collect()
+}
+
+/// A batch of patch inputs, channels-last (N, D, H, W, C) in f32.
+#[derive(Clone, Debug)]
+pub struct Patches {
+    pub n: usize,
+    pub dims: [usize; 3],
+    pub c: usize,
+    pub data: Vec<f32>,
 }
 
 /// Every patch start (z, y, x) of one tiling, z slowest.
@@ -44,7 +53,7 @@ pub fn position(i: isize, n: usize) -> f32 {
 }
 
 /// The batch of inputs (N patches, patch shape, 5 channels) for patches starting at `starts`.
-pub fn assemble(vol: &[f32], dims: [usize; 3], patch: [usize; 3], starts: &[[isize; 3]], ctx: &[f32]) -> Act {
+pub fn assemble(vol: &[f32], dims: [usize; 3], patch: [usize; 3], starts: &[[isize; 3]], ctx: &[f32]) -> Patches {
     let [pz, py, px] = patch;
     let s = pz * py * px;
     let mut data = vec![0f32; starts.len() * s * 5];
@@ -67,5 +76,5 @@ pub fn assemble(vol: &[f32], dims: [usize; 3], patch: [usize; 3], starts: &[[isi
             }
         }
     }
-    Act { n: starts.len(), dims: patch, c: 5, data }
+    Patches { n: starts.len(), dims: patch, c: 5, data }
 }

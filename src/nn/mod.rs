@@ -6,5 +6,5 @@ pub mod weights;
 
 pub use arch::{Arch, Block, Param};
 pub use config::{ContextMode, UNetConfig};
-pub use unet::{Act, UNet};
+pub use unet::UNet;
 pub use weights::Weights;

@@ -1,171 +1,175 @@
-//! The U-Net forward pass on the CPU (f32 reference). Activations are channels-last
-//! (N, D, H, W, C); the walk follows the layout of arch.rs block by block.
+//! The U-Net forward pass, one implementation for every device: each step is a Tensor op that
+//! runs its CPU reference (f32) or its kernel (bf16 activations, f32 accumulation). Activations
+//! are channels-last (N, D, H, W, C); the walk follows the layout of arch.rs block by block.
 use super::arch::{Arch, Block};
 use super::weights::Weights;
+use crate::device::Device;
+use crate::error::{Error, Result};
 use crate::ops::{attention, conv3d, embedding, group_norm, linear, resample};
-use std::collections::BTreeMap;
-
-/// A batch of channels-last activations.
-#[derive(Clone, Debug)]
-pub struct Act {
-    pub n: usize,
-    pub dims: [usize; 3],
-    pub c: usize,
-    pub data: Vec<f32>,
-}
-
-impl Act {
-    fn voxels(&self) -> usize {
-        self.dims.iter().product()
-    }
-}
+use crate::tensor::{DType, Tensor};
+use std::collections::{BTreeMap, HashMap};
 
 pub struct UNet {
     pub arch: Arch,
-    pub weights: Weights,
+    dev: Device,
+    act: DType,
+    params: HashMap<String, Tensor>,
 }
 
 impl UNet {
-    pub fn new(arch: Arch, weights: Weights) -> UNet {
-        UNet { arch, weights }
-    }
-
-    fn conv(&self, x: &Act, name: &str, c_out: usize, k: usize, stride: usize) -> Act {
-        let w = self.weights.get(&format!("{name}.weight"));
-        let b = self.weights.get(&format!("{name}.bias"));
-        let (data, dims) = conv3d::conv3d_ref(&x.data, x.n, x.dims, x.c, w, b, c_out, k, stride);
-        Act { n: x.n, dims, c: c_out, data }
-    }
-
-    fn norm(&self, x: &Act, name: &str, silu: bool) -> Act {
-        let g = self.weights.get(&format!("{name}.weight"));
-        let b = self.weights.get(&format!("{name}.bias"));
-        Act { data: group_norm::group_norm_ref(&x.data, x.n, x.c, self.arch.cfg.norm_groups, g, b, silu), ..x.clone() }
-    }
-
-    fn linear(&self, x: &[f32], rows: usize, name: &str, d_in: usize, d_out: usize) -> Vec<f32> {
-        linear::linear_ref(x, rows, self.weights.get(&format!("{name}.weight")), self.weights.get(&format!("{name}.bias")), d_in, d_out)
-    }
-
-    fn res(&self, x: &Act, emb: &[f32], name: &str, c_out: usize) -> Act {
-        let e = self.arch.cfg.time_embed_dim();
-        let h = self.norm(x, &format!("{name}.in_layers.0"), true);
-        let mut h = self.conv(&h, &format!("{name}.in_layers.2"), c_out, 3, 1);
-        let se: Vec<f32> = emb.iter().map(|v| group_norm::silu(*v)).collect();
-        let eo = self.linear(&se, x.n, &format!("{name}.emb_layers.1"), e, c_out);
-        let s = h.voxels();
-        for b in 0..x.n {
-            for p in 0..s {
-                for c in 0..c_out {
-                    h.data[(b * s + p) * c_out + c] += eo[b * c_out + c];
-                }
-            }
+    /// Uploads the weights to `dev`: convolution weights in the activation dtype (f32 on the CPU,
+    /// bf16 on emu/cuda), everything else f32.
+    pub fn new(arch: Arch, weights: &Weights, dev: &Device) -> Result<UNet> {
+        let act = if dev.runs_kernels() { DType::BF16 } else { DType::F32 };
+        let mut params = HashMap::new();
+        for (name, shape, v) in weights.iter() {
+            let conv = name.ends_with(".weight") && shape.len() == 2 && !name.contains("emb_layers") && !name.starts_with("time_embed");
+            let dt = if conv { act } else { DType::F32 };
+            params.insert(name.clone(), Tensor::from_f32(v, shape, dt, dev)?);
         }
-        let h = self.norm(&h, &format!("{name}.out_layers.0"), true);
-        let mut h = self.conv(&h, &format!("{name}.out_layers.3"), c_out, 3, 1);
-        let skip = if x.c == c_out { x.clone() } else { self.conv(x, &format!("{name}.skip_connection"), c_out, 1, 1) };
-        h.data.iter_mut().zip(&skip.data).for_each(|(a, b)| *a += b);
-        h
+        Ok(UNet { arch, dev: dev.clone(), act, params })
     }
 
-    fn attn(&self, x: &Act, name: &str, heads: usize) -> Act {
-        let (t, c) = (x.voxels(), x.c);
-        let xn = self.norm(x, &format!("{name}.norm"), false);
-        let qkv = self.linear(&xn.data, x.n * t, &format!("{name}.qkv"), c, 3 * c);
-        let a = attention::attention_ref(&qkv, x.n, t, c, heads);
-        let p = self.linear(&a, x.n * t, &format!("{name}.proj_out"), c, c);
-        Act { data: x.data.iter().zip(&p).map(|(a, b)| a + b).collect(), ..x.clone() }
+    /// The dtype of activations on this network's device.
+    pub fn act_dtype(&self) -> DType {
+        self.act
     }
 
-    fn block(&self, b: &Block, x: &Act, emb: &[f32]) -> Act {
+    fn p(&self, name: &str) -> &Tensor {
+        &self.params[name]
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn conv(&self, x: &Tensor, name: &str, co: usize, k: usize, stride: usize, bias_n: Option<&Tensor>, residual: Option<&Tensor>) -> Result<Tensor> {
+        let s = x.shape();
+        let od = [s[1], s[2], s[3]].map(|d| conv3d::out_len(d, k, stride));
+        let mut y = Tensor::zeros(&[s[0], od[0], od[1], od[2], co], self.act, &self.dev)?;
+        conv3d::conv3d(x, self.p(&format!("{name}.weight")), self.p(&format!("{name}.bias")), bias_n, residual, &mut y, k, stride)?;
+        Ok(y)
+    }
+
+    fn norm(&self, x: &Tensor, name: &str, silu: bool) -> Result<Tensor> {
+        let mut y = Tensor::zeros(x.shape(), self.act, &self.dev)?;
+        group_norm::group_norm(x, self.p(&format!("{name}.weight")), self.p(&format!("{name}.bias")), self.arch.cfg.norm_groups, silu, &mut y)?;
+        Ok(y)
+    }
+
+    fn linear(&self, x: &Tensor, name: &str, silu_in: bool) -> Result<Tensor> {
+        let b = self.p(&format!("{name}.bias"));
+        let mut y = Tensor::zeros(&[x.shape()[0], b.numel()], DType::F32, &self.dev)?;
+        linear::linear(x, self.p(&format!("{name}.weight")), b, &mut y, silu_in)?;
+        Ok(y)
+    }
+
+    fn res(&self, x: &Tensor, emb: &Tensor, name: &str, co: usize) -> Result<Tensor> {
+        let eo = self.linear(emb, &format!("{name}.emb_layers.1"), true)?;
+        let h = self.norm(x, &format!("{name}.in_layers.0"), true)?;
+        let h = self.conv(&h, &format!("{name}.in_layers.2"), co, 3, 1, Some(&eo), None)?;
+        let h = self.norm(&h, &format!("{name}.out_layers.0"), true)?;
+        let ci = *x.shape().last().unwrap();
+        let skip = if ci == co { None } else { Some(self.conv(x, &format!("{name}.skip_connection"), co, 1, 1, None, None)?) };
+        self.conv(&h, &format!("{name}.out_layers.3"), co, 3, 1, None, Some(skip.as_ref().unwrap_or(x)))
+    }
+
+    fn attn(&self, x: &Tensor, name: &str, heads: usize) -> Result<Tensor> {
+        let c = *x.shape().last().unwrap();
+        let xn = self.norm(x, &format!("{name}.norm"), false)?;
+        let qkv = self.conv(&xn, &format!("{name}.qkv"), 3 * c, 1, 1, None, None)?;
+        let mut a = Tensor::zeros(x.shape(), self.act, &self.dev)?;
+        attention::attention(&qkv, &mut a, heads)?;
+        self.conv(&a, &format!("{name}.proj_out"), c, 1, 1, None, Some(x))
+    }
+
+    fn block(&self, b: &Block, x: &Tensor, emb: &Tensor) -> Result<Tensor> {
         match b {
-            Block::Conv { name, c_out, .. } => self.conv(x, name, *c_out, 3, 1),
+            Block::Conv { name, c_out, .. } => self.conv(x, name, *c_out, 3, 1, None, None),
             Block::Res { name, c_out, .. } => self.res(x, emb, name, *c_out),
             Block::Attn { name, heads, .. } => self.attn(x, name, *heads),
-            Block::Down { name, c } => self.conv(x, &format!("{name}.op"), *c, 3, 2),
+            Block::Down { name, c } => self.conv(x, &format!("{name}.op"), *c, 3, 2, None, None),
             Block::Up { name, c } => {
-                let u = Act { dims: x.dims.map(|d| 2 * d), data: resample::upsample2_ref(&x.data, x.n, x.dims, x.c), ..x.clone() };
-                self.conv(&u, &format!("{name}.conv"), *c, 3, 1)
+                let s = x.shape();
+                let mut u = Tensor::zeros(&[s[0], 2 * s[1], 2 * s[2], 2 * s[3], s[4]], self.act, &self.dev)?;
+                resample::upsample2(x, &mut u)?;
+                self.conv(&u, &format!("{name}.conv"), *c, 3, 1, None, None)
             }
         }
     }
 
-    /// eps for a batch: x (N, D, H, W, in_channels) channels-last, t (N). With `keep`, the
-    /// activations after the embedding ("act.emb"), every encoder and decoder entry and the
-    /// middle block are kept under the names the PyTorch reference uses.
-    pub fn forward(&self, x: &Act, t: &[f32], mut keep: Option<&mut BTreeMap<String, Act>>) -> Act {
+    /// eps (N, D, H, W, out_channels) for x (N, D, H, W, in_channels) in the activation dtype and
+    /// t (N) f32, both on the network's device. With `keep`, the activations after the embedding
+    /// ("act.emb"), every encoder and decoder entry and the middle block are kept under the names
+    /// the PyTorch reference uses.
+    pub fn forward(&self, x: &Tensor, t: &Tensor, mut keep: Option<&mut BTreeMap<String, Tensor>>) -> Result<Tensor> {
         let cfg = &self.arch.cfg;
-        let (mc, e) = (cfg.model_channels, cfg.time_embed_dim());
-        let te = embedding::timestep_embedding_ref(t, mc);
-        let h1 = self.linear(&te, x.n, "time_embed.0", mc, e);
-        let h1: Vec<f32> = h1.iter().map(|v| group_norm::silu(*v)).collect();
-        let emb = self.linear(&h1, x.n, "time_embed.2", e, e);
-        let mut record = |name: String, a: &Act| {
+        let s = x.shape();
+        let down = 1usize << (cfg.channel_mult.len() - 1);
+        if s.len() != 5 || s[4] != cfg.in_channels || s[1..4].iter().any(|d| *d == 0 || d % down != 0) || t.shape() != [s[0]] {
+            return Err(Error::Shape(format!(
+                "U-Net input x {s:?}, t {:?}: expected (N, D, H, W, {}) with D, H, W multiples of {down}, and t (N)",
+                t.shape(),
+                cfg.in_channels
+            )));
+        }
+        let mut te = Tensor::zeros(&[s[0], cfg.model_channels], DType::F32, &self.dev)?;
+        embedding::timestep_embedding(t, &mut te)?;
+        let h1 = self.linear(&te, "time_embed.0", false)?;
+        let emb = self.linear(&h1, "time_embed.2", true)?;
+        let mut record = |name: String, a: &Tensor| -> Result<()> {
             if let Some(k) = keep.as_deref_mut() {
-                k.insert(name, a.clone());
+                k.insert(name, a.to_device(a.device())?);
             }
+            Ok(())
         };
-        record("act.emb".into(), &Act { n: x.n, dims: [1, 1, 1], c: e, data: emb.clone() });
+        record("act.emb".into(), &emb)?;
         let mut skips = Vec::new();
-        let mut h = x.clone();
+        let mut h = x.to_device(&self.dev)?;
         for (i, blocks) in self.arch.input_blocks.iter().enumerate() {
             for b in blocks {
-                h = self.block(b, &h, &emb);
+                h = self.block(b, &h, &emb)?;
             }
-            record(format!("act.input_blocks.{i}"), &h);
-            skips.push(h.clone());
+            record(format!("act.input_blocks.{i}"), &h)?;
+            skips.push(h.to_device(&self.dev)?);
         }
         for b in &self.arch.middle {
-            h = self.block(b, &h, &emb);
+            h = self.block(b, &h, &emb)?;
         }
-        record("act.middle_block".into(), &h);
+        record("act.middle_block".into(), &h)?;
         for (i, blocks) in self.arch.output_blocks.iter().enumerate() {
-            let s = skips.pop().expect("one skip per decoder block");
-            h = concat(&h, &s);
+            let skip = skips.pop().expect("one skip per decoder block");
+            let (hs, cs) = (h.shape().to_vec(), skip.shape()[4]);
+            let mut cat = Tensor::zeros(&[hs[0], hs[1], hs[2], hs[3], hs[4] + cs], self.act, &self.dev)?;
+            resample::concat(&h, &skip, &mut cat)?;
+            h = cat;
             for b in blocks {
-                h = self.block(b, &h, &emb);
+                h = self.block(b, &h, &emb)?;
             }
-            record(format!("act.output_blocks.{i}"), &h);
+            record(format!("act.output_blocks.{i}"), &h)?;
         }
-        let h = self.norm(&h, "out.0", true);
-        self.conv(&h, "out.2", cfg.out_channels, 3, 1)
+        let h = self.norm(&h, "out.0", true)?;
+        self.conv(&h, "out.2", cfg.out_channels, 3, 1, None, None)
     }
 }
 
-/// Channel concatenation [a, b] of two activations of one spatial shape.
-pub fn concat(a: &Act, b: &Act) -> Act {
-    let s = a.n * a.voxels();
-    let c = a.c + b.c;
-    let mut data = vec![0f32; s * c];
-    for p in 0..s {
-        data[p * c..p * c + a.c].copy_from_slice(&a.data[p * a.c..(p + 1) * a.c]);
-        data[p * c + a.c..(p + 1) * c].copy_from_slice(&b.data[p * b.c..(p + 1) * b.c]);
-    }
-    Act { n: a.n, dims: a.dims, c, data }
-}
-
-/// NCDHW (PyTorch, files) -> channels-last activations.
-pub fn from_ncdhw(x: &[f32], n: usize, c: usize, dims: [usize; 3]) -> Act {
-    let s: usize = dims.iter().product();
-    let mut data = vec![0f32; x.len()];
+/// NCDHW (PyTorch, files) -> channels-last NDHWC.
+pub fn from_ncdhw(x: &[f32], n: usize, c: usize, s: usize) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
     for b in 0..n {
         for ch in 0..c {
             for p in 0..s {
-                data[(b * s + p) * c + ch] = x[(b * c + ch) * s + p];
+                out[(b * s + p) * c + ch] = x[(b * c + ch) * s + p];
             }
         }
     }
-    Act { n, dims, c, data }
+    out
 }
 
-/// Channels-last activations -> NCDHW.
-pub fn to_ncdhw(a: &Act) -> Vec<f32> {
-    let s = a.voxels();
-    let mut out = vec![0f32; a.data.len()];
-    for b in 0..a.n {
-        for ch in 0..a.c {
+/// Channels-last NDHWC -> NCDHW.
+pub fn to_ncdhw(x: &[f32], n: usize, c: usize, s: usize) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    for b in 0..n {
+        for ch in 0..c {
             for p in 0..s {
-                out[(b * a.c + ch) * s + p] = a.data[(b * s + p) * a.c + ch];
+                out[(b * c + ch) * s + p] = x[(b * s + p) * c + ch];
             }
         }
     }

@@ -8,8 +8,10 @@ use crate::Device;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+/// Every parameter as f32 on the host, in the engine's layout: convolutions (and attention's 1x1
+/// convolutions, stored by PyTorch as (Co, Ci, 1)) as (k^3 Ci, Co); everything else as stored.
 pub struct Weights {
-    map: HashMap<String, Vec<f32>>,
+    map: HashMap<String, (Vec<usize>, Vec<f32>)>,
 }
 
 impl Weights {
@@ -32,8 +34,12 @@ impl Weights {
             if let Some(i) = v.iter().position(|x| !x.is_finite()) {
                 return Err(err(format!("tensor {:?} holds a non-finite value at flat index {i}", p.name)));
             }
-            let v = if p.shape.len() == 5 { repack_weight(&v, p.shape[0], p.shape[1], p.shape[2]) } else { v };
-            map.insert(p.name, v);
+            let (shape, v) = match p.shape.len() {
+                5 => (vec![p.shape[1] * p.shape[2].pow(3), p.shape[0]], repack_weight(&v, p.shape[0], p.shape[1], p.shape[2])),
+                3 => (vec![p.shape[1], p.shape[0]], repack_weight(&v, p.shape[0], p.shape[1], 1)),
+                _ => (p.shape.clone(), v),
+            };
+            map.insert(p.name, (shape, v));
         }
         if let Some(extra) = tensors.keys().next() {
             return Err(err(format!("unexpected tensor {extra:?} ({} tensors the config does not have)", tensors.len())));
@@ -41,8 +47,8 @@ impl Weights {
         Ok(Weights { map })
     }
 
-    /// A parameter by name (repacked layout for convolutions).
-    pub fn get(&self, name: &str) -> &[f32] {
-        self.map.get(name).map(|v| v.as_slice()).unwrap_or_else(|| panic!("weights checked at load hold {name}"))
+    /// Every parameter: name, engine shape, values.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Vec<usize>, &Vec<f32>)> {
+        self.map.iter().map(|(k, (s, v))| (k, s, v))
     }
 }
