@@ -61,6 +61,20 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// One U-Net forward over a batch of patches: patches/s, achieved FLOP/s, the floor.
+    Unet {
+        /// Devices to measure (repeatable); default: cpu and every CUDA device.
+        #[arg(long = "device")]
+        devices: Vec<String>,
+        /// A preset (paper, tiny) or a JSON config.
+        #[arg(long, default_value = "tiny")]
+        config: String,
+        /// Patch edge (cubic patches); default: the config's patch.
+        #[arg(long)]
+        patch: Option<usize>,
+        #[arg(long, default_value_t = 4)]
+        batch: usize,
+    },
     /// Siddon forward and adjoint: rays/s and voxel intersections/s.
     Projector {
         /// Devices to measure (repeatable); default: cpu and every CUDA device.
@@ -93,6 +107,15 @@ pub fn run() -> Result<()> {
             }
         }
         Cmd::Model { cmd } => model::run(cmd)?,
+        Cmd::Bench { what: BenchCmd::Unet { devices, config, patch, batch } } => {
+            let mut cfg = tomodiff::nn::UNetConfig::load(&config)?;
+            if let Some(p) = patch {
+                cfg.patch = [p; 3];
+            }
+            for dev in bench_devices(devices)? {
+                println!("{}", tomodiff::bench::unet(&dev, &cfg, batch).with_context(|| format!("unet on {}", dev.name()))?.line());
+            }
+        }
         Cmd::Phantom(a) => ct::phantom(a)?,
         Cmd::Project(a) => ct::project(a)?,
         Cmd::Backproject(a) => ct::backproject(a)?,

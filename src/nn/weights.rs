@@ -47,6 +47,34 @@ impl Weights {
         Ok(Weights { map })
     }
 
+    /// Seeded random weights, non-zero everywhere (as tools/unet_reference.py draws them, though
+    /// not the same numbers): U(+-1/sqrt(fan_in)) for weights, U(+-0.1) for biases, 1 + U(+-0.2)
+    /// for norm scales. For benchmarks and tests that need a network, not a trained one.
+    pub fn random(arch: &Arch, seed: u64) -> Result<Weights> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut tensors = BTreeMap::new();
+        for p in arch.params() {
+            let n: usize = p.shape.iter().product();
+            let norm = ["in_layers.0.weight", "out_layers.0.weight", "norm.weight", "out.0.weight"].iter().any(|s| p.name.ends_with(s));
+            let fan_in = if p.shape.len() > 1 { n / p.shape[0] } else { 1 };
+            let v: Vec<f32> = (0..n)
+                .map(|_| {
+                    let u: f32 = rng.random_range(-1.0..1.0);
+                    if norm {
+                        1.0 + 0.2 * u
+                    } else if p.shape.len() == 1 {
+                        0.1 * u
+                    } else {
+                        u / (fan_in as f32).sqrt()
+                    }
+                })
+                .collect();
+            tensors.insert(p.name.clone(), Tensor::from_f32(&v, &p.shape, crate::DType::F32, &Device::Cpu)?);
+        }
+        Weights::from_tensors(Path::new("<random>"), arch, tensors)
+    }
+
     /// Every parameter: name, engine shape, values.
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Vec<usize>, &Vec<f32>)> {
         self.map.iter().map(|(k, (s, v))| (k, s, v))

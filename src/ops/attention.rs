@@ -7,35 +7,41 @@ use crate::device::Launch;
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor};
 
-/// CPU reference: returns a (N, T, C) with the heads' outputs side by side.
+/// CPU reference: returns a (N, T, C) with the heads' outputs side by side. Queries in
+/// parallel; scores and softmax in f64.
 pub fn attention_ref(qkv: &[f32], n: usize, t: usize, c: usize, heads: usize) -> Vec<f32> {
+    use rayon::prelude::*;
     let d = c / heads;
     let scale = 1.0 / (d as f64).sqrt();
     let mut out = vec![0f32; n * t * c];
-    let mut row = vec![0f64; t];
-    for b in 0..n {
+    out.par_chunks_mut(c).enumerate().for_each(|(bi, o)| {
+        let (b, i) = (bi / t, bi % t);
         let q3 = &qkv[b * t * 3 * c..(b + 1) * t * 3 * c];
+        let mut row = vec![0f64; t];
         for h in 0..heads {
             let (qo, ko, vo) = (3 * d * h, 3 * d * h + d, 3 * d * h + 2 * d);
-            for i in 0..t {
-                let mut mx = f64::MIN;
-                for (j, r) in row.iter_mut().enumerate() {
-                    let s: f64 = (0..d).map(|e| q3[i * 3 * c + qo + e] as f64 * q3[j * 3 * c + ko + e] as f64).sum::<f64>() * scale;
-                    *r = s;
-                    mx = mx.max(s);
-                }
-                let mut z = 0.0;
-                for r in row.iter_mut() {
-                    *r = (*r - mx).exp();
-                    z += *r;
-                }
-                for e in 0..d {
-                    let a: f64 = row.iter().enumerate().map(|(j, p)| p * q3[j * 3 * c + vo + e] as f64).sum();
-                    out[(b * t + i) * c + h * d + e] = (a / z) as f32;
-                }
+            let q = &q3[i * 3 * c + qo..i * 3 * c + qo + d];
+            let mut mx = f64::MIN;
+            for (j, r) in row.iter_mut().enumerate() {
+                let k = &q3[j * 3 * c + ko..j * 3 * c + ko + d];
+                *r = q.iter().zip(k).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() * scale;
+                mx = mx.max(*r);
+            }
+            let mut z = 0.0;
+            for r in row.iter_mut() {
+                *r = (*r - mx).exp();
+                z += *r;
+            }
+            let mut acc = vec![0f64; d];
+            for (j, p) in row.iter().enumerate() {
+                let v = &q3[j * 3 * c + vo..j * 3 * c + vo + d];
+                acc.iter_mut().zip(v).for_each(|(a, x)| *a += p * *x as f64);
+            }
+            for e in 0..d {
+                o[h * d + e] = (acc[e] / z) as f32;
             }
         }
-    }
+    });
     out
 }
 

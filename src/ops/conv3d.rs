@@ -28,51 +28,54 @@ pub fn out_len(n: usize, k: usize, stride: usize) -> usize {
     (n + 2 * pad - k) / stride + 1
 }
 
+/// Output rows per GEMM in the CPU reference: large enough for an efficient sgemm, small enough
+/// that the im2col buffer stays in cache-friendly sizes (rows x k^3 Ci floats).
+const ROWS_PER_GEMM: usize = 2048;
+
 /// CPU reference. `w` is repacked (k, k, k, Ci, Co); returns y and its spatial shape.
+/// Rows of the implicit im2col matrix are built in parallel in chunks, each chunk one sgemm.
 #[allow(clippy::too_many_arguments)]
 pub fn conv3d_ref(x: &[f32], n: usize, dims: [usize; 3], ci: usize, w: &[f32], bias: &[f32], co: usize, k: usize, stride: usize) -> (Vec<f32>, [usize; 3]) {
+    use rayon::prelude::*;
     let [d, h, wd] = dims;
     let od = [out_len(d, k, stride), out_len(h, k, stride), out_len(wd, k, stride)];
     let pad = (k / 2) as isize;
-    let plane = od[1] * od[2];
     let kk = k * k * k * ci;
-    let mut y = vec![0f32; n * od[0] * plane * co];
-    let mut cols = vec![0f32; plane * kk];
-    for b in 0..n {
-        for oz in 0..od[0] {
-            // im2col for this output plane: row (oy, ox), column (tz, ty, tx, ci).
-            for oy in 0..od[1] {
-                for ox in 0..od[2] {
-                    let row = &mut cols[(oy * od[2] + ox) * kk..(oy * od[2] + ox + 1) * kk];
-                    for tz in 0..k {
-                        for ty in 0..k {
-                            for tx in 0..k {
-                                let (z, yy, xx) = (
-                                    (oz * stride) as isize + tz as isize - pad,
-                                    (oy * stride) as isize + ty as isize - pad,
-                                    (ox * stride) as isize + tx as isize - pad,
-                                );
-                                let dst = &mut row[((tz * k + ty) * k + tx) * ci..((tz * k + ty) * k + tx + 1) * ci];
-                                if z < 0 || yy < 0 || xx < 0 || z >= d as isize || yy >= h as isize || xx >= wd as isize {
-                                    dst.fill(0.0);
-                                } else {
-                                    let s = (((b * d + z as usize) * h + yy as usize) * wd + xx as usize) * ci;
-                                    dst.copy_from_slice(&x[s..s + ci]);
-                                }
+    let rows = n * od.iter().product::<usize>();
+    let mut y = vec![0f32; rows * co];
+    // A 1x1x1 stride-1 convolution is already a GEMM over the input rows.
+    let direct = k == 1 && stride == 1;
+    let mut cols = if direct { Vec::new() } else { vec![0f32; ROWS_PER_GEMM.min(rows) * kk] };
+    for r0 in (0..rows).step_by(ROWS_PER_GEMM) {
+        let nr = ROWS_PER_GEMM.min(rows - r0);
+        if !direct {
+            cols[..nr * kk].par_chunks_mut(kk).enumerate().for_each(|(i, row)| {
+                let r = r0 + i;
+                let (ox, t) = (r % od[2], r / od[2]);
+                let (oy, t) = (t % od[1], t / od[1]);
+                let (oz, b) = (t % od[0], t / od[0]);
+                for tz in 0..k {
+                    for ty in 0..k {
+                        for tx in 0..k {
+                            let z = (oz * stride) as isize + tz as isize - pad;
+                            let yy = (oy * stride) as isize + ty as isize - pad;
+                            let xx = (ox * stride) as isize + tx as isize - pad;
+                            let dst = &mut row[((tz * k + ty) * k + tx) * ci..((tz * k + ty) * k + tx + 1) * ci];
+                            if z < 0 || yy < 0 || xx < 0 || z >= d as isize || yy >= h as isize || xx >= wd as isize {
+                                dst.fill(0.0);
+                            } else {
+                                let s = (((b * d + z as usize) * h + yy as usize) * wd + xx as usize) * ci;
+                                dst.copy_from_slice(&x[s..s + ci]);
                             }
                         }
                     }
                 }
-            }
-            let out = &mut y[(b * od[0] + oz) * plane * co..(b * od[0] + oz + 1) * plane * co];
-            for r in 0..plane {
-                out[r * co..(r + 1) * co].copy_from_slice(bias);
-            }
-            // SAFETY: cols is plane x kk, w is kk x co, out is plane x co, all row-major.
-            unsafe {
-                matrixmultiply::sgemm(plane, kk, co, 1.0, cols.as_ptr(), kk as isize, 1, w.as_ptr(), co as isize, 1, 1.0, out.as_mut_ptr(), co as isize, 1);
-            }
+            });
         }
+        let a = if direct { &x[r0 * kk..(r0 + nr) * kk] } else { &cols[..nr * kk] };
+        let out = &mut y[r0 * co..(r0 + nr) * co];
+        out.chunks_mut(co).for_each(|row| row.copy_from_slice(bias));
+        super::cpu_sgemm(nr, co, kk, a, kk, 1, w, co, 1, out, co, true);
     }
     (y, od)
 }

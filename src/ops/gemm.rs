@@ -9,17 +9,12 @@ use crate::tensor::{DType, Tensor};
 pub const SMEM_BYTES: u32 = 3 * (128 * 40 + 32 * 136) * 2;
 const TILE: usize = 128;
 
-/// CPU reference: c = a b, f32 throughout (matrixmultiply's threaded sgemm).
+/// CPU reference: c = a b, f32 throughout.
 pub fn matmul_ref(a: &[f32], b: &[f32], c: &mut [f32], m: usize, n: usize, k: usize) {
     assert_eq!(a.len(), m * k);
     assert_eq!(b.len(), k * n);
     assert_eq!(c.len(), m * n);
-    // SAFETY: the slices hold m*k, k*n and m*n elements with the row-major strides given.
-    unsafe {
-        matrixmultiply::sgemm(
-            m, k, n, 1.0, a.as_ptr(), k as isize, 1, b.as_ptr(), n as isize, 1, 0.0, c.as_mut_ptr(), n as isize, 1,
-        )
-    }
+    super::cpu_sgemm(m, n, k, a, k, 1, b, n, 1, c, n, false);
 }
 
 fn dims(a: &Tensor, b: &Tensor, c: &Tensor) -> Result<(usize, usize, usize)> {

@@ -13,32 +13,38 @@ pub fn silu(v: f32) -> f32 {
 }
 
 /// CPU reference: y = gamma (x - mean) / sqrt(var + eps) + beta per (sample, group), then SiLU.
+/// Statistics in f64; samples in parallel.
 pub fn group_norm_ref(x: &[f32], n: usize, c: usize, groups: usize, gamma: &[f32], beta: &[f32], fuse_silu: bool) -> Vec<f32> {
+    use rayon::prelude::*;
     let s = x.len() / (n * c);
     let cg = c / groups;
     let mut y = vec![0f32; x.len()];
-    for b in 0..n {
-        let xs = &x[b * s * c..(b + 1) * s * c];
-        for g in 0..groups {
-            let (mut sum, mut sq) = (0.0f64, 0.0f64);
-            for p in 0..s {
+    y.par_chunks_mut(s * c).zip(x.par_chunks(s * c)).for_each(|(ys, xs)| {
+        let mut stats = vec![(0.0f64, 0.0f64); groups];
+        for p in 0..s {
+            for (g, st) in stats.iter_mut().enumerate() {
                 for v in &xs[p * c + g * cg..p * c + (g + 1) * cg] {
-                    sum += *v as f64;
-                    sq += (*v as f64) * (*v as f64);
-                }
-            }
-            let m = (s * cg) as f64;
-            let mean = sum / m;
-            let inv = 1.0 / ((sq / m - mean * mean).max(0.0) + EPS).sqrt();
-            for p in 0..s {
-                for ch in g * cg..(g + 1) * cg {
-                    let i = b * s * c + p * c + ch;
-                    let v = ((x[i] as f64 - mean) * inv) as f32 * gamma[ch] + beta[ch];
-                    y[i] = if fuse_silu { silu(v) } else { v };
+                    st.0 += *v as f64;
+                    st.1 += (*v as f64) * (*v as f64);
                 }
             }
         }
-    }
+        let m = (s * cg) as f64;
+        let (mean, inv): (Vec<f64>, Vec<f64>) = stats
+            .iter()
+            .map(|(sum, sq)| {
+                let mean = sum / m;
+                (mean, 1.0 / ((sq / m - mean * mean).max(0.0) + EPS).sqrt())
+            })
+            .unzip();
+        for p in 0..s {
+            for ch in 0..c {
+                let g = ch / cg;
+                let v = ((xs[p * c + ch] as f64 - mean[g]) * inv[g]) as f32 * gamma[ch] + beta[ch];
+                ys[p * c + ch] = if fuse_silu { silu(v) } else { v };
+            }
+        }
+    });
     y
 }
 

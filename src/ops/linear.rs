@@ -12,10 +12,8 @@ pub fn linear_ref(x: &[f32], n: usize, w: &[f32], b: &[f32], d_in: usize, d_out:
     for r in 0..n {
         y[r * d_out..(r + 1) * d_out].copy_from_slice(b);
     }
-    // SAFETY: x is n x d_in, w is d_out x d_in (read transposed), y is n x d_out.
-    unsafe {
-        matrixmultiply::sgemm(n, d_in, d_out, 1.0, x.as_ptr(), d_in as isize, 1, w.as_ptr(), 1, d_in as isize, 1.0, y.as_mut_ptr(), d_out as isize, 1);
-    }
+    // w is (d_out, d_in): read transposed.
+    super::cpu_sgemm(n, d_out, d_in, x, d_in, 1, w, 1, d_in, &mut y, d_out, true);
     y
 }
 

@@ -43,3 +43,39 @@ pub(crate) fn expect_shape(op: &str, t: &Tensor, shape: &[usize]) -> Result<()> 
     }
     Ok(())
 }
+
+/// The CPU's f32 matrix product, in one place: c (m x n, row stride ldc) = a b + (c if
+/// `accumulate`), with a (m x k) and b (k x n) given by row and column strides. Uses the `gemm`
+/// crate (AVX2/AVX-512 kernels, rayon threads).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn cpu_sgemm(m: usize, n: usize, k: usize, a: &[f32], a_rs: usize, a_cs: usize, b: &[f32], b_rs: usize, b_cs: usize, c: &mut [f32], ldc: usize, accumulate: bool) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(k == 0 || (a.len() > (m - 1) * a_rs + (k - 1) * a_cs && b.len() > (k - 1) * b_rs + (n - 1) * b_cs), "sgemm operands too short");
+    assert!(c.len() >= (m - 1) * ldc + n, "sgemm output too short");
+    // SAFETY: the asserts above keep every index of the strided operands inside their slices.
+    unsafe {
+        ::gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            ldc as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            ::gemm::Parallelism::Rayon(0),
+        )
+    }
+}
