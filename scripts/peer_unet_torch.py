@@ -11,7 +11,9 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
+# tools/ beside this script (a GPU bundle) or in the repository.
+for d in ("tools", os.path.join("..", "tools")):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), d))
 from unet_reference import PAPER, TINY, UNet  # noqa: E402
 
 p = argparse.ArgumentParser()

@@ -1,5 +1,6 @@
 //! Patch inputs: tiling, padding, positional channels, and the global context's resampling
 //! against PyTorch's F.interpolate.
+mod common;
 use std::path::Path;
 use tomodiff::diffusion::tiling;
 use tomodiff::nn::ContextMode;
@@ -55,4 +56,33 @@ fn assembled_inputs_hold_patch_context_and_positions() {
     // The context channel is the same for every patch.
     assert_eq!(at(0, 3, 2, 1, 1), at(1, 3, 2, 1, 1));
     assert_eq!(at(0, 3, 2, 1, 1), ctx[(3 * 4 + 2) * 4 + 1]);
+}
+
+#[test]
+fn device_context_and_patches_match_the_cpu() {
+    use tomodiff::{DType, Tensor};
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(11);
+    let dims = [13, 11, 9];
+    let vol: Vec<f32> = (0..13 * 11 * 9).map(|_| rand::Rng::random_range(&mut rng, -1.0f32..1.0)).collect();
+    let starts = tiling::tiling(dims, [8, 8, 8], [3, 5, 1]);
+    let cpu = Tensor::from_f32(&vol, &dims, DType::F32, &Device::Cpu).unwrap();
+    for dev in common::kernel_devices("patches") {
+        let v = Tensor::from_f32(&vol, &dims, DType::F32, &dev).unwrap();
+        for mode in [ContextMode::Trilinear, ContextMode::Area] {
+            for patch in [[8, 8, 8], [4, 6, 5], [20, 16, 12]] {
+                let want = tiling::context_tensor(&cpu, patch, mode).unwrap().to_f32_vec().unwrap();
+                let got = tiling::context_tensor(&v, patch, mode).unwrap().to_f32_vec().unwrap();
+                let e = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                assert!(e < 1e-5, "{mode:?} {patch:?}: {e}");
+            }
+        }
+        let ctx_c = tiling::context_tensor(&cpu, [8, 8, 8], ContextMode::Trilinear).unwrap();
+        let ctx_d = tiling::context_tensor(&v, [8, 8, 8], ContextMode::Trilinear).unwrap();
+        let want = tiling::assemble_tensor(&cpu, &ctx_c, &starts, DType::BF16).unwrap();
+        let got = tiling::assemble_tensor(&v, &ctx_d, &starts, DType::BF16).unwrap();
+        assert_eq!(got.shape(), &[starts.len(), 8, 8, 8, 5]);
+        // The same bf16 values, up to one rounding step where f32 context arithmetic differs.
+        let (g, w) = (got.to_f32_vec().unwrap(), want.to_f32_vec().unwrap());
+        common::assert_close(&format!("patches {}", dev.name()), &g, &w, |i| w[i].abs() / 128.0 + 1e-6);
+    }
 }

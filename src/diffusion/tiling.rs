@@ -78,3 +78,68 @@ pub fn assemble(vol: &[f32], dims: [usize; 3], patch: [usize; 3], starts: &[[isi
     }
     Patches { n: starts.len(), dims: patch, c: 5, data }
 }
+
+/// D(x_t) on the volume's device: vol (D, H, W) f32 -> (pz, py, px) f32 (kernels/patches.cu on
+/// emu and cuda, the references above on the CPU).
+pub fn context_tensor(vol: &crate::Tensor, patch: [usize; 3], mode: ContextMode) -> crate::Result<crate::Tensor> {
+    use crate::device::Launch;
+    use crate::{DType, Error, Tensor};
+    let s = vol.shape();
+    if s.len() != 3 || vol.dtype() != DType::F32 {
+        return Err(Error::Shape(format!("context: a (D, H, W) f32 volume is needed, got {s:?} {}", vol.dtype())));
+    }
+    let dims = [s[0], s[1], s[2]];
+    let dev = vol.device().clone();
+    if !dev.runs_kernels() {
+        return Tensor::from_f32(&context(&vol.to_f32_vec()?, dims, patch, mode), &patch, DType::F32, &dev);
+    }
+    let y = Tensor::zeros(&patch, DType::F32, &dev)?;
+    let kernel = match mode {
+        ContextMode::Trilinear => "resize_trilinear_f32",
+        ContextMode::Area => "resize_area_f32",
+    };
+    let mut l = Launch::new(kernel)?.grid(crate::ops::stride_grid(y.numel(), 128)).block([128, 1, 1]).buf(vol.buffer()).buf(y.buffer());
+    for d in dims.into_iter().chain(patch) {
+        l = l.i32(d as i32);
+    }
+    l.run(&dev)?;
+    Ok(y)
+}
+
+/// The batch of inputs (N, pz, py, px, 5) on the volume's device, in `dtype` (f32 on the CPU,
+/// bf16 on emu and cuda), for patches starting at `starts`.
+pub fn assemble_tensor(vol: &crate::Tensor, ctx: &crate::Tensor, starts: &[[isize; 3]], dtype: crate::DType) -> crate::Result<crate::Tensor> {
+    use crate::device::Launch;
+    use crate::{DType, Error, Tensor};
+    let s = vol.shape();
+    let patch = [ctx.shape()[0], ctx.shape().get(1).copied().unwrap_or(0), ctx.shape().get(2).copied().unwrap_or(0)];
+    if s.len() != 3 || ctx.shape().len() != 3 || vol.dtype() != DType::F32 || ctx.dtype() != DType::F32 {
+        return Err(Error::Shape(format!("assemble: volume {s:?} and context {:?} must be 3D f32", ctx.shape())));
+    }
+    let dims = [s[0], s[1], s[2]];
+    let dev = vol.device().clone();
+    let shape = [starts.len(), patch[0], patch[1], patch[2], 5];
+    if !dev.runs_kernels() {
+        let p = assemble(&vol.to_f32_vec()?, dims, patch, starts, &ctx.to_f32_vec()?);
+        return Tensor::from_f32(&p.data, &shape, dtype, &dev);
+    }
+    if dtype != DType::BF16 {
+        return Err(Error::DType(format!("assemble on {}: patches are bf16, not {dtype}", dev.name())));
+    }
+    let flat: Vec<i32> = starts.iter().flat_map(|s| s.map(|v| v as i32)).collect();
+    let st = dev.upload(bytemuck::cast_slice(&flat))?;
+    let out = Tensor::zeros(&shape, DType::BF16, &dev)?;
+    let mut l = Launch::new("assemble_patches_bf16")?
+        .grid(crate::ops::stride_grid(out.numel() / 5, 128))
+        .block([128, 1, 1])
+        .buf(vol.buffer())
+        .buf(ctx.buffer())
+        .buf(&st)
+        .buf(out.buffer())
+        .i32(starts.len() as i32);
+    for d in dims.into_iter().chain(patch) {
+        l = l.i32(d as i32);
+    }
+    l.run(&dev)?;
+    Ok(out)
+}
