@@ -80,3 +80,41 @@ pub fn attention(qkv: &Tensor, out: &mut Tensor, heads: usize) -> Result<()> {
         .i32(d as i32)
         .run(&dev)
 }
+
+/// Gradient of attention_ref with respect to qkv (N, T, 3C, legacy order) for d out (N, T, C).
+/// Per head: P = softmax(Q K^T s), O = P V; dV = P^T dO, dP = dO V^T,
+/// dS = P (dP - rowsum(dP P)), dQ = dS K s, dK = dS^T Q s.
+pub fn attention_backward_ref(qkv: &[f32], n: usize, t: usize, c: usize, heads: usize, dout: &[f32]) -> Vec<f32> {
+    let d = c / heads;
+    let scale = 1.0 / (d as f64).sqrt();
+    let mut dqkv = vec![0f32; qkv.len()];
+    for b in 0..n {
+        let q3 = &qkv[b * t * 3 * c..(b + 1) * t * 3 * c];
+        let g = &mut dqkv[b * t * 3 * c..(b + 1) * t * 3 * c];
+        for h in 0..heads {
+            let (qo, ko, vo) = (3 * d * h, 3 * d * h + d, 3 * d * h + 2 * d);
+            let at = |j: usize, o: usize, e: usize| q3[j * 3 * c + o + e] as f64;
+            let dout_at = |i: usize, e: usize| dout[(b * t + i) * c + h * d + e] as f64;
+            for i in 0..t {
+                let mut p: Vec<f64> = (0..t).map(|j| (0..d).map(|e| at(i, qo, e) * at(j, ko, e)).sum::<f64>() * scale).collect();
+                let mx = p.iter().cloned().fold(f64::MIN, f64::max);
+                let z: f64 = p.iter_mut().map(|v| {
+                    *v = (*v - mx).exp();
+                    *v
+                }).sum();
+                p.iter_mut().for_each(|v| *v /= z);
+                let dp: Vec<f64> = (0..t).map(|j| (0..d).map(|e| dout_at(i, e) * at(j, vo, e)).sum()).collect();
+                let dot: f64 = p.iter().zip(&dp).map(|(a, b)| a * b).sum();
+                for j in 0..t {
+                    let ds = p[j] * (dp[j] - dot) * scale;
+                    for e in 0..d {
+                        g[i * 3 * c + qo + e] += (ds * at(j, ko, e)) as f32;
+                        g[j * 3 * c + ko + e] += (ds * at(i, qo, e)) as f32;
+                        g[j * 3 * c + vo + e] += (p[j] * dout_at(i, e)) as f32;
+                    }
+                }
+            }
+        }
+    }
+    dqkv
+}

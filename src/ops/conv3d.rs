@@ -153,3 +153,55 @@ pub fn conv3d(x: &Tensor, w: &Tensor, bias: &Tensor, bias_n: Option<&Tensor>, re
         .i32(stride as i32)
         .run(&dev)
 }
+
+/// Gradients of conv3d_ref: given x, the repacked w and dy (rows x Co), returns (dx, dw, db)
+/// with dw repacked like w. dx scatters dy W^T back through the im2col map (col2im).
+#[allow(clippy::too_many_arguments)]
+pub fn conv3d_backward_ref(x: &[f32], n: usize, dims: [usize; 3], ci: usize, w: &[f32], dy: &[f32], co: usize, k: usize, stride: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let [d, h, wd] = dims;
+    let od = [out_len(d, k, stride), out_len(h, k, stride), out_len(wd, k, stride)];
+    let pad = (k / 2) as isize;
+    let kk = k * k * k * ci;
+    let rows = n * od.iter().product::<usize>();
+    let mut dx = vec![0f32; x.len()];
+    let mut dw = vec![0f32; kk * co];
+    let mut db = vec![0f64; co];
+    for r in dy.chunks(co) {
+        db.iter_mut().zip(r).for_each(|(a, v)| *a += *v as f64);
+    }
+    let tap = |r: usize, t: usize| -> Option<usize> {
+        let (ox, q) = (r % od[2], r / od[2]);
+        let (oy, q) = (q % od[1], q / od[1]);
+        let (oz, b) = (q % od[0], q / od[0]);
+        let (tz, ty, tx) = (t / (k * k), (t / k) % k, t % k);
+        let z = (oz * stride) as isize + tz as isize - pad;
+        let yy = (oy * stride) as isize + ty as isize - pad;
+        let xx = (ox * stride) as isize + tx as isize - pad;
+        if z < 0 || yy < 0 || xx < 0 || z >= d as isize || yy >= h as isize || xx >= wd as isize {
+            None
+        } else {
+            Some((((b * d + z as usize) * h + yy as usize) * wd + xx as usize) * ci)
+        }
+    };
+    let mut cols = vec![0f32; kk];
+    let mut dcols = vec![0f32; kk];
+    for r in 0..rows {
+        for t in 0..k * k * k {
+            let dst = &mut cols[t * ci..(t + 1) * ci];
+            match tap(r, t) {
+                Some(s) => dst.copy_from_slice(&x[s..s + ci]),
+                None => dst.fill(0.0),
+            }
+        }
+        let g = &dy[r * co..(r + 1) * co];
+        // dw += cols^T g ; dcols = W g
+        super::cpu_sgemm(kk, co, 1, &cols, 1, 1, g, co, 1, &mut dw, co, true);
+        super::cpu_sgemm(kk, 1, co, w, co, 1, g, 1, 1, &mut dcols, 1, false);
+        for t in 0..k * k * k {
+            if let Some(s) = tap(r, t) {
+                dx[s..s + ci].iter_mut().zip(&dcols[t * ci..(t + 1) * ci]).for_each(|(a, v)| *a += v);
+            }
+        }
+    }
+    (dx, dw, db.into_iter().map(|v| v as f32).collect())
+}

@@ -77,3 +77,60 @@ pub fn group_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: usize, fuse
         .i32(fuse_silu as i32)
         .run(&dev)
 }
+
+/// d silu(z) / dz
+pub fn silu_grad(z: f32) -> f32 {
+    let s = 1.0 / (1.0 + (-z).exp());
+    s * (1.0 + z * (1.0 - s))
+}
+
+/// Gradients of group_norm_ref: (dx, dgamma, dbeta) for dy.
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm_backward_ref(x: &[f32], n: usize, c: usize, groups: usize, gamma: &[f32], beta: &[f32], fuse_silu: bool, dy: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let s = x.len() / (n * c);
+    let cg = c / groups;
+    let m = (s * cg) as f64;
+    let mut dx = vec![0f32; x.len()];
+    let (mut dg, mut dbt) = (vec![0f64; c], vec![0f64; c]);
+    for b in 0..n {
+        for g in 0..groups {
+            let idx = |p: usize, ch: usize| b * s * c + p * c + ch;
+            let (mut sum, mut sq) = (0.0f64, 0.0f64);
+            for p in 0..s {
+                for ch in g * cg..(g + 1) * cg {
+                    let v = x[idx(p, ch)] as f64;
+                    sum += v;
+                    sq += v * v;
+                }
+            }
+            let mean = sum / m;
+            let inv = 1.0 / ((sq / m - mean * mean).max(0.0) + EPS).sqrt();
+            // dxhat = dz gamma, with dz = dy silu'(z) when fused.
+            let (mut s1, mut s2) = (0.0f64, 0.0f64);
+            for p in 0..s {
+                for ch in g * cg..(g + 1) * cg {
+                    let i = idx(p, ch);
+                    let xh = (x[i] as f64 - mean) * inv;
+                    let z = xh as f32 * gamma[ch] + beta[ch];
+                    let dz = dy[i] as f64 * if fuse_silu { silu_grad(z) as f64 } else { 1.0 };
+                    dg[ch] += dz * xh;
+                    dbt[ch] += dz;
+                    let dxh = dz * gamma[ch] as f64;
+                    s1 += dxh;
+                    s2 += dxh * xh;
+                }
+            }
+            for p in 0..s {
+                for ch in g * cg..(g + 1) * cg {
+                    let i = idx(p, ch);
+                    let xh = (x[i] as f64 - mean) * inv;
+                    let z = xh as f32 * gamma[ch] + beta[ch];
+                    let dz = dy[i] as f64 * if fuse_silu { silu_grad(z) as f64 } else { 1.0 };
+                    let dxh = dz * gamma[ch] as f64;
+                    dx[i] = (inv / m * (m * dxh - s1 - xh * s2)) as f32;
+                }
+            }
+        }
+    }
+    (dx, dg.into_iter().map(|v| v as f32).collect(), dbt.into_iter().map(|v| v as f32).collect())
+}

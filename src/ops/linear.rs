@@ -50,3 +50,16 @@ pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, y: &mut Tensor, silu_in: bool)
         .i32(silu_in as i32)
         .run(&dev)
 }
+
+/// Gradients of y = x W^T + b: (dx, dW, db) for dy; x (n, d_in), W (d_out, d_in).
+pub fn linear_backward_ref(x: &[f32], n: usize, w: &[f32], d_in: usize, d_out: usize, dy: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut dx = vec![0f32; n * d_in];
+    let mut dw = vec![0f32; d_out * d_in];
+    super::cpu_sgemm(n, d_in, d_out, dy, d_out, 1, w, d_in, 1, &mut dx, d_in, false);
+    super::cpu_sgemm(d_out, d_in, n, dy, 1, d_out, x, d_in, 1, &mut dw, d_in, false);
+    let mut db = vec![0f64; d_out];
+    for r in dy.chunks(d_out) {
+        db.iter_mut().zip(r).for_each(|(a, v)| *a += *v as f64);
+    }
+    (dx, dw, db.into_iter().map(|v| v as f32).collect())
+}

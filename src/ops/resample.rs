@@ -145,3 +145,21 @@ pub fn area_ref(x: &[f32], dims: [usize; 3], out: [usize; 3]) -> Vec<f32> {
     }
     y
 }
+
+/// Gradient of upsample2_ref: each input voxel collects its 8 children.
+pub fn upsample2_backward_ref(dy: &[f32], n: usize, dims: [usize; 3], c: usize) -> Vec<f32> {
+    let [d, h, w] = dims;
+    let mut dx = vec![0f32; n * d * h * w * c];
+    for b in 0..n {
+        for z in 0..2 * d {
+            for yy in 0..2 * h {
+                for xx in 0..2 * w {
+                    let s = (((b * d + z / 2) * h + yy / 2) * w + xx / 2) * c;
+                    let o = (((b * 2 * d + z) * 2 * h + yy) * 2 * w + xx) * c;
+                    dx[s..s + c].iter_mut().zip(&dy[o..o + c]).for_each(|(a, v)| *a += v);
+                }
+            }
+        }
+    }
+    dx
+}
