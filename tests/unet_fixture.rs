@@ -82,3 +82,37 @@ fn bad_weights_name_the_tensor() {
     let e = Weights::load(&path, &Arch::new(&UNetConfig::paper())).err().unwrap().to_string();
     assert!(e.contains("time_embed.0.weight") && e.contains("unet_tiny_weights.safetensors"), "{e}");
 }
+
+#[test]
+fn cpu_gradients_match_pytorch() {
+    use tomodiff::nn::backward::mse_loss_and_grads;
+    use tomodiff::ops::conv3d::repack_weight;
+    let arch = Arch::new(&UNetConfig::tiny());
+    let w = Weights::load(&fixture("unet_tiny_weights.safetensors"), &arch).unwrap();
+    let io = safetensors::load(&fixture("unet_tiny_io.safetensors"), &Device::Cpu).unwrap();
+    let gr = safetensors::load(&fixture("unet_tiny_grads.safetensors"), &Device::Cpu).unwrap();
+    let xs = io["x"].shape().to_vec();
+    let (n, c, sp) = (xs[0], xs[1], xs[2] * xs[3] * xs[4]);
+    let x = from_ncdhw(&io["x"].to_f32_vec().unwrap(), n, c, sp);
+    let target = from_ncdhw(&gr["target"].to_f32_vec().unwrap(), n, 1, sp);
+    let (loss, g) = mse_loss_and_grads(&arch, &w, &x, n, [xs[2], xs[3], xs[4]], &io["t"].to_f32_vec().unwrap(), &target);
+    let want_loss = gr["loss"].to_f32_vec().unwrap()[0] as f64;
+    assert!((loss - want_loss).abs() < 1e-5 * want_loss, "loss {loss} vs {want_loss}");
+    let mut worst = (String::new(), 0.0);
+    for p in arch.params() {
+        let t = &gr[&format!("grad.{}", p.name)];
+        let v = t.to_f32_vec().unwrap();
+        // PyTorch's layout -> the engine's (repacked convolutions).
+        let want = match p.shape.len() {
+            5 => repack_weight(&v, p.shape[0], p.shape[1], p.shape[2]),
+            3 => repack_weight(&v, p.shape[0], p.shape[1], 1),
+            _ => v,
+        };
+        let e = rel_err(&g[&p.name], &want);
+        if e > worst.1 {
+            worst = (p.name.clone(), e);
+        }
+        assert!(e < 1e-4, "{}: relative error {e:e}", p.name);
+    }
+    eprintln!("gradients: loss {loss:.6} (PyTorch {want_loss:.6}); worst relative error {:.2e} in {}", worst.1, worst.0);
+}

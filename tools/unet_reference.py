@@ -5,7 +5,8 @@ names as its state_dict) and the fixture writer for the tests.
 
 Weights are seeded random and non-zero everywhere (also where training would start from zero),
 so every parameter matters to the output. The io file holds the inputs x (N, 5, D, H, W) and
-t (N), the output eps, and intermediate activations "act.<block>" in PyTorch's NCDHW layout.
+t (N), the output eps, and intermediate activations "act.<block>" in PyTorch's NCDHW layout; the
+grads file the MSE loss against a fixed target and the gradient of every parameter ("grad.<name>").
 """
 import math
 import os
@@ -182,7 +183,14 @@ def main(out_dir):
     keep["resample.trilinear"] = F.interpolate(vol, size=(4, 5, 6), mode="trilinear", align_corners=False)
     keep["resample.area"] = F.interpolate(vol, size=(4, 5, 6), mode="area")
     keep["resample.trilinear_up"] = F.interpolate(vol, size=(20, 16, 12), mode="trilinear", align_corners=False)
+    # Gradients of the training loss (MSE against a fixed target) for every parameter.
+    target = torch.randn(eps.shape, generator=gen)
+    model.zero_grad()
+    loss = ((model(x, t) - target) ** 2).mean()
+    loss.backward()
+    grads = {f"grad.{k}": p.grad for k, p in model.named_parameters()}
     os.makedirs(out_dir, exist_ok=True)
+    save(os.path.join(out_dir, "unet_tiny_grads.safetensors"), {"target": target, "loss": loss.detach().reshape(1), **grads})
     save(os.path.join(out_dir, "unet_tiny_weights.safetensors"), dict(model.state_dict()))
     save(os.path.join(out_dir, "unet_tiny_io.safetensors"), {"x": x, "t": t.float(), "eps": eps, **keep},
          metadata={"torch": torch.__version__, "seed": 1234})

@@ -1,5 +1,6 @@
 //! The patch diffusion network: a 3D ADM U-Net with global context (METHOD.md sections 2 and 4).
 pub mod arch;
+pub mod backward;
 pub mod config;
 pub mod unet;
 pub mod weights;
