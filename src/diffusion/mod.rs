@@ -1,2 +1,4 @@
 //! The diffusion method around the network: tiling and patch inputs (METHOD.md sections 2 and 7).
+pub mod schedule;
 pub mod tiling;
+pub mod train;

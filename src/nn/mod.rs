@@ -2,6 +2,7 @@
 pub mod arch;
 pub mod backward;
 pub mod config;
+pub mod optim;
 pub mod unet;
 pub mod weights;
 

@@ -2,7 +2,7 @@
 //! against the layout and repacked once for the engine: convolutions to (k, k, k, Ci, Co).
 use super::arch::Arch;
 use crate::error::{Error, Result};
-use crate::ops::conv3d::repack_weight;
+use crate::ops::conv3d::{repack_weight, unpack_weight};
 use crate::tensor::{safetensors, Tensor};
 use crate::Device;
 use std::collections::{BTreeMap, HashMap};
@@ -73,6 +73,45 @@ impl Weights {
             tensors.insert(p.name.clone(), Tensor::from_f32(&v, &p.shape, crate::DType::F32, &Device::Cpu)?);
         }
         Weights::from_tensors(Path::new("<random>"), arch, tensors)
+    }
+
+    /// Weights from values in the engine layout (as `engine_map` gives them), shapes from `arch`.
+    pub fn from_engine(arch: &Arch, map: &BTreeMap<String, Vec<f32>>) -> Result<Weights> {
+        let mut out = HashMap::new();
+        for p in arch.params() {
+            let v = map.get(&p.name).ok_or_else(|| Error::Config(format!("parameter {:?} is missing", p.name)))?;
+            let shape = match p.shape.len() {
+                5 => vec![p.shape[1] * p.shape[2].pow(3), p.shape[0]],
+                3 => vec![p.shape[1], p.shape[0]],
+                _ => p.shape.clone(),
+            };
+            if v.len() != shape.iter().product::<usize>() {
+                return Err(Error::Config(format!("parameter {:?} has {} values, {shape:?} expected", p.name, v.len())));
+            }
+            out.insert(p.name, (shape, v.clone()));
+        }
+        Ok(Weights { map: out })
+    }
+
+    /// Every parameter's values in the engine layout, by name.
+    pub fn engine_map(&self) -> BTreeMap<String, Vec<f32>> {
+        self.map.iter().map(|(k, (_, v))| (k.clone(), v.clone())).collect()
+    }
+
+    /// Writes f32 safetensors in PyTorch's layout and names (what `load` and PyTorch read).
+    pub fn save(&self, path: &Path, arch: &Arch) -> Result<()> {
+        let mut tensors = Vec::new();
+        for p in arch.params() {
+            let (_, v) = &self.map[&p.name];
+            let v = match p.shape.len() {
+                5 => unpack_weight(v, p.shape[0], p.shape[1], p.shape[2]),
+                3 => unpack_weight(v, p.shape[0], p.shape[1], 1),
+                _ => v.clone(),
+            };
+            tensors.push((p.name.clone(), Tensor::from_f32(&v, &p.shape, crate::DType::F32, &Device::Cpu)?));
+        }
+        let refs: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        safetensors::save(path, &refs)
     }
 
     /// Every parameter: name, engine shape, values.

@@ -205,3 +205,17 @@ pub fn conv3d_backward_ref(x: &[f32], n: usize, dims: [usize; 3], ci: usize, w: 
     }
     (dx, dw, db.into_iter().map(|v| v as f32).collect())
 }
+
+/// Inverse of repack_weight: (k, k, k, Ci, Co) -> PyTorch (Co, Ci, k, k, k).
+pub fn unpack_weight(w: &[f32], co: usize, ci: usize, k: usize) -> Vec<f32> {
+    let k3 = k * k * k;
+    let mut out = vec![0f32; w.len()];
+    for o in 0..co {
+        for i in 0..ci {
+            for t in 0..k3 {
+                out[(o * ci + i) * k3 + t] = w[(t * ci + i) * co + o];
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,97 @@
+//! Training on the CPU: a fixed batch is overfitted, and a resumed run is bit-identical.
+mod common;
+use common::*;
+use tomodiff::diffusion::train::{Data, TrainOptions, Trainer};
+use tomodiff::nn::backward::mse_loss_and_grads;
+use tomodiff::nn::optim::{AdamConfig, AdamState};
+use tomodiff::nn::{Arch, UNetConfig, Weights};
+
+fn small() -> UNetConfig {
+    UNetConfig { patch: [8, 8, 8], ..UNetConfig::tiny() }
+}
+
+#[test]
+fn a_fixed_batch_is_overfitted() {
+    let mut rng = rng("overfit");
+    let cfg = small();
+    let arch = Arch::new(&cfg);
+    let mut params = Weights::random(&arch, 1).unwrap().engine_map();
+    let x = uniform(&mut rng, 2 * 512 * 5, -1.0, 1.0);
+    let target = uniform(&mut rng, 2 * 512, -1.0, 1.0);
+    let t = [100.0, 800.0];
+    let adam = AdamConfig { lr: 2e-3, warmup_steps: 0, clip_norm: 0.0, ..AdamConfig::default() };
+    let mut state = AdamState::default();
+    let mut first = 0.0;
+    let mut last = 0.0;
+    for step in 0..150 {
+        let w = Weights::from_engine(&arch, &params).unwrap();
+        let (loss, g) = mse_loss_and_grads(&arch, &w, &x, 2, [8, 8, 8], &t, &target);
+        if step == 0 {
+            first = loss;
+        }
+        last = loss;
+        if loss < first / 10.0 {
+            eprintln!("overfit: loss {first:.4} -> {loss:.4} in {step} steps");
+            return;
+        }
+        state.update(&adam, &mut params, &g);
+    }
+    panic!("loss {first} -> {last}: not tenfold in 150 steps");
+}
+
+fn opts() -> TrainOptions {
+    TrainOptions {
+        batch: 2,
+        seed: 5,
+        adam: AdamConfig { lr: 1e-3, warmup_steps: 2, ..AdamConfig::default() },
+        data: Data::Phantom { name: "ellipsoids".into(), shape: [12, 12, 12] },
+        window: [-1000.0, 1000.0],
+    }
+}
+
+#[test]
+fn resumed_run_is_bit_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Trainer::new(&small(), opts(), vec![]).unwrap();
+    for _ in 0..4 {
+        a.step().unwrap();
+    }
+    let mut b = Trainer::new(&small(), opts(), vec![]).unwrap();
+    for _ in 0..2 {
+        b.step().unwrap();
+    }
+    b.save_checkpoint(dir.path()).unwrap();
+    b.step().unwrap(); // work after the checkpoint is lost with the "crash"
+    let mut c = Trainer::resume(dir.path(), vec![]).unwrap();
+    assert_eq!(c.adam.step, 2);
+    for _ in 0..2 {
+        c.step().unwrap();
+    }
+    assert_eq!(a.adam.step, c.adam.step);
+    assert!(a.params == c.params, "parameters differ after resume");
+    assert!(a.ema == c.ema && a.adam.m == c.adam.m && a.adam.v == c.adam.v, "EMA or optimizer state differ");
+    // Only the newest checkpoint's tensors remain beside the JSON.
+    c.save_checkpoint(dir.path()).unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, vec!["checkpoint.json", "ckpt-00000004.safetensors"]);
+}
+
+#[test]
+fn batches_follow_the_method() {
+    let t = Trainer::new(&small(), opts(), vec![]).unwrap();
+    let (x, target, ts) = t.batch(3).unwrap();
+    assert_eq!((x.len(), target.len(), ts.len()), (2 * 512 * 5, 2 * 512, 2));
+    assert!(ts.iter().all(|t| (0.0..1000.0).contains(t)));
+    // Same step, same batch; another step, another batch.
+    assert_eq!(t.batch(3).unwrap().0, x);
+    assert_ne!(t.batch(4).unwrap().0, x);
+    // Where the patch lies in the padding, both the noisy input and the target are zero, and
+    // the positional channels leave [-1, 1].
+    for (i, v) in x.chunks(5).enumerate() {
+        let outside = v[2..].iter().any(|p| p.abs() > 1.0 + 1e-6);
+        if outside {
+            assert_eq!((v[0], target[i]), (0.0, 0.0));
+        }
+    }
+}
