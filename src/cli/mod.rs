@@ -1,5 +1,6 @@
 mod ct;
 mod model;
+mod train;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -44,6 +45,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: model::ModelCmd,
     },
+    /// Train the prior (CPU): phantom stream or a folder of volumes; checkpoints, loss.csv, EMA weights.
+    Train(train::TrainArgs),
     /// List the tensors of a safetensors file (name, dtype, shape).
     Inspect { file: PathBuf },
     /// Rewrite a safetensors file with every tensor stored as another dtype.
@@ -107,6 +110,7 @@ pub fn run() -> Result<()> {
             }
         }
         Cmd::Model { cmd } => model::run(cmd)?,
+        Cmd::Train(a) => train::run(a)?,
         Cmd::Bench { what: BenchCmd::Unet { devices, config, patch, batch } } => {
             let mut cfg = tomodiff::nn::UNetConfig::load(&config)?;
             if let Some(p) = patch {

@@ -1,0 +1,115 @@
+//! `tomodiff train`: the training loop with a progress bar, a CSV log of the loss, checkpoints
+//! and final (EMA) weights.
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+use tomodiff::diffusion::train::{load_folder, Data, TrainOptions, Trainer};
+use tomodiff::nn::optim::AdamConfig;
+use tomodiff::nn::UNetConfig;
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// A preset (paper, tiny) or a JSON config.
+    #[arg(long, default_value = "tiny")]
+    config: String,
+    /// phantom:ellipsoids, phantom:chest, phantom:shepp-logan, or a folder of .npy/.nii(.gz) volumes.
+    #[arg(long)]
+    data: String,
+    /// Run folder: checkpoints, loss.csv, weights.safetensors (EMA).
+    #[arg(long)]
+    out: PathBuf,
+    /// Total steps (a resumed run continues to this count).
+    #[arg(long)]
+    steps: u64,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    #[arg(long, default_value_t = 2e-4)]
+    lr: f32,
+    #[arg(long, default_value_t = 100)]
+    warmup: u64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Steps between checkpoints.
+    #[arg(long, default_value_t = 100)]
+    checkpoint_every: u64,
+    /// Shape nz,ny,nx of phantom volumes.
+    #[arg(long, value_delimiter = ',', default_value = "32,32,32")]
+    volume_shape: Vec<usize>,
+    /// HU window lo,hi mapped to [-1, 1] for folder data.
+    #[arg(long, value_delimiter = ',', default_value = "-1000,1000")]
+    window: Vec<f32>,
+    /// Only cpu so far (the backward kernels for GPUs are not written yet).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+pub fn run(a: TrainArgs) -> Result<()> {
+    if a.device != "cpu" {
+        bail!("training runs on the cpu device only so far (GPU backward kernels are not written yet); use --device cpu");
+    }
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let window: [f32; 2] = a.window.as_slice().try_into().map_err(|_| anyhow::anyhow!("--window takes lo,hi"))?;
+    if !(window[1] > window[0]) {
+        bail!("--window {window:?}: hi must exceed lo");
+    }
+    let (data, volumes) = match a.data.strip_prefix("phantom:") {
+        Some(name) => {
+            let shape: [usize; 3] = a.volume_shape.as_slice().try_into().map_err(|_| anyhow::anyhow!("--volume-shape takes nz,ny,nx"))?;
+            if !tomodiff::ct::phantom::NAMES.contains(&name) {
+                bail!("unknown phantom {name:?}: expected one of {:?}", tomodiff::ct::phantom::NAMES);
+            }
+            (Data::Phantom { name: name.to_string(), shape }, vec![])
+        }
+        None => {
+            let vols = load_folder(std::path::Path::new(&a.data), window)?;
+            let files = vols.iter().map(|v| v.0.clone()).collect();
+            (Data::Volumes { files }, vols.into_iter().map(|(_, d, x)| (d, x)).collect())
+        }
+    };
+    let mut tr = if a.resume {
+        Trainer::resume(&a.out, volumes)?
+    } else {
+        let cfg = UNetConfig::load(&a.config)?;
+        let adam = AdamConfig { lr: a.lr, warmup_steps: a.warmup, ..AdamConfig::default() };
+        Trainer::new(&cfg, TrainOptions { batch: a.batch, seed: a.seed, adam, data, window }, volumes)?
+    };
+    if let Data::Phantom { shape, .. } = &tr.opts.data {
+        if shape.iter().zip(tr.arch.cfg.patch).any(|(s, p)| *s < p) {
+            bail!("volumes {shape:?} are smaller than the patch {:?}", tr.arch.cfg.patch);
+        }
+    }
+    let csv_path = a.out.join("loss.csv");
+    let fresh = !csv_path.exists() || !a.resume;
+    let mut csv = std::fs::OpenOptions::new().create(true).append(a.resume).write(true).truncate(!a.resume).open(&csv_path)?;
+    if fresh {
+        writeln!(csv, "step,loss,grad_norm,lr,seconds")?;
+    }
+    let start = tr.adam.step;
+    let pb = ProgressBar::new(a.steps);
+    pb.set_style(ProgressStyle::with_template("train [{bar:30}] {pos}/{len} {msg} {elapsed} (eta {eta})").unwrap());
+    pb.set_position(start);
+    let t0 = Instant::now();
+    while tr.adam.step < a.steps {
+        let s = tr.step()?;
+        let done = tr.adam.step;
+        writeln!(csv, "{done},{:.6},{:.4},{:.3e},{:.2}", s.loss, s.grad_norm, s.lr, t0.elapsed().as_secs_f64())?;
+        let rate = (done - start) as f64 / t0.elapsed().as_secs_f64();
+        pb.set_position(done);
+        pb.set_message(format!("loss {:.4}, {rate:.2} steps/s", s.loss));
+        if done % a.checkpoint_every == 0 || done == a.steps {
+            csv.flush()?;
+            tr.save_checkpoint(&a.out)?;
+        }
+    }
+    pb.finish_and_clear();
+    tr.ema_weights()?.save(&a.out.join("weights.safetensors"), &tr.arch)?;
+    std::fs::write(a.out.join("config.json"), serde_json::to_string_pretty(&tr.arch.cfg)?)?;
+    println!("{} steps; EMA weights in {}", tr.adam.step, a.out.join("weights.safetensors").display());
+    Ok(())
+}

@@ -1,0 +1,94 @@
+//! `tomodiff train` end to end: weights that `model run` loads, resume, an interrupted run, errors.
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> String {
+    std::env::var("TOMODIFF_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_tomodiff").into())
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let o = Command::new(bin()).args(args).output().unwrap();
+    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
+}
+
+fn s(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+const SMALL: &[&str] = &["--data", "phantom:ellipsoids", "--volume-shape", "16,16,16", "--batch", "1"];
+
+#[test]
+fn train_resume_and_run_the_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let out_s = s(&out);
+    let mut args = vec!["train", "--out", &out_s, "--steps", "3", "--checkpoint-every", "2"];
+    args.extend_from_slice(SMALL);
+    let (code, o, e) = run(&args);
+    assert_eq!(code, 0, "{e}");
+    assert!(o.contains("3 steps"), "{o}");
+    let csv = std::fs::read_to_string(out.join("loss.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+    // Resume to 5 steps: the log continues.
+    let (code, _, e) = run(&["train", "--out", &s(&out), "--steps", "5", "--resume", "--data", "phantom:ellipsoids"]);
+    assert_eq!(code, 0, "{e}");
+    let csv = std::fs::read_to_string(out.join("loss.csv")).unwrap();
+    assert_eq!(csv.lines().last().unwrap().split(',').next(), Some("5"));
+    // The EMA weights load into the network.
+    let input = dir.path().join("in.safetensors");
+    let x = tomodiff::Tensor::zeros(&[1, 5, 16, 16, 16], tomodiff::DType::F32, &tomodiff::Device::Cpu).unwrap();
+    let t = tomodiff::Tensor::from_f32(&[500.0], &[1], tomodiff::DType::F32, &tomodiff::Device::Cpu).unwrap();
+    tomodiff::tensor::safetensors::save(&input, &[("x", &x), ("t", &t)]).unwrap();
+    let (code, o, e) = run(&["model", "run", "--config", "tiny", "--weights", &s(&out.join("weights.safetensors")), "--input", &s(&input), "--output", &s(&dir.path().join("eps.safetensors")), "--device", "cpu"]);
+    assert_eq!(code, 0, "{e}");
+    assert!(o.contains("eps [1, 1, 16, 16, 16]"), "{o}");
+}
+
+#[test]
+fn an_interrupted_run_keeps_its_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let mut args = vec!["train".to_string(), "--out".into(), s(&out), "--steps".into(), "1000".into(), "--checkpoint-every".into(), "1".into()];
+    args.extend(SMALL.iter().map(|a| a.to_string()));
+    let mut child = Command::new(bin()).args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let meta = out.join("checkpoint.json");
+    let t0 = Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&meta) {
+            let v: serde_json::Value = serde_json::from_str(&text).expect("checkpoint.json is always complete");
+            if v["step"].as_u64().unwrap() >= 3 {
+                break;
+            }
+        }
+        assert!(t0.elapsed() < Duration::from_secs(120), "no checkpoint in time");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL, wherever it is: maybe in the middle of writing a checkpoint
+    child.wait().unwrap();
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
+    let step = v["step"].as_u64().unwrap();
+    let file = out.join(v["file"].as_str().unwrap());
+    tomodiff::tensor::safetensors::load(&file, &tomodiff::Device::Cpu).expect("the checkpoint the JSON names is whole");
+    // Resuming loses at most the steps since that checkpoint.
+    let target = (step + 1).to_string();
+    let (code, _, e) = run(&["train", "--out", &s(&out), "--steps", &target, "--resume", "--data", "phantom:ellipsoids"]);
+    assert_eq!(code, 0, "{e}");
+}
+
+#[test]
+fn bad_training_input_is_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = s(&dir.path().join("run"));
+    for (args, needle) in [
+        (vec!["train", "--out", &out, "--steps", "1", "--data", "phantom:brain"], "unknown phantom"),
+        (vec!["train", "--out", &out, "--steps", "1", "--data", "/nonexistent/volumes"], "/nonexistent/volumes"),
+        (vec!["train", "--out", &out, "--steps", "1", "--data", "phantom:chest", "--device", "cuda"], "cpu device only"),
+        (vec!["train", "--out", &out, "--steps", "1", "--data", "phantom:chest", "--volume-shape", "8,8,8"], "smaller than the patch"),
+        (vec!["train", "--out", &out, "--steps", "1", "--data", "phantom:chest", "--resume"], "checkpoint.json"),
+    ] {
+        let (code, _, e) = run(&args);
+        assert_eq!(code, 1, "{args:?}: {e}");
+        assert!(e.trim_end().lines().count() == 1 && e.contains(needle) && !e.contains("panicked"), "{args:?}: {e}");
+    }
+}
