@@ -30,6 +30,10 @@ impl UNet {
         Ok(UNet { arch, dev: dev.clone(), act, params })
     }
 
+    pub fn device(&self) -> &Device {
+        &self.dev
+    }
+
     /// The dtype of activations on this network's device.
     pub fn act_dtype(&self) -> DType {
         self.act
