@@ -92,3 +92,22 @@ fn bad_training_input_is_one_line() {
         assert!(e.trim_end().lines().count() == 1 && e.contains(needle) && !e.contains("panicked"), "{args:?}: {e}");
     }
 }
+
+#[test]
+fn sample_writes_a_volume_and_preview() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/unet_tiny_weights.safetensors");
+    let (out, png) = (dir.path().join("s.npy"), dir.path().join("s.png"));
+    for dev in ["cpu"] {
+        let (code, o, e) = run(&["sample", "--weights", &s(&w), "--shape", "20,16,16", "--steps", "2", "--device", dev, "-o", &s(&out), "--preview", &s(&png)]);
+        assert_eq!(code, 0, "{e}");
+        assert!(o.contains("2 passes"), "{o}");
+        let a = tomodiff::io::read_array(&out).unwrap();
+        assert_eq!(a.shape, vec![20, 16, 16]);
+        // Clamped x0 maps into [0, mu_max].
+        assert!(a.data.iter().all(|v| (0.0..=0.04).contains(v)), "{dev}");
+        assert!(png.exists());
+    }
+    let (code, _, e) = run(&["sample", "--weights", &s(&w), "--shape", "20,0,16", "-o", &s(&out)]);
+    assert!(code == 1 && e.contains("must be positive"), "{e}");
+}

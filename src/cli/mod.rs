@@ -1,5 +1,6 @@
 mod ct;
 mod model;
+mod sample;
 mod train;
 
 use anyhow::{Context, Result};
@@ -47,6 +48,8 @@ enum Cmd {
     },
     /// Train the prior (CPU): phantom stream or a folder of volumes; checkpoints, loss.csv, EMA weights.
     Train(train::TrainArgs),
+    /// Generate a volume from the prior alone (no data), to see what it learned.
+    Sample(sample::SampleArgs),
     /// List the tensors of a safetensors file (name, dtype, shape).
     Inspect { file: PathBuf },
     /// Rewrite a safetensors file with every tensor stored as another dtype.
@@ -111,6 +114,7 @@ pub fn run() -> Result<()> {
         }
         Cmd::Model { cmd } => model::run(cmd)?,
         Cmd::Train(a) => train::run(a)?,
+        Cmd::Sample(a) => sample::run(a)?,
         Cmd::Bench { what: BenchCmd::Unet { devices, config, patch, batch } } => {
             let mut cfg = tomodiff::nn::UNetConfig::load(&config)?;
             if let Some(p) = patch {
