@@ -148,3 +148,37 @@ fn upsample_and_concat_are_exact() {
         assert_close(&format!("concat {}", dev.name()), &got, &want, |_| 0.0);
     }
 }
+
+#[test]
+fn conv3d_backward_matches_reference() {
+    let mut rng = rng("conv3d_backward");
+    let cases = [(2usize, [5usize, 4, 6], 5usize, 12usize, 3usize, 1usize), (1, [8, 6, 7], 16, 8, 3, 2), (2, [3, 4, 5], 16, 24, 1, 1)];
+    for dev in kernel_devices("conv3d_backward") {
+        for &(n, dims, ci, co, k, stride) in &cases {
+            let od = dims.map(|d| conv3d::out_len(d, k, stride));
+            let ys = [n, od[0], od[1], od[2], co];
+            let xs = [n, dims[0], dims[1], dims[2], ci];
+            let xv = bf16_vals(&mut rng, xs.iter().product(), -1.0, 1.0);
+            let wv = bf16_vals(&mut rng, k * k * k * ci * co, -0.5, 0.5);
+            let gv = bf16_vals(&mut rng, ys.iter().product(), -1.0, 1.0);
+            let run = |d: &Device, dt: DType| {
+                let x = Tensor::from_f32(&xv, &xs, dt, d).unwrap();
+                let w = Tensor::from_f32(&wv, &[k * k * k * ci, co], dt, d).unwrap();
+                let dy = Tensor::from_f32(&gv, &ys, dt, d).unwrap();
+                let mut dx = Tensor::full(&xs, f32::NAN, dt, d).unwrap();
+                let mut dw = Tensor::full(&[k * k * k * ci, co], f32::NAN, DType::F32, d).unwrap();
+                let mut db = Tensor::full(&[co], f32::NAN, DType::F32, d).unwrap();
+                conv3d::conv3d_backward(&x, &w, &dy, &mut dx, &mut dw, &mut db, k, stride).unwrap();
+                (dx.to_f32_vec().unwrap(), dw.to_f32_vec().unwrap(), db.to_f32_vec().unwrap())
+            };
+            let want = run(&Device::Cpu, DType::F32);
+            let got = run(&dev, DType::BF16);
+            let tag = format!("{} {n}x{dims:?}x{ci}->{co} k{k} s{stride}", dev.name());
+            for (what, g, w, out_bf16) in [("dx", &got.0, &want.0, true), ("dw", &got.1, &want.1, false), ("db", &got.2, &want.2, false)] {
+                let scale = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let rel = if out_bf16 { 4e-3 } else { 1e-5 };
+                assert_close(&format!("conv3d {what} {tag}"), g, w, |i| rel * w[i].abs() + 1e-4 * scale);
+            }
+        }
+    }
+}

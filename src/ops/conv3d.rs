@@ -219,3 +219,78 @@ pub fn unpack_weight(w: &[f32], co: usize, ci: usize, k: usize) -> Vec<f32> {
     }
     out
 }
+
+/// (k^3, Ci, Co) -> (k^3, Co, Ci): the data gradient's B operand.
+pub fn transpose_taps(w: &[f32], taps: usize, ci: usize, co: usize) -> Vec<f32> {
+    let mut out = vec![0f32; w.len()];
+    for t in 0..taps {
+        for i in 0..ci {
+            for o in 0..co {
+                out[(t * co + o) * ci + i] = w[(t * ci + i) * co + o];
+            }
+        }
+    }
+    out
+}
+
+/// Gradients of `conv3d` for dy (N, D', H', W', Co): dx like x (the activation dtype), dw
+/// (k^3 Ci, Co) and db (Co) in f32. Kernels: kernels/conv3d_backward.cu.
+#[allow(clippy::too_many_arguments)]
+pub fn conv3d_backward(x: &Tensor, w: &Tensor, dy: &Tensor, dx: &mut Tensor, dw: &mut Tensor, db: &mut Tensor, k: usize, stride: usize) -> Result<()> {
+    let xs = x.shape().to_vec();
+    if xs.len() != 5 {
+        return Err(Error::Shape(format!("conv3d_backward: x {xs:?} must be (N, D, H, W, C)")));
+    }
+    let (n, ci) = (xs[0], xs[4]);
+    let co = *dy.shape().last().unwrap_or(&0);
+    let od = [out_len(xs[1], k, stride), out_len(xs[2], k, stride), out_len(xs[3], k, stride)];
+    let kk = k * k * k * ci;
+    if dy.shape() != [n, od[0], od[1], od[2], co] || w.shape() != [kk, co] || dx.shape() != xs.as_slice() || dw.shape() != [kk, co] || db.shape() != [co] {
+        return Err(Error::Shape(format!(
+            "conv3d_backward: x {xs:?}, w {:?}, dy {:?}, dx {:?}, dw {:?}, db {:?} do not fit",
+            w.shape(),
+            dy.shape(),
+            dx.shape(),
+            dw.shape(),
+            db.shape()
+        )));
+    }
+    same_device("conv3d_backward", &[x, w, dy, dx, dw, db])?;
+    let dev = x.device().clone();
+    if !dev.runs_kernels() {
+        let (gx, gw, gb) = conv3d_backward_ref(&x.to_f32_vec()?, n, [xs[1], xs[2], xs[3]], ci, &w.to_f32_vec()?, &dy.to_f32_vec()?, co, k, stride);
+        let bytes = dx.dtype().encode(&gx);
+        dx.buffer_mut().write(&bytes)?;
+        dw.buffer_mut().write(bytemuck::cast_slice(&gw))?;
+        return db.buffer_mut().write(bytemuck::cast_slice(&gb));
+    }
+    for t in [x, w, dy, &*dx] {
+        expect_dtype("conv3d_backward", t, DType::BF16)?;
+    }
+    expect_dtype("conv3d_backward dw", dw, DType::F32)?;
+    expect_dtype("conv3d_backward db", db, DType::F32)?;
+    let wt = Tensor::from_f32(&transpose_taps(&w.to_f32_vec()?, k * k * k, ci, co), &[k * k * k * co, ci], DType::BF16, &dev)?;
+    fn dims<'a>(l: Launch<'a>, v: [usize; 8]) -> Launch<'a> {
+        v.iter().fold(l, |l, d| l.i32(*d as i32))
+    }
+    let dv = [n, xs[1], xs[2], xs[3], ci, co, k, stride];
+    let m_in = n * xs[1] * xs[2] * xs[3];
+    let l = Launch::new("conv3d_dgrad_bf16")?
+        .grid([ci.div_ceil(128) as u32, m_in.div_ceil(128) as u32, 1])
+        .block([256, 1, 1])
+        .shared_bytes(SMEM_BYTES)
+        .buf(dy.buffer())
+        .buf(wt.buffer())
+        .buf(dx.buffer());
+    dims(l, dv).run(&dev)?;
+    let l = Launch::new("conv3d_wgrad_bf16")?
+        .grid([co.div_ceil(128) as u32, kk.div_ceil(128) as u32, 1])
+        .block([256, 1, 1])
+        .shared_bytes(SMEM_BYTES)
+        .buf(x.buffer())
+        .buf(dy.buffer())
+        .buf(dw.buffer());
+    dims(l, dv).run(&dev)?;
+    let rows = n * od.iter().product::<usize>();
+    Launch::new("col_sums_bf16")?.grid([co.div_ceil(32) as u32, 1, 1]).block([32, 8, 1]).buf(dy.buffer()).buf(db.buffer()).i64(rows as i64).i32(co as i32).run(&dev)
+}
