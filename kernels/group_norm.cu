@@ -45,3 +45,51 @@ KERNEL group_norm_bf16(const bf16* x, bf16* y, const float* gamma, const float* 
         ys[o] = from_f32<bf16>(silu ? silu_f32(v) : v);
     }
 }
+
+// Gradient of group_norm_bf16: dx (bf16), and dgamma, dbeta (f32, accumulated with atomicAdd
+// over samples: the caller zeroes them). One block per (sample, group), as the forward.
+KERNEL group_norm_backward_bf16(const bf16* x, const bf16* dy, const float* gamma, const float* beta, bf16* dx,
+                                float* dgamma, float* dbeta, int S, int C, int G, int silu) {
+    int n = blockIdx.x / G, g = blockIdx.x % G, cg = C / G;
+    const bf16* xs = x + (long long)n * S * C + g * cg;
+    const bf16* gs = dy + (long long)n * S * C + g * cg;
+    long long count = (long long)S * cg;
+    float s = 0.f, q = 0.f;
+    for (long long e = threadIdx.x; e < count; e += blockDim.x) {
+        float v = to_f32(xs[(e / cg) * C + e % cg]);
+        s += v;
+        q += v * v;
+    }
+    float2 t = block_sum2(s, q);
+    float mean = t.x / count;
+    float inv = rsqrtf(fmaxf(t.y / count - mean * mean, 0.f) + 1e-5f);
+    // dz = dy silu'(z); dxhat = dz gamma; s1 = sum dxhat, s2 = sum dxhat xhat.
+    float s1 = 0.f, s2 = 0.f;
+    for (long long e = threadIdx.x; e < count; e += blockDim.x) {
+        int c = (int)(e % cg), ch = g * cg + c;
+        long long o = (e / cg) * C + c;
+        float xh = (to_f32(xs[o]) - mean) * inv;
+        float dz = to_f32(gs[o]);
+        if (silu) {
+            float z = xh * gamma[ch] + beta[ch], sg = 1.f / (1.f + __expf(-z));
+            dz *= sg * (1.f + z * (1.f - sg));
+        }
+        atomicAdd(&dgamma[ch], dz * xh);
+        atomicAdd(&dbeta[ch], dz);
+        s1 += dz * gamma[ch];
+        s2 += dz * gamma[ch] * xh;
+    }
+    float2 r = block_sum2(s1, s2);
+    bf16* dxs = dx + (long long)n * S * C + g * cg;
+    for (long long e = threadIdx.x; e < count; e += blockDim.x) {
+        int c = (int)(e % cg), ch = g * cg + c;
+        long long o = (e / cg) * C + c;
+        float xh = (to_f32(xs[o]) - mean) * inv;
+        float dz = to_f32(gs[o]);
+        if (silu) {
+            float z = xh * gamma[ch] + beta[ch], sg = 1.f / (1.f + __expf(-z));
+            dz *= sg * (1.f + z * (1.f - sg));
+        }
+        dxs[o] = from_f32<bf16>(inv / count * (count * dz * gamma[ch] - r.x - xh * r.y));
+    }
+}

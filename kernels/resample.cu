@@ -27,3 +27,24 @@ KERNEL concat_bf16(const bf16* a, const bf16* b, bf16* y, long long V, int Ca, i
         y[o] = c < Ca ? a[v * Ca + c] : b[v * Cb + c - Ca];
     }
 }
+
+// Gradient of upsample2_bf16: each input voxel sums its 8 children (f32 sum, bf16 store).
+KERNEL upsample2_backward_bf16(const bf16* dy, bf16* dx, int N, int D, int H, int W, int C) {
+    long long total = (long long)N * D * H * W * C;
+    for (long long o = grid_start(); o < total; o += grid_stride()) {
+        int c = (int)(o % C);
+        long long v = o / C;
+        int x = (int)(v % W);
+        v /= W;
+        int y = (int)(v % H);
+        v /= H;
+        int z = (int)(v % D);
+        long long n = v / D;
+        float s = 0.f;
+        for (int dz = 0; dz < 2; dz++)
+            for (int dyy = 0; dyy < 2; dyy++)
+                for (int dxx = 0; dxx < 2; dxx++)
+                    s += to_f32(dy[(((n * 2 * D + 2 * z + dz) * 2 * H + 2 * y + dyy) * 2 * W + 2 * x + dxx) * C + c]);
+        dx[o] = from_f32<bf16>(s);
+    }
+}

@@ -182,3 +182,43 @@ fn conv3d_backward_matches_reference() {
         }
     }
 }
+
+#[test]
+fn group_norm_and_upsample_backward_match_reference() {
+    use tomodiff::ops::group_norm::group_norm_backward;
+    use tomodiff::ops::resample::upsample2_backward;
+    let mut rng = rng("gn_backward");
+    for dev in kernel_devices("gn_backward") {
+        for &(n, s, c, g, silu) in &[(2usize, 37usize, 16usize, 8usize, true), (1, 100, 32, 4, false)] {
+            let xv = bf16_vals(&mut rng, n * s * c, -2.0, 3.0);
+            let dv = bf16_vals(&mut rng, n * s * c, -1.0, 1.0);
+            let gv = uniform(&mut rng, c, 0.5, 1.5);
+            let bv = uniform(&mut rng, c, -0.5, 0.5);
+            let run = |d: &Device, dt: DType| {
+                let x = Tensor::from_f32(&xv, &[n, s, c], dt, d).unwrap();
+                let dy = Tensor::from_f32(&dv, &[n, s, c], dt, d).unwrap();
+                let (gm, bt) = (Tensor::from_f32(&gv, &[c], DType::F32, d).unwrap(), Tensor::from_f32(&bv, &[c], DType::F32, d).unwrap());
+                let mut dx = Tensor::full(&[n, s, c], f32::NAN, dt, d).unwrap();
+                let mut dg = Tensor::full(&[c], f32::NAN, DType::F32, d).unwrap();
+                let mut db = Tensor::full(&[c], f32::NAN, DType::F32, d).unwrap();
+                group_norm_backward(&x, &gm, &bt, g, silu, &dy, &mut dx, &mut dg, &mut db).unwrap();
+                (dx.to_f32_vec().unwrap(), dg.to_f32_vec().unwrap(), db.to_f32_vec().unwrap())
+            };
+            let (want, got) = (run(&Device::Cpu, DType::F32), run(&dev, DType::BF16));
+            for (what, gt, w) in [("dx", &got.0, &want.0), ("dgamma", &got.1, &want.1), ("dbeta", &got.2, &want.2)] {
+                let scale = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+                assert_close(&format!("group_norm {what} {} {n}x{s}x{c}/{g}", dev.name()), gt, w, |i| 4e-3 * w[i].abs() + 2e-3 * scale);
+            }
+        }
+        let gv = bf16_vals(&mut rng, 2 * 6 * 4 * 10 * 3, -1.0, 1.0);
+        let run = |d: &Device, dt: DType| {
+            let dy = Tensor::from_f32(&gv, &[2, 6, 4, 10, 3], dt, d).unwrap();
+            let mut dx = Tensor::full(&[2, 3, 2, 5, 3], f32::NAN, dt, d).unwrap();
+            upsample2_backward(&dy, &mut dx).unwrap();
+            dx.to_f32_vec().unwrap()
+        };
+        let (want, got) = (run(&Device::Cpu, DType::F32), run(&dev, DType::BF16));
+        // A sum of 8 bf16 values, rounded once to bf16.
+        assert_close(&format!("upsample2 backward {}", dev.name()), &got, &want, |i| 4e-3 * want[i].abs() + 1e-6);
+    }
+}

@@ -134,3 +134,41 @@ pub fn group_norm_backward_ref(x: &[f32], n: usize, c: usize, groups: usize, gam
     }
     (dx, dg.into_iter().map(|v| v as f32).collect(), dbt.into_iter().map(|v| v as f32).collect())
 }
+
+/// Gradients of `group_norm`: dx like x; dgamma, dbeta (C) f32. Kernel: group_norm_backward_bf16.
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm_backward(x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: usize, fuse_silu: bool, dy: &Tensor, dx: &mut Tensor, dgamma: &mut Tensor, dbeta: &mut Tensor) -> Result<()> {
+    let n = x.shape()[0];
+    let c = *x.shape().last().ok_or_else(|| Error::Shape("group_norm of a scalar".into()))?;
+    if groups == 0 || c % groups != 0 || dy.shape() != x.shape() || dx.shape() != x.shape() || dgamma.numel() != c || dbeta.numel() != c {
+        return Err(Error::Shape(format!("group_norm_backward: x {:?}, dy {:?}, dx {:?}, {groups} groups", x.shape(), dy.shape(), dx.shape())));
+    }
+    same_device("group_norm_backward", &[x, gamma, beta, dy, dx, dgamma, dbeta])?;
+    let dev = x.device().clone();
+    if !dev.runs_kernels() {
+        let (gx, gg, gb) = group_norm_backward_ref(&x.to_f32_vec()?, n, c, groups, &gamma.to_f32_vec()?, &beta.to_f32_vec()?, fuse_silu, &dy.to_f32_vec()?);
+        let bytes = dx.dtype().encode(&gx);
+        dx.buffer_mut().write(&bytes)?;
+        dgamma.buffer_mut().write(bytemuck::cast_slice(&gg))?;
+        return dbeta.buffer_mut().write(bytemuck::cast_slice(&gb));
+    }
+    let zeros = vec![0u8; c * 4];
+    dgamma.buffer_mut().write(&zeros)?;
+    dbeta.buffer_mut().write(&zeros)?;
+    let s = x.numel() / (n * c);
+    Launch::new("group_norm_backward_bf16")?
+        .grid([(n * groups) as u32, 1, 1])
+        .block([256, 1, 1])
+        .buf(x.buffer())
+        .buf(dy.buffer())
+        .buf(gamma.buffer())
+        .buf(beta.buffer())
+        .buf(dx.buffer())
+        .buf(dgamma.buffer())
+        .buf(dbeta.buffer())
+        .i32(s as i32)
+        .i32(c as i32)
+        .i32(groups as i32)
+        .i32(fuse_silu as i32)
+        .run(&dev)
+}

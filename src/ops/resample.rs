@@ -163,3 +163,29 @@ pub fn upsample2_backward_ref(dy: &[f32], n: usize, dims: [usize; 3], c: usize) 
     }
     dx
 }
+
+/// Gradient of `upsample2`: dx (N, D, H, W, C) from dy (N, 2D, 2H, 2W, C).
+pub fn upsample2_backward(dy: &Tensor, dx: &mut Tensor) -> Result<()> {
+    let s = dx.shape().to_vec();
+    if s.len() != 5 || dy.shape() != [s[0], 2 * s[1], 2 * s[2], 2 * s[3], s[4]] || dx.dtype() != dy.dtype() {
+        return Err(Error::Shape(format!("upsample2_backward: dy {:?}, dx {s:?}", dy.shape())));
+    }
+    same_device("upsample2_backward", &[dy, dx])?;
+    let dev = dy.device().clone();
+    if !dev.runs_kernels() {
+        let out = upsample2_backward_ref(&dy.to_f32_vec()?, s[0], [s[1], s[2], s[3]], s[4]);
+        let bytes = dx.dtype().encode(&out);
+        return dx.buffer_mut().write(&bytes);
+    }
+    Launch::new("upsample2_backward_bf16")?
+        .grid(stride_grid(dx.numel(), 256))
+        .block([256, 1, 1])
+        .buf(dy.buffer())
+        .buf(dx.buffer())
+        .i32(s[0] as i32)
+        .i32(s[1] as i32)
+        .i32(s[2] as i32)
+        .i32(s[3] as i32)
+        .i32(s[4] as i32)
+        .run(&dev)
+}
