@@ -51,3 +51,61 @@ KERNEL attention_bf16(const bf16* qkv, bf16* out, int T, int C, int head_dim) {
         default: attention_head<64>(qkv, out, T, C); break;
     }
 }
+
+// Gradient of attention_bf16: dqkv (N, T, 3C) f32, zeroed by the caller, for dout (N, T, C).
+// One thread per query i: the row's softmax statistics and output O_i are recomputed, then
+// D_i = dO_i . O_i, ds_ij = p_ij (dO_i . v_j - D_i); dq_i is the thread's own, dk_j and dv_j are
+// shared between queries and accumulate with atomicAdd. grid (ceil(T / 64), heads, N), block 64.
+template <int D>
+__device__ __forceinline__ void attention_backward_head(const bf16* qkv, const bf16* dout, float* dqkv, int T, int C) {
+    int n = blockIdx.z, h = blockIdx.y, i = blockIdx.x * 64 + threadIdx.x;
+    if (i >= T) return;
+    const bf16* base = qkv + (long long)n * T * 3 * C;
+    float* gbase = dqkv + (long long)n * T * 3 * C;
+    int qo = 3 * D * h, ko = qo + D, vo = qo + 2 * D;
+    float scale = rsqrtf((float)D);
+    float q[D], o[D], g[D];
+    for (int e = 0; e < D; e++) {
+        q[e] = to_f32(base[(long long)i * 3 * C + qo + e]) * scale;
+        o[e] = 0.f;
+        g[e] = to_f32(dout[((long long)n * T + i) * C + h * D + e]);
+    }
+    float m = -inf_f32(), l = 0.f;
+    for (int j = 0; j < T; j++) {
+        float s = 0.f;
+        for (int e = 0; e < D; e++) s += q[e] * to_f32(base[(long long)j * 3 * C + ko + e]);
+        float mn = fmaxf(m, s), corr = __expf(m - mn), p = __expf(s - mn);
+        l = l * corr + p;
+        for (int e = 0; e < D; e++) o[e] = o[e] * corr + p * to_f32(base[(long long)j * 3 * C + vo + e]);
+        m = mn;
+    }
+    float di = 0.f;
+    for (int e = 0; e < D; e++) di += g[e] * o[e] / l;
+    float dq[D];
+    for (int e = 0; e < D; e++) dq[e] = 0.f;
+    for (int j = 0; j < T; j++) {
+        const bf16* kj = base + (long long)j * 3 * C + ko;
+        const bf16* vj = base + (long long)j * 3 * C + vo;
+        float s = 0.f, dp = 0.f;
+        for (int e = 0; e < D; e++) {
+            s += q[e] * to_f32(kj[e]);
+            dp += g[e] * to_f32(vj[e]);
+        }
+        float p = __expf(s - m) / l;
+        float ds = p * (dp - di) * scale;
+        for (int e = 0; e < D; e++) {
+            dq[e] += ds * to_f32(kj[e]);
+            atomicAdd(&gbase[(long long)j * 3 * C + ko + e], ds * q[e] / scale);
+            atomicAdd(&gbase[(long long)j * 3 * C + vo + e], p * g[e]);
+        }
+    }
+    for (int e = 0; e < D; e++) atomicAdd(&gbase[(long long)i * 3 * C + qo + e], dq[e]);
+}
+
+KERNEL attention_backward_bf16(const bf16* qkv, const bf16* dout, float* dqkv, int T, int C, int head_dim) {
+    switch (head_dim) {
+        case 16: attention_backward_head<16>(qkv, dout, dqkv, T, C); break;
+        case 32: attention_backward_head<32>(qkv, dout, dqkv, T, C); break;
+        default: attention_backward_head<64>(qkv, dout, dqkv, T, C); break;
+    }
+}

@@ -26,3 +26,37 @@ KERNEL timestep_embedding_f32(const float* t, float* y, int N, int dim) {
         y[(long long)r * dim + half + k] = sinf(a);
     }
 }
+
+// Gradients of linear_f32 for dy (N, out): dx (N, in) (through the SiLU when silu_in), dw (out, in)
+// and db (out). One grid-stride pass over the three outputs in turn.
+KERNEL linear_backward_f32(const float* x, const float* w, const float* dy, float* dx, float* dw, float* db, int N, int din,
+                           int dout, int silu_in) {
+    long long nx = (long long)N * din, nw = (long long)dout * din, total = nx + nw + dout;
+    for (long long o = grid_start(); o < total; o += grid_stride()) {
+        if (o < nx) {
+            int r = (int)(o / din), i = (int)(o % din);
+            float s = 0.f;
+            for (int j = 0; j < dout; j++) s += dy[(long long)r * dout + j] * w[(long long)j * din + i];
+            if (silu_in) {
+                float v = x[o], sg = 1.f / (1.f + __expf(-v));
+                s *= sg * (1.f + v * (1.f - sg));
+            }
+            dx[o] = s;
+        } else if (o < nx + nw) {
+            long long q = o - nx;
+            int j = (int)(q / din), i = (int)(q % din);
+            float s = 0.f;
+            for (int r = 0; r < N; r++) {
+                float v = x[(long long)r * din + i];
+                if (silu_in) v = v / (1.f + __expf(-v));
+                s += dy[(long long)r * dout + j] * v;
+            }
+            dw[q] = s;
+        } else {
+            int j = (int)(o - nx - nw);
+            float s = 0.f;
+            for (int r = 0; r < N; r++) s += dy[(long long)r * dout + j];
+            db[j] = s;
+        }
+    }
+}

@@ -222,3 +222,43 @@ fn group_norm_and_upsample_backward_match_reference() {
         assert_close(&format!("upsample2 backward {}", dev.name()), &got, &want, |i| 4e-3 * want[i].abs() + 1e-6);
     }
 }
+
+#[test]
+fn linear_and_attention_backward_match_reference() {
+    use tomodiff::ops::{attention, linear};
+    let mut rng = rng("lin_attn_backward");
+    for dev in kernel_devices("lin_attn_backward") {
+        let (n, din, dout) = (3, 40, 24);
+        let (xv, wv, gv) = (uniform(&mut rng, n * din, -2.0, 2.0), uniform(&mut rng, dout * din, -0.5, 0.5), uniform(&mut rng, n * dout, -1.0, 1.0));
+        for silu in [false, true] {
+            let run = |d: &Device| {
+                let x = Tensor::from_f32(&xv, &[n, din], DType::F32, d).unwrap();
+                let w = Tensor::from_f32(&wv, &[dout, din], DType::F32, d).unwrap();
+                let dy = Tensor::from_f32(&gv, &[n, dout], DType::F32, d).unwrap();
+                let mut dx = Tensor::full(&[n, din], f32::NAN, DType::F32, d).unwrap();
+                let mut dw = Tensor::full(&[dout, din], f32::NAN, DType::F32, d).unwrap();
+                let mut db = Tensor::full(&[dout], f32::NAN, DType::F32, d).unwrap();
+                linear::linear_backward(&x, &w, &dy, silu, &mut dx, &mut dw, &mut db).unwrap();
+                [dx.to_f32_vec().unwrap(), dw.to_f32_vec().unwrap(), db.to_f32_vec().unwrap()]
+            };
+            let (want, got) = (run(&Device::Cpu), run(&dev));
+            for (k, what) in ["dx", "dw", "db"].iter().enumerate() {
+                assert_close(&format!("linear {what} {} silu {silu}", dev.name()), &got[k], &want[k], |i| 1e-5 * want[k][i].abs() + 1e-5);
+            }
+        }
+        for &(n, t, c, heads) in &[(2usize, 75usize, 32usize, 2usize), (1, 40, 128, 2)] {
+            let qv = bf16_vals(&mut rng, n * t * 3 * c, -1.5, 1.5);
+            let gv = bf16_vals(&mut rng, n * t * c, -1.0, 1.0);
+            let run = |d: &Device, dt: DType| {
+                let qkv = Tensor::from_f32(&qv, &[n, t, 3 * c], dt, d).unwrap();
+                let dout = Tensor::from_f32(&gv, &[n, t, c], dt, d).unwrap();
+                let mut g = Tensor::full(&[n, t, 3 * c], f32::NAN, dt, d).unwrap();
+                attention::attention_backward(&qkv, &dout, heads, &mut g).unwrap();
+                g.to_f32_vec().unwrap()
+            };
+            let (want, got) = (run(&Device::Cpu, DType::F32), run(&dev, DType::BF16));
+            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            assert_close(&format!("attention backward {} {n}x{t}x{c}/{heads}", dev.name()), &got, &want, |i| 4e-3 * want[i].abs() + 2e-3 * scale);
+        }
+    }
+}

@@ -118,3 +118,37 @@ pub fn attention_backward_ref(qkv: &[f32], n: usize, t: usize, c: usize, heads: 
     }
     dqkv
 }
+
+/// Gradient of `attention`: dqkv like qkv for dout like the output.
+pub fn attention_backward(qkv: &Tensor, dout: &Tensor, heads: usize, dqkv: &mut Tensor) -> Result<()> {
+    let s = qkv.shape().to_vec();
+    let n = s[0];
+    let c = s.last().copied().unwrap_or(0) / 3;
+    let t = qkv.numel() / (n * 3 * c).max(1);
+    if heads == 0 || c % heads != 0 || dqkv.shape() != s.as_slice() || dout.numel() != n * t * c {
+        return Err(Error::Shape(format!("attention_backward: qkv {s:?}, dout {:?}, dqkv {:?}", dout.shape(), dqkv.shape())));
+    }
+    same_device("attention_backward", &[qkv, dout, dqkv])?;
+    let dev = qkv.device().clone();
+    if !dev.runs_kernels() {
+        let g = attention_backward_ref(&qkv.to_f32_vec()?, n, t, c, heads, &dout.to_f32_vec()?);
+        let bytes = dqkv.dtype().encode(&g);
+        return dqkv.buffer_mut().write(&bytes);
+    }
+    let d = c / heads;
+    if ![16, 32, 64].contains(&d) {
+        return Err(Error::Shape(format!("attention_backward: head dim {d}; the kernel takes 16, 32 or 64")));
+    }
+    let acc = Tensor::zeros(&s, DType::F32, &dev)?;
+    Launch::new("attention_backward_bf16")?
+        .grid([t.div_ceil(64) as u32, heads as u32, n as u32])
+        .block([64, 1, 1])
+        .buf(qkv.buffer())
+        .buf(dout.buffer())
+        .buf(acc.buffer())
+        .i32(t as i32)
+        .i32(c as i32)
+        .i32(d as i32)
+        .run(&dev)?;
+    super::cast::cast_into(&acc, dqkv)
+}

@@ -63,3 +63,39 @@ pub fn linear_backward_ref(x: &[f32], n: usize, w: &[f32], d_in: usize, d_out: u
     }
     (dx, dw, db.into_iter().map(|v| v as f32).collect())
 }
+
+/// Gradients of `linear` for dy (N, out): dx (N, in) through the SiLU when `silu_in`, dw, db; f32.
+pub fn linear_backward(x: &Tensor, w: &Tensor, dy: &Tensor, silu_in: bool, dx: &mut Tensor, dw: &mut Tensor, db: &mut Tensor) -> Result<()> {
+    let (n, din) = (x.shape()[0], x.numel() / x.shape()[0].max(1));
+    let dout = w.shape()[0];
+    if w.shape() != [dout, din] || dy.shape() != [n, dout] || dx.shape() != x.shape() || dw.shape() != w.shape() || db.shape() != [dout] {
+        return Err(Error::Shape(format!("linear_backward: x {:?}, w {:?}, dy {:?}", x.shape(), w.shape(), dy.shape())));
+    }
+    same_device("linear_backward", &[x, w, dy, dx, dw, db])?;
+    let dev = x.device().clone();
+    if !dev.runs_kernels() {
+        let xv = x.to_f32_vec()?;
+        let f: Vec<f32> = if silu_in { xv.iter().map(|v| super::group_norm::silu(*v)).collect() } else { xv.clone() };
+        let (mut gx, gw, gb) = linear_backward_ref(&f, n, &w.to_f32_vec()?, din, dout, &dy.to_f32_vec()?);
+        if silu_in {
+            gx.iter_mut().zip(&xv).for_each(|(g, v)| *g *= super::group_norm::silu_grad(*v));
+        }
+        dx.buffer_mut().write(bytemuck::cast_slice(&gx))?;
+        dw.buffer_mut().write(bytemuck::cast_slice(&gw))?;
+        return db.buffer_mut().write(bytemuck::cast_slice(&gb));
+    }
+    Launch::new("linear_backward_f32")?
+        .grid(stride_grid(n * din + dout * din + dout, 128))
+        .block([128, 1, 1])
+        .buf(x.buffer())
+        .buf(w.buffer())
+        .buf(dy.buffer())
+        .buf(dx.buffer())
+        .buf(dw.buffer())
+        .buf(db.buffer())
+        .i32(n as i32)
+        .i32(din as i32)
+        .i32(dout as i32)
+        .i32(silu_in as i32)
+        .run(&dev)
+}
