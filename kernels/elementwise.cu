@@ -40,3 +40,8 @@ KERNEL clamp_min_f32(long long n, float lo, const float* x, float* y) {
 KERNEL fill_f32(long long n, float v, float* y) {
     for (long long i = grid_start(); i < n; i += grid_stride()) y[i] = v;
 }
+
+// y = a + b on bf16 (gradient accumulation of activations), in f32.
+KERNEL add_bf16(long long n, const bf16* a, const bf16* b, bf16* y) {
+    for (long long i = grid_start(); i < n; i += grid_stride()) y[i] = from_f32<bf16>(to_f32(a[i]) + to_f32(b[i]));
+}

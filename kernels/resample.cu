@@ -48,3 +48,32 @@ KERNEL upsample2_backward_bf16(const bf16* dy, bf16* dx, int N, int D, int H, in
         dx[o] = from_f32<bf16>(s);
     }
 }
+
+// Gradient of concat_bf16: a (V, Ca) and b (V, Cb) from y (V, Ca + Cb).
+KERNEL split_bf16(const bf16* y, bf16* a, bf16* b, long long V, int Ca, int Cb) {
+    int C = Ca + Cb;
+    for (long long o = grid_start(); o < V * C; o += grid_stride()) {
+        long long v = o / C;
+        int c = (int)(o % C);
+        if (c < Ca)
+            a[v * Ca + c] = y[o];
+        else
+            b[v * Cb + c - Ca] = y[o];
+    }
+}
+
+// out (N, C) f32 = sum over the S voxels of each sample of x (N, S, C): the gradient of a
+// per-sample bias. grid (ceil(C / 32), N), block (32, 8).
+KERNEL sample_sums_bf16(const bf16* x, float* out, int S, int C) {
+    __shared__ float part[8][32];
+    int n = blockIdx.y, c = blockIdx.x * 32 + threadIdx.x;
+    float s = 0.f;
+    if (c < C)
+        for (long long p = threadIdx.y; p < S; p += 8) s += to_f32(x[((long long)n * S + p) * C + c]);
+    part[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < C) {
+        for (int i = 1; i < 8; i++) s += part[i][threadIdx.x];
+        out[n * C + c] = s;
+    }
+}

@@ -23,7 +23,7 @@ fn train_resume_and_run_the_weights() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let out_s = s(&out);
-    let mut args = vec!["train", "--out", &out_s, "--steps", "3", "--checkpoint-every", "2"];
+    let mut args = vec!["train", "--out", &out_s, "--steps", "3", "--checkpoint-every", "2", "--device", "cpu"];
     args.extend_from_slice(SMALL);
     let (code, o, e) = run(&args);
     assert_eq!(code, 0, "{e}");
@@ -49,7 +49,7 @@ fn train_resume_and_run_the_weights() {
 fn an_interrupted_run_keeps_its_last_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let mut args = vec!["train".to_string(), "--out".into(), s(&out), "--steps".into(), "1000".into(), "--checkpoint-every".into(), "1".into()];
+    let mut args = vec!["train".to_string(), "--out".into(), s(&out), "--steps".into(), "1000".into(), "--checkpoint-every".into(), "1".into(), "--device".into(), "cpu".into()];
     args.extend(SMALL.iter().map(|a| a.to_string()));
     let mut child = Command::new(bin()).args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let meta = out.join("checkpoint.json");
@@ -83,7 +83,7 @@ fn bad_training_input_is_one_line() {
     for (args, needle) in [
         (vec!["train", "--out", &out, "--steps", "1", "--data", "phantom:brain"], "unknown phantom"),
         (vec!["train", "--out", &out, "--steps", "1", "--data", "/nonexistent/volumes"], "/nonexistent/volumes"),
-        (vec!["train", "--out", &out, "--steps", "1", "--data", "phantom:chest", "--device", "cuda"], "cpu device only"),
+        (vec!["train", "--out", &out, "--steps", "1", "--data", "phantom:chest", "--device", "tpu"], "unknown device"),
         (vec!["train", "--out", &out, "--steps", "1", "--data", "phantom:chest", "--volume-shape", "8,8,8"], "smaller than the patch"),
         (vec!["train", "--out", &out, "--steps", "1", "--data", "phantom:chest", "--resume"], "checkpoint.json"),
     ] {

@@ -2,9 +2,9 @@
 mod common;
 use common::*;
 use tomodiff::diffusion::train::{Data, TrainOptions, Trainer};
-use tomodiff::nn::backward::mse_loss_and_grads;
-use tomodiff::nn::optim::{AdamConfig, AdamState};
-use tomodiff::nn::{Arch, UNetConfig, Weights};
+use tomodiff::nn::optim::{AdamConfig, AdamState, Grads};
+use tomodiff::nn::{Arch, UNet, UNetConfig, Weights};
+use tomodiff::{DType, Device, Tensor};
 
 fn small() -> UNetConfig {
     UNetConfig { patch: [8, 8, 8], ..UNetConfig::tiny() }
@@ -24,8 +24,11 @@ fn a_fixed_batch_is_overfitted() {
     let mut first = 0.0;
     let mut last = 0.0;
     for step in 0..150 {
-        let w = Weights::from_engine(&arch, &params).unwrap();
-        let (loss, g) = mse_loss_and_grads(&arch, &w, &x, 2, [8, 8, 8], &t, &target);
+        let net = UNet::new(arch.clone(), &Weights::from_engine(&arch, &params).unwrap(), &Device::Cpu).unwrap();
+        let xt = Tensor::from_f32(&x, &[2, 8, 8, 8, 5], DType::F32, &Device::Cpu).unwrap();
+        let tt = Tensor::from_f32(&t, &[2], DType::F32, &Device::Cpu).unwrap();
+        let (loss, tg) = net.mse_backward(&xt, &tt, &target).unwrap();
+        let g: Grads = tg.into_iter().map(|(k, v)| (k, v.to_f32_vec().unwrap())).collect();
         if step == 0 {
             first = loss;
         }
@@ -94,4 +97,19 @@ fn batches_follow_the_method() {
             assert_eq!((v[0], target[i]), (0.0, 0.0));
         }
     }
+}
+
+#[test]
+fn emulated_training_steps_follow_the_cpu() {
+    // The same first step on emu (bf16 forward and backward) and on the CPU (f32): the losses
+    // agree, and both runs move the weights.
+    let mut o = opts();
+    o.batch = 1;
+    let mut a = Trainer::new(&small(), o.clone(), vec![]).unwrap();
+    let mut b = Trainer::new(&small(), o, vec![]).unwrap();
+    b.set_device(&Device::Emu);
+    let (la, lb) = (a.step().unwrap().loss, b.step().unwrap().loss);
+    assert!((la - lb).abs() < 2e-2 * la, "cpu loss {la}, emu loss {lb}");
+    let w0 = Trainer::new(&small(), opts(), vec![]).unwrap().params;
+    assert!(a.params != w0 && b.params != w0);
 }

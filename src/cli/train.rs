@@ -44,15 +44,14 @@ pub struct TrainArgs {
     /// HU window lo,hi mapped to [-1, 1] for folder data.
     #[arg(long, value_delimiter = ',', default_value = "-1000,1000")]
     window: Vec<f32>,
-    /// Only cpu so far (the backward kernels for GPUs are not written yet).
-    #[arg(long, default_value = "cpu")]
+    /// Where forward and backward run: cpu (f32), emu or cuda (bf16 compute); master weights,
+    /// Adam and EMA stay f32 on the host.
+    #[arg(long, default_value = "auto")]
     device: String,
 }
 
 pub fn run(a: TrainArgs) -> Result<()> {
-    if a.device != "cpu" {
-        bail!("training runs on the cpu device only so far (GPU backward kernels are not written yet); use --device cpu");
-    }
+    let dev = tomodiff::Device::parse(&a.device)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let window: [f32; 2] = a.window.as_slice().try_into().map_err(|_| anyhow::anyhow!("--window takes lo,hi"))?;
     if !(window[1] > window[0]) {
@@ -79,6 +78,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         let adam = AdamConfig { lr: a.lr, warmup_steps: a.warmup, ..AdamConfig::default() };
         Trainer::new(&cfg, TrainOptions { batch: a.batch, seed: a.seed, adam, data, window }, volumes)?
     };
+    tr.set_device(&dev);
     if let Data::Phantom { shape, .. } = &tr.opts.data {
         if shape.iter().zip(tr.arch.cfg.patch).any(|(s, p)| *s < p) {
             bail!("volumes {shape:?} are smaller than the patch {:?}", tr.arch.cfg.patch);
@@ -110,6 +110,6 @@ pub fn run(a: TrainArgs) -> Result<()> {
     pb.finish_and_clear();
     tr.ema_weights()?.save(&a.out.join("weights.safetensors"), &tr.arch)?;
     std::fs::write(a.out.join("config.json"), serde_json::to_string_pretty(&tr.arch.cfg)?)?;
-    println!("{} steps; EMA weights in {}", tr.adam.step, a.out.join("weights.safetensors").display());
+    println!("{} steps on {}; EMA weights in {}", tr.adam.step, dev.name(), a.out.join("weights.safetensors").display());
     Ok(())
 }

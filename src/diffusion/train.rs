@@ -2,14 +2,15 @@
 //! patch start distribution that tiling produces (uniform over starts whose patch overlaps the
 //! volume, inside the P-padded volume), global context, positional channels, t uniform, MSE on
 //! eps; AdamW with warmup and clipping, EMA weights. Every batch is drawn from a generator seeded
-//! by (seed, step, sample), so a resumed run is bit-identical to an uninterrupted one.
+//! by (seed, step, sample), so a resumed run is bit-identical to an uninterrupted one. The
+//! gradients come from the U-Net's backward on the chosen device (f32 on the CPU, bf16 compute on
+//! emu and cuda); the master weights, Adam and the EMA stay f32 on the host.
 use super::schedule::{Schedule, T};
 use super::tiling;
 use crate::ct::{chest::MU_WATER, phantom, VolumeGrid};
 use crate::error::{Error, Result};
-use crate::nn::backward::mse_loss_and_grads;
 use crate::nn::optim::{clip_grad_norm, ema_update, AdamConfig, AdamState};
-use crate::nn::{Arch, UNetConfig, Weights};
+use crate::nn::{Arch, UNet, UNetConfig, Weights};
 use crate::tensor::{safetensors, DType, Tensor};
 use crate::Device;
 use rand::{Rng, SeedableRng};
@@ -81,6 +82,7 @@ pub struct Trainer {
     pub adam: AdamState,
     sched: Schedule,
     volumes: Vec<([usize; 3], Vec<f32>)>,
+    dev: Device,
 }
 
 fn sample_seed(seed: u64, step: u64, b: usize) -> u64 {
@@ -96,7 +98,7 @@ impl Trainer {
         }
         let arch = Arch::new(cfg);
         let params = Weights::random(&arch, opts.seed)?.engine_map();
-        Ok(Trainer { ema: params.clone(), params, arch, opts, adam: AdamState::default(), sched: Schedule::default(), volumes })
+        Ok(Trainer { ema: params.clone(), params, arch, opts, adam: AdamState::default(), sched: Schedule::default(), volumes, dev: Device::Cpu })
     }
 
     /// The clean volume x_0 (in [-1, 1]) of sample b at `step`.
@@ -139,11 +141,23 @@ impl Trainer {
         Ok((x, target, ts))
     }
 
+    /// Where the network's forward and backward run (the CPU unless set).
+    pub fn set_device(&mut self, dev: &Device) {
+        self.dev = dev.clone();
+    }
+
     /// One optimisation step on the batch of the current step.
     pub fn step(&mut self) -> Result<StepStats> {
         let (x, target, t) = self.batch(self.adam.step)?;
-        let w = Weights::from_engine(&self.arch, &self.params)?;
-        let (loss, mut g) = mse_loss_and_grads(&self.arch, &w, &x, self.opts.batch, self.arch.cfg.patch, &t, &target);
+        let net = UNet::new(self.arch.clone(), &Weights::from_engine(&self.arch, &self.params)?, &self.dev)?;
+        let p = self.arch.cfg.patch;
+        let xt = Tensor::from_f32(&x, &[self.opts.batch, p[0], p[1], p[2], self.arch.cfg.in_channels], net.act_dtype(), &self.dev)?;
+        let tt = Tensor::from_f32(&t, &[self.opts.batch], DType::F32, &self.dev)?;
+        let (loss, tg) = net.mse_backward(&xt, &tt, &target)?;
+        let mut g = crate::nn::optim::Grads::new();
+        for (k, v) in tg {
+            g.insert(k, v.to_f32_vec()?);
+        }
         if !loss.is_finite() {
             return Err(Error::Config(format!("the loss became {loss} at step {}: lower the learning rate", self.adam.step)));
         }

@@ -1,9 +1,9 @@
 //! The patch diffusion network: a 3D ADM U-Net with global context (METHOD.md sections 2 and 4).
 pub mod arch;
-pub mod backward;
 pub mod config;
 pub mod optim;
 pub mod unet;
+pub mod unet_backward;
 pub mod weights;
 
 pub use arch::{Arch, Block, Param};

@@ -1,7 +1,9 @@
 //! AdamW with f32 master weights, global gradient-norm clipping, linear learning-rate warmup, and
 //! an exponential moving average of the weights.
-use super::backward::Grads;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+
+/// Parameter gradients by name, f32 on the host.
+pub type Grads = HashMap<String, Vec<f32>>;
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct AdamConfig {

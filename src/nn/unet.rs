@@ -11,9 +11,9 @@ use std::collections::{BTreeMap, HashMap};
 
 pub struct UNet {
     pub arch: Arch,
-    dev: Device,
-    act: DType,
-    params: HashMap<String, Tensor>,
+    pub(crate) dev: Device,
+    pub(crate) act: DType,
+    pub(crate) params: HashMap<String, Tensor>,
 }
 
 impl UNet {
@@ -39,12 +39,12 @@ impl UNet {
         self.act
     }
 
-    fn p(&self, name: &str) -> &Tensor {
+    pub(crate) fn p(&self, name: &str) -> &Tensor {
         &self.params[name]
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn conv(&self, x: &Tensor, name: &str, co: usize, k: usize, stride: usize, bias_n: Option<&Tensor>, residual: Option<&Tensor>) -> Result<Tensor> {
+    pub(crate) fn conv(&self, x: &Tensor, name: &str, co: usize, k: usize, stride: usize, bias_n: Option<&Tensor>, residual: Option<&Tensor>) -> Result<Tensor> {
         let s = x.shape();
         let od = [s[1], s[2], s[3]].map(|d| conv3d::out_len(d, k, stride));
         let mut y = Tensor::zeros(&[s[0], od[0], od[1], od[2], co], self.act, &self.dev)?;
@@ -52,13 +52,13 @@ impl UNet {
         Ok(y)
     }
 
-    fn norm(&self, x: &Tensor, name: &str, silu: bool) -> Result<Tensor> {
+    pub(crate) fn norm(&self, x: &Tensor, name: &str, silu: bool) -> Result<Tensor> {
         let mut y = Tensor::zeros(x.shape(), self.act, &self.dev)?;
         group_norm::group_norm(x, self.p(&format!("{name}.weight")), self.p(&format!("{name}.bias")), self.arch.cfg.norm_groups, silu, &mut y)?;
         Ok(y)
     }
 
-    fn linear(&self, x: &Tensor, name: &str, silu_in: bool) -> Result<Tensor> {
+    pub(crate) fn linear(&self, x: &Tensor, name: &str, silu_in: bool) -> Result<Tensor> {
         let b = self.p(&format!("{name}.bias"));
         let mut y = Tensor::zeros(&[x.shape()[0], b.numel()], DType::F32, &self.dev)?;
         linear::linear(x, self.p(&format!("{name}.weight")), b, &mut y, silu_in)?;
@@ -84,7 +84,7 @@ impl UNet {
         self.conv(&a, &format!("{name}.proj_out"), c, 1, 1, None, Some(x))
     }
 
-    fn block(&self, b: &Block, x: &Tensor, emb: &Tensor) -> Result<Tensor> {
+    pub(crate) fn block(&self, b: &Block, x: &Tensor, emb: &Tensor) -> Result<Tensor> {
         match b {
             Block::Conv { name, c_out, .. } => self.conv(x, name, *c_out, 3, 1, None, None),
             Block::Res { name, c_out, .. } => self.res(x, emb, name, *c_out),

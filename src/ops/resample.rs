@@ -189,3 +189,57 @@ pub fn upsample2_backward(dy: &Tensor, dx: &mut Tensor) -> Result<()> {
         .i32(s[4] as i32)
         .run(&dev)
 }
+
+/// Gradient of `concat`: a (..., Ca) and b (..., Cb) from y (..., Ca + Cb).
+pub fn split(y: &Tensor, a: &mut Tensor, b: &mut Tensor) -> Result<()> {
+    let (ca, cb) = (*a.shape().last().unwrap_or(&0), *b.shape().last().unwrap_or(&0));
+    let v = a.numel() / ca.max(1);
+    if y.numel() != v * (ca + cb) || b.numel() != v * cb || a.dtype() != y.dtype() || b.dtype() != y.dtype() {
+        return Err(Error::Shape(format!("split: {:?} into {:?} and {:?}", y.shape(), a.shape(), b.shape())));
+    }
+    same_device("split", &[y, a, b])?;
+    let dev = y.device().clone();
+    if !dev.runs_kernels() {
+        let yv = y.to_f32_vec()?;
+        let (mut av, mut bv) = (Vec::with_capacity(v * ca), Vec::with_capacity(v * cb));
+        for row in yv.chunks(ca + cb) {
+            av.extend_from_slice(&row[..ca]);
+            bv.extend_from_slice(&row[ca..]);
+        }
+        let (ab, bb) = (a.dtype().encode(&av), b.dtype().encode(&bv));
+        a.buffer_mut().write(&ab)?;
+        return b.buffer_mut().write(&bb);
+    }
+    Launch::new("split_bf16")?
+        .grid(stride_grid(y.numel(), 256))
+        .block([256, 1, 1])
+        .buf(y.buffer())
+        .buf(a.buffer())
+        .buf(b.buffer())
+        .i64(v as i64)
+        .i32(ca as i32)
+        .i32(cb as i32)
+        .run(&dev)
+}
+
+/// out (N, C) f32 = the sum over each sample's voxels of x (N, ..., C).
+pub fn sample_sums(x: &Tensor, out: &mut Tensor) -> Result<()> {
+    let n = x.shape()[0];
+    let c = *x.shape().last().unwrap_or(&0);
+    let s = x.numel() / (n * c).max(1);
+    if out.shape() != [n, c] || out.dtype() != crate::DType::F32 {
+        return Err(Error::Shape(format!("sample_sums: x {:?} into {:?} {}", x.shape(), out.shape(), out.dtype())));
+    }
+    same_device("sample_sums", &[x, out])?;
+    let dev = x.device().clone();
+    if !dev.runs_kernels() {
+        let xv = x.to_f32_vec()?;
+        let mut o = vec![0f64; n * c];
+        for (p, row) in xv.chunks(c).enumerate() {
+            o[(p / s) * c..(p / s + 1) * c].iter_mut().zip(row).for_each(|(a, v)| *a += *v as f64);
+        }
+        let o: Vec<f32> = o.into_iter().map(|v| v as f32).collect();
+        return out.buffer_mut().write(bytemuck::cast_slice(&o));
+    }
+    Launch::new("sample_sums_bf16")?.grid([c.div_ceil(32) as u32, n as u32, 1]).block([32, 8, 1]).buf(x.buffer()).buf(out.buffer()).i32(s as i32).i32(c as i32).run(&dev)
+}

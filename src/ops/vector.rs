@@ -106,3 +106,24 @@ pub fn fill(v: f32, y: &mut Tensor) -> Result<()> {
 pub fn copy(x: &Tensor) -> Result<Tensor> {
     x.to_device(x.device())
 }
+
+/// y = a + b elementwise: f32 on the CPU, bf16 (summed in f32) or f32 on kernel devices.
+pub fn add(a: &Tensor, b: &Tensor, y: &mut Tensor) -> Result<()> {
+    same_device("add", &[a, b, y])?;
+    if a.numel() != b.numel() || a.numel() != y.numel() || a.dtype() != b.dtype() || a.dtype() != y.dtype() {
+        return Err(Error::Shape(format!("add: {:?} {} + {:?} {} -> {:?} {}", a.shape(), a.dtype(), b.shape(), b.dtype(), y.shape(), y.dtype())));
+    }
+    let dev = a.device().clone();
+    if !dev.runs_kernels() || a.dtype() == DType::F32 {
+        if dev.runs_kernels() {
+            let mut t = copy(b)?;
+            crate::ops::elementwise::axpy(1.0, a, &mut t)?;
+            return y.buffer_mut().write(&t.to_bytes()?);
+        }
+        let s: Vec<f32> = a.to_f32_vec()?.iter().zip(b.to_f32_vec()?).map(|(x, z)| x + z).collect();
+        let bytes = y.dtype().encode(&s);
+        return y.buffer_mut().write(&bytes);
+    }
+    let n = a.numel();
+    Launch::new("add_bf16")?.grid(stride_grid(n, 256)).block([256, 1, 1]).i64(n as i64).buf(a.buffer()).buf(b.buffer()).buf(y.buffer()).run(&dev)
+}

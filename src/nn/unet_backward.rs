@@ -1,0 +1,198 @@
+//! The U-Net's gradients on every device, over the same Tensor operations as the forward: a
+//! forward that keeps each block's input, then a backward that recomputes a block's internals
+//! from its input and runs each operation's backward (CPU reference or kernel). Parameter
+//! gradients are f32, in the engine's layout (repacked convolutions), by parameter name.
+use super::arch::Block;
+use super::unet::UNet;
+use crate::error::{Error, Result};
+use crate::ops::{attention, conv3d, elementwise, group_norm, linear, resample, vector};
+use crate::tensor::{DType, Tensor};
+use std::collections::BTreeMap;
+
+pub type TensorGrads = BTreeMap<String, Tensor>;
+
+fn add_grad(g: &mut TensorGrads, name: &str, t: Tensor) -> Result<()> {
+    match g.get_mut(name) {
+        Some(acc) => elementwise::axpy(1.0, &t, acc),
+        None => {
+            g.insert(name.to_string(), t);
+            Ok(())
+        }
+    }
+}
+
+impl UNet {
+    fn zeros(&self, shape: &[usize], dt: DType) -> Result<Tensor> {
+        Tensor::zeros(shape, dt, &self.dev)
+    }
+
+    fn conv_back(&self, x: &Tensor, name: &str, k: usize, stride: usize, dy: &Tensor, g: &mut TensorGrads) -> Result<Tensor> {
+        let w = self.p(&format!("{name}.weight"));
+        let co = *dy.shape().last().unwrap();
+        let (mut dx, mut dw, mut db) = (self.zeros(x.shape(), self.act)?, self.zeros(w.shape(), DType::F32)?, self.zeros(&[co], DType::F32)?);
+        conv3d::conv3d_backward(x, w, dy, &mut dx, &mut dw, &mut db, k, stride)?;
+        add_grad(g, &format!("{name}.weight"), dw)?;
+        add_grad(g, &format!("{name}.bias"), db)?;
+        Ok(dx)
+    }
+
+    fn norm_back(&self, x: &Tensor, name: &str, silu: bool, dy: &Tensor, g: &mut TensorGrads) -> Result<Tensor> {
+        let c = *x.shape().last().unwrap();
+        let (mut dx, mut dg, mut db) = (self.zeros(x.shape(), self.act)?, self.zeros(&[c], DType::F32)?, self.zeros(&[c], DType::F32)?);
+        let (gm, bt) = (self.p(&format!("{name}.weight")), self.p(&format!("{name}.bias")));
+        group_norm::group_norm_backward(x, gm, bt, self.arch.cfg.norm_groups, silu, dy, &mut dx, &mut dg, &mut db)?;
+        add_grad(g, &format!("{name}.weight"), dg)?;
+        add_grad(g, &format!("{name}.bias"), db)?;
+        Ok(dx)
+    }
+
+    fn linear_back(&self, x: &Tensor, name: &str, silu_in: bool, dy: &Tensor, g: &mut TensorGrads) -> Result<Tensor> {
+        let w = self.p(&format!("{name}.weight"));
+        let (mut dx, mut dw, mut db) = (self.zeros(x.shape(), DType::F32)?, self.zeros(w.shape(), DType::F32)?, self.zeros(&[w.shape()[0]], DType::F32)?);
+        linear::linear_backward(x, w, dy, silu_in, &mut dx, &mut dw, &mut db)?;
+        add_grad(g, &format!("{name}.weight"), dw)?;
+        add_grad(g, &format!("{name}.bias"), db)?;
+        Ok(dx)
+    }
+
+    fn add(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let mut y = self.zeros(a.shape(), a.dtype())?;
+        vector::add(a, b, &mut y)?;
+        Ok(y)
+    }
+
+    /// The gradient of a block's output `dy` back to its input; parameter gradients into `g`,
+    /// the time embedding's into `demb`.
+    fn block_back(&self, b: &Block, x: &Tensor, emb: &Tensor, dy: &Tensor, g: &mut TensorGrads, demb: &mut Tensor) -> Result<Tensor> {
+        match b {
+            Block::Conv { name, .. } => self.conv_back(x, name, 3, 1, dy, g),
+            Block::Down { name, .. } => self.conv_back(x, &format!("{name}.op"), 3, 2, dy, g),
+            Block::Up { name, .. } => {
+                let s = x.shape();
+                let mut u = self.zeros(&[s[0], 2 * s[1], 2 * s[2], 2 * s[3], s[4]], self.act)?;
+                resample::upsample2(x, &mut u)?;
+                let du = self.conv_back(&u, &format!("{name}.conv"), 3, 1, dy, g)?;
+                let mut dx = self.zeros(s, self.act)?;
+                resample::upsample2_backward(&du, &mut dx)?;
+                Ok(dx)
+            }
+            Block::Res { name, c_out, .. } => {
+                let co = *c_out;
+                let eo = self.linear(emb, &format!("{name}.emb_layers.1"), true)?;
+                let a = self.norm(x, &format!("{name}.in_layers.0"), true)?;
+                let c1 = self.conv(&a, &format!("{name}.in_layers.2"), co, 3, 1, Some(&eo), None)?;
+                let b2 = self.norm(&c1, &format!("{name}.out_layers.0"), true)?;
+                let db2 = self.conv_back(&b2, &format!("{name}.out_layers.3"), 3, 1, dy, g)?;
+                let dc1 = self.norm_back(&c1, &format!("{name}.out_layers.0"), true, &db2, g)?;
+                let mut deo = self.zeros(&[x.shape()[0], co], DType::F32)?;
+                resample::sample_sums(&dc1, &mut deo)?;
+                let de = self.linear_back(emb, &format!("{name}.emb_layers.1"), true, &deo, g)?;
+                elementwise::axpy(1.0, &de, demb)?;
+                let da = self.conv_back(&a, &format!("{name}.in_layers.2"), 3, 1, &dc1, g)?;
+                let dx = self.norm_back(x, &format!("{name}.in_layers.0"), true, &da, g)?;
+                let ci = *x.shape().last().unwrap();
+                let dskip = if ci == co { dy.to_device(&self.dev)? } else { self.conv_back(x, &format!("{name}.skip_connection"), 1, 1, dy, g)? };
+                self.add(&dx, &dskip)
+            }
+            Block::Attn { name, heads, .. } => {
+                let c = *x.shape().last().unwrap();
+                let xn = self.norm(x, &format!("{name}.norm"), false)?;
+                let qkv = self.conv(&xn, &format!("{name}.qkv"), 3 * c, 1, 1, None, None)?;
+                let mut a = self.zeros(x.shape(), self.act)?;
+                attention::attention(&qkv, &mut a, *heads)?;
+                let da = self.conv_back(&a, &format!("{name}.proj_out"), 1, 1, dy, g)?;
+                let mut dqkv = self.zeros(qkv.shape(), self.act)?;
+                attention::attention_backward(&qkv, &da, *heads, &mut dqkv)?;
+                let dxn = self.conv_back(&xn, &format!("{name}.qkv"), 1, 1, &dqkv, g)?;
+                let dx = self.norm_back(x, &format!("{name}.norm"), false, &dxn, g)?;
+                self.add(&dx, dy)
+            }
+        }
+    }
+
+    /// The MSE of eps against `target` (same shape as eps, f32 values) for x (N, D, H, W, C) and
+    /// t (N), and the gradient of that loss for every parameter.
+    pub fn mse_backward(&self, x: &Tensor, t: &Tensor, target: &[f32]) -> Result<(f64, TensorGrads)> {
+        let cfg = &self.arch.cfg;
+        let n = x.shape()[0];
+        let mut te = self.zeros(&[n, cfg.model_channels], DType::F32)?;
+        crate::ops::embedding::timestep_embedding(t, &mut te)?;
+        let h1 = self.linear(&te, "time_embed.0", false)?;
+        let emb = self.linear(&h1, "time_embed.2", true)?;
+        // Forward, keeping every block's input.
+        let mut h = x.to_device(&self.dev)?;
+        let (mut enc_in, mut skips) = (Vec::new(), Vec::new());
+        for blocks in &self.arch.input_blocks {
+            let mut ins = Vec::new();
+            for b in blocks {
+                let next = self.block(b, &h, &emb)?;
+                ins.push(std::mem::replace(&mut h, next));
+            }
+            enc_in.push(ins);
+            skips.push(h.to_device(&self.dev)?);
+        }
+        let mut mid_in = Vec::new();
+        for b in &self.arch.middle {
+            let next = self.block(b, &h, &emb)?;
+            mid_in.push(std::mem::replace(&mut h, next));
+        }
+        let (mut dec_in, mut dec_split) = (Vec::new(), Vec::new());
+        for blocks in &self.arch.output_blocks {
+            let s = skips.pop().expect("one skip per decoder block");
+            let hs = h.shape().to_vec();
+            dec_split.push((hs[4], s.shape()[4]));
+            let mut cat = self.zeros(&[hs[0], hs[1], hs[2], hs[3], hs[4] + s.shape()[4]], self.act)?;
+            resample::concat(&h, &s, &mut cat)?;
+            h = cat;
+            let mut ins = Vec::new();
+            for b in blocks {
+                let next = self.block(b, &h, &emb)?;
+                ins.push(std::mem::replace(&mut h, next));
+            }
+            dec_in.push(ins);
+        }
+        let gout = self.norm(&h, "out.0", true)?;
+        let y = self.conv(&gout, "out.2", cfg.out_channels, 3, 1, None, None)?;
+        let yv = y.to_f32_vec()?;
+        if yv.len() != target.len() {
+            return Err(Error::Shape(format!("target has {} values, eps {}", target.len(), yv.len())));
+        }
+        let m = yv.len() as f64;
+        let loss = yv.iter().zip(target).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() / m;
+        let dyv: Vec<f32> = yv.iter().zip(target).map(|(a, b)| (2.0 * (*a as f64 - *b as f64) / m) as f32).collect();
+        let dy = Tensor::from_f32(&dyv, y.shape(), self.act, &self.dev)?;
+
+        // Backward.
+        let mut g = TensorGrads::new();
+        let mut demb = self.zeros(emb.shape(), DType::F32)?;
+        let dg = self.conv_back(&gout, "out.2", 3, 1, &dy, &mut g)?;
+        let mut dh = self.norm_back(&h, "out.0", true, &dg, &mut g)?;
+        let levels = self.arch.input_blocks.len();
+        let mut dskips: Vec<Option<Tensor>> = (0..levels).map(|_| None).collect();
+        for (o, blocks) in self.arch.output_blocks.iter().enumerate().rev() {
+            for (b, xin) in blocks.iter().zip(&dec_in[o]).rev() {
+                dh = self.block_back(b, xin, &emb, &dh, &mut g, &mut demb)?;
+            }
+            let (ch, cs) = dec_split[o];
+            let s = dh.shape().to_vec();
+            let (mut da, mut ds) = (self.zeros(&[s[0], s[1], s[2], s[3], ch], self.act)?, self.zeros(&[s[0], s[1], s[2], s[3], cs], self.act)?);
+            resample::split(&dh, &mut da, &mut ds)?;
+            dskips[levels - 1 - o] = Some(ds);
+            dh = da;
+        }
+        for (b, xin) in self.arch.middle.iter().zip(&mid_in).rev() {
+            dh = self.block_back(b, xin, &emb, &dh, &mut g, &mut demb)?;
+        }
+        for (i, blocks) in self.arch.input_blocks.iter().enumerate().rev() {
+            if let Some(s) = dskips[i].take() {
+                dh = self.add(&dh, &s)?;
+            }
+            for (b, xin) in blocks.iter().zip(&enc_in[i]).rev() {
+                dh = self.block_back(b, xin, &emb, &dh, &mut g, &mut demb)?;
+            }
+        }
+        let dh1 = self.linear_back(&h1, "time_embed.2", true, &demb, &mut g)?;
+        self.linear_back(&te, "time_embed.0", false, &dh1, &mut g)?;
+        Ok((loss, g))
+    }
+}
