@@ -64,6 +64,19 @@ pub fn cpu_f32_peak(threads: usize) -> Option<(f64, String)> {
     Some((threads as f64 * mhz * 1e6 * per_cycle, format!("{threads} threads x {mhz:.0} MHz x {per_cycle} FLOP/cycle")))
 }
 
+/// The peak this device reaches on the work measured: dense bf16 on GPUs, f32 FMA on the CPU
+/// (one core for the emulator), with a note saying where the figure comes from.
+fn device_peak(dev: &Device) -> (Option<f64>, String) {
+    match dev {
+        Device::Cuda(d) => match gpu_bf16_peak(&d.info().name) {
+            Some((p, note)) => (Some(p), note.to_string()),
+            None => (None, format!("peak of {} unknown", d.info().name)),
+        },
+        Device::Cpu => cpu_f32_peak(rayon::current_num_threads()).map_or((None, "cpu peak unknown".into()), |(p, s)| (Some(p), s)),
+        Device::Emu => cpu_f32_peak(1).map_or((None, "cpu peak unknown".into()), |(p, s)| (Some(p), format!("emulated, {s}"))),
+    }
+}
+
 fn random(n: usize, seed: u64) -> Vec<f32> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
@@ -103,14 +116,7 @@ pub fn gemm(dev: &Device, n: usize) -> Result<Row> {
     let mut c = Tensor::zeros(&[n, n], DType::F32, dev)?;
     let budget = if matches!(dev, Device::Cuda(_)) { 0.5 } else { 2.0 };
     let seconds = time(dev, budget, || gemm::matmul(&a, &b, &mut c))?;
-    let (peak, peak_note) = match dev {
-        Device::Cuda(d) => match gpu_bf16_peak(&d.info().name) {
-            Some((p, note)) => (Some(p), note.to_string()),
-            None => (None, format!("peak of {} unknown", d.info().name)),
-        },
-        Device::Cpu => cpu_f32_peak(rayon::current_num_threads()).map_or((None, "cpu peak unknown".into()), |(p, s)| (Some(p), s)),
-        Device::Emu => cpu_f32_peak(1).map_or((None, "cpu peak unknown".into()), |(p, s)| (Some(p), format!("emulated, {s}"))),
-    };
+    let (peak, peak_note) = device_peak(dev);
     Ok(Row {
         what: format!("gemm {n}^3 {}", if dev.runs_kernels() { "bf16" } else { "f32" }),
         device: dev.name(),
@@ -179,14 +185,7 @@ pub fn unet(dev: &Device, cfg: &crate::nn::UNetConfig, batch: usize) -> Result<R
     let t = Tensor::from_f32(&(0..batch).map(|i| (i * 997 % 1000) as f32).collect::<Vec<_>>(), &[batch], DType::F32, dev)?;
     let budget = if matches!(dev, Device::Cuda(_)) { 1.0 } else { 3.0 };
     let seconds = time(dev, budget, || net.forward(&x, &t, None).map(|_| ()))?;
-    let (peak, peak_note) = match dev {
-        Device::Cuda(d) => match gpu_bf16_peak(&d.info().name) {
-            Some((p, note)) => (Some(p), note.to_string()),
-            None => (None, format!("peak of {} unknown", d.info().name)),
-        },
-        Device::Cpu => cpu_f32_peak(rayon::current_num_threads()).map_or((None, "cpu peak unknown".into()), |(p, s)| (Some(p), s)),
-        Device::Emu => cpu_f32_peak(1).map_or((None, "cpu peak unknown".into()), |(p, s)| (Some(p), format!("emulated, {s}"))),
-    };
+    let (peak, peak_note) = device_peak(dev);
     Ok(Row {
         what: format!("unet {}x{:?} ({:.1} patches/s)", batch, p, batch as f64 / seconds),
         device: dev.name(),
@@ -195,4 +194,23 @@ pub fn unet(dev: &Device, cfg: &crate::nn::UNetConfig, batch: usize) -> Result<R
         peak,
         peak_note,
     })
+}
+
+/// One training step's forward and backward over a batch of patches (random weights, inputs and
+/// targets): patches/s and achieved FLOP/s, counting the backward as twice the forward.
+pub fn train(dev: &Device, cfg: &crate::nn::UNetConfig, batch: usize) -> Result<Row> {
+    use crate::nn::{Arch, UNet, Weights};
+    cfg.validate()?;
+    let arch = Arch::new(cfg);
+    let flops = 3.0 * arch.total_flops() * batch as f64;
+    let net = UNet::new(arch, &Weights::random(&Arch::new(cfg), 7)?, dev)?;
+    let p = cfg.patch;
+    let pv: usize = p.iter().product();
+    let x = Tensor::from_f32(&random(batch * pv * cfg.in_channels, 3), &[batch, p[0], p[1], p[2], cfg.in_channels], net.act_dtype(), dev)?;
+    let t = Tensor::from_f32(&(0..batch).map(|i| (i * 997 % 1000) as f32).collect::<Vec<_>>(), &[batch], DType::F32, dev)?;
+    let target = random(batch * pv * cfg.out_channels, 4);
+    let budget = if matches!(dev, Device::Cuda(_)) { 1.0 } else { 3.0 };
+    let seconds = time(dev, budget, || net.mse_backward(&x, &t, &target).map(|_| ()))?;
+    let (peak, peak_note) = device_peak(dev);
+    Ok(Row { what: format!("train {}x{:?} ({:.2} patches/s)", batch, p, batch as f64 / seconds), device: dev.name(), seconds, flops, peak, peak_note })
 }

@@ -67,6 +67,17 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// One training step (forward and backward) over a batch of patches: patches/s, TFLOP/s.
+    Train {
+        #[arg(long = "device")]
+        devices: Vec<String>,
+        #[arg(long, default_value = "tiny")]
+        config: String,
+        #[arg(long)]
+        patch: Option<usize>,
+        #[arg(long, default_value_t = 4)]
+        batch: usize,
+    },
     /// One U-Net forward over a batch of patches: patches/s, achieved FLOP/s, the floor.
     Unet {
         /// Devices to measure (repeatable); default: cpu and every CUDA device.
@@ -115,15 +126,8 @@ pub fn run() -> Result<()> {
         Cmd::Model { cmd } => model::run(cmd)?,
         Cmd::Train(a) => train::run(a)?,
         Cmd::Sample(a) => sample::run(a)?,
-        Cmd::Bench { what: BenchCmd::Unet { devices, config, patch, batch } } => {
-            let mut cfg = tomodiff::nn::UNetConfig::load(&config)?;
-            if let Some(p) = patch {
-                cfg.patch = [p; 3];
-            }
-            for dev in bench_devices(devices)? {
-                println!("{}", tomodiff::bench::unet(&dev, &cfg, batch).with_context(|| format!("unet on {}", dev.name()))?.line());
-            }
-        }
+        Cmd::Bench { what: BenchCmd::Unet { devices, config, patch, batch } } => bench_net(devices, &config, patch, batch, tomodiff::bench::unet)?,
+        Cmd::Bench { what: BenchCmd::Train { devices, config, patch, batch } } => bench_net(devices, &config, patch, batch, tomodiff::bench::train)?,
         Cmd::Phantom(a) => ct::phantom(a)?,
         Cmd::Project(a) => ct::project(a)?,
         Cmd::Backproject(a) => ct::backproject(a)?,
@@ -163,6 +167,24 @@ fn bench_devices(devices: Vec<String>) -> Result<Vec<Device>> {
         return Ok(v);
     }
     Ok(devices.iter().map(|d| Device::parse(d)).collect::<tomodiff::Result<_>>()?)
+}
+
+/// A network benchmark (forward or training step) on each device.
+fn bench_net(
+    devices: Vec<String>,
+    config: &str,
+    patch: Option<usize>,
+    batch: usize,
+    f: fn(&Device, &tomodiff::nn::UNetConfig, usize) -> tomodiff::Result<tomodiff::bench::Row>,
+) -> Result<()> {
+    let mut cfg = tomodiff::nn::UNetConfig::load(config)?;
+    if let Some(p) = patch {
+        cfg.patch = [p; 3];
+    }
+    for dev in bench_devices(devices)? {
+        println!("{}", f(&dev, &cfg, batch).with_context(|| format!("on {}", dev.name()))?.line());
+    }
+    Ok(())
 }
 
 fn bench_gemm(devices: Vec<String>, size: Option<usize>) -> Result<()> {

@@ -155,9 +155,11 @@ pub fn conv3d(x: &Tensor, w: &Tensor, bias: &Tensor, bias_n: Option<&Tensor>, re
 }
 
 /// Gradients of conv3d_ref: given x, the repacked w and dy (rows x Co), returns (dx, dw, db)
-/// with dw repacked like w. dx scatters dy W^T back through the im2col map (col2im).
+/// with dw repacked like w. In chunks of output rows: im2col, dw += cols^T dy, dcols = dy W^T,
+/// then dcols scattered back through the im2col map (col2im).
 #[allow(clippy::too_many_arguments)]
 pub fn conv3d_backward_ref(x: &[f32], n: usize, dims: [usize; 3], ci: usize, w: &[f32], dy: &[f32], co: usize, k: usize, stride: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    use rayon::prelude::*;
     let [d, h, wd] = dims;
     let od = [out_len(d, k, stride), out_len(h, k, stride), out_len(wd, k, stride)];
     let pad = (k / 2) as isize;
@@ -169,6 +171,7 @@ pub fn conv3d_backward_ref(x: &[f32], n: usize, dims: [usize; 3], ci: usize, w: 
     for r in dy.chunks(co) {
         db.iter_mut().zip(r).for_each(|(a, v)| *a += *v as f64);
     }
+    // Input offset of tap t of output row r, or None in the padding.
     let tap = |r: usize, t: usize| -> Option<usize> {
         let (ox, q) = (r % od[2], r / od[2]);
         let (oy, q) = (q % od[1], q / od[1]);
@@ -183,23 +186,30 @@ pub fn conv3d_backward_ref(x: &[f32], n: usize, dims: [usize; 3], ci: usize, w: 
             Some((((b * d + z as usize) * h + yy as usize) * wd + xx as usize) * ci)
         }
     };
-    let mut cols = vec![0f32; kk];
-    let mut dcols = vec![0f32; kk];
-    for r in 0..rows {
-        for t in 0..k * k * k {
-            let dst = &mut cols[t * ci..(t + 1) * ci];
-            match tap(r, t) {
-                Some(s) => dst.copy_from_slice(&x[s..s + ci]),
-                None => dst.fill(0.0),
+    let chunk = ROWS_PER_GEMM.min(rows.max(1));
+    let mut cols = vec![0f32; chunk * kk];
+    let mut dcols = vec![0f32; chunk * kk];
+    for r0 in (0..rows).step_by(chunk) {
+        let nr = chunk.min(rows - r0);
+        cols[..nr * kk].par_chunks_mut(kk).enumerate().for_each(|(i, row)| {
+            for t in 0..k * k * k {
+                let dst = &mut row[t * ci..(t + 1) * ci];
+                match tap(r0 + i, t) {
+                    Some(s) => dst.copy_from_slice(&x[s..s + ci]),
+                    None => dst.fill(0.0),
+                }
             }
-        }
-        let g = &dy[r * co..(r + 1) * co];
-        // dw += cols^T g ; dcols = W g
-        super::cpu_sgemm(kk, co, 1, &cols, 1, 1, g, co, 1, &mut dw, co, true);
-        super::cpu_sgemm(kk, 1, co, w, co, 1, g, 1, 1, &mut dcols, 1, false);
-        for t in 0..k * k * k {
-            if let Some(s) = tap(r, t) {
-                dx[s..s + ci].iter_mut().zip(&dcols[t * ci..(t + 1) * ci]).for_each(|(a, v)| *a += v);
+        });
+        let g = &dy[r0 * co..(r0 + nr) * co];
+        // dw (kk x co) += cols^T (kk x nr) g (nr x co)
+        super::cpu_sgemm(kk, co, nr, &cols, 1, kk, g, co, 1, &mut dw, co, true);
+        // dcols (nr x kk) = g (nr x co) W^T (co x kk)
+        super::cpu_sgemm(nr, kk, co, g, co, 1, w, 1, co, &mut dcols, kk, false);
+        for i in 0..nr {
+            for t in 0..k * k * k {
+                if let Some(s) = tap(r0 + i, t) {
+                    dx[s..s + ci].iter_mut().zip(&dcols[i * kk + t * ci..i * kk + (t + 1) * ci]).for_each(|(a, v)| *a += v);
+                }
             }
         }
     }
