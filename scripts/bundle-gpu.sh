@@ -22,7 +22,7 @@ for line in sys.stdin:
         print(m["target"]["name"], m["executable"])
 ' | while read -r name exe; do cp "$exe" "$out/tests/$name"; done
 strip "$out/tomodiff" "$out"/tests/*
-cp scripts/peer_gemm.py scripts/peer_unet_torch.py "$out/"
+cp scripts/peer_gemm.py scripts/peer_unet_torch.py scripts/peer_train_torch.py "$out/"
 mkdir -p "$out/tools" && cp tools/unet_reference.py tools/safetensors_io.py "$out/tools/"
 cat > "$out/run.sh" <<'RUN'
 #!/usr/bin/env bash
@@ -45,6 +45,8 @@ python3 "$here/peer_gemm.py" 4096 2>&1 | tee -a "$log/bench-gemm.log"
 "$here/tomodiff" bench projector --device cuda --case cone 2>&1 | tee "$log/bench-projector.log"
 "$here/tomodiff" bench unet --device cuda --config paper --batch 8 2>&1 | tee "$log/bench-unet.log"
 python3 "$here/peer_unet_torch.py" --config paper --batch 8 --device cuda 2>&1 | tee -a "$log/bench-unet.log"
+"$here/tomodiff" bench train --device cuda --config paper --batch 8 2>&1 | tee "$log/bench-train.log"
+python3 "$here/peer_train_torch.py" --config paper --batch 8 --device cuda 2>&1 | tee -a "$log/bench-train.log"
 exit $fail
 RUN
 chmod +x "$out/run.sh"
