@@ -262,3 +262,32 @@ fn linear_and_attention_backward_match_reference() {
         }
     }
 }
+
+#[test]
+fn add_split_and_sample_sums_match_reference() {
+    use tomodiff::ops::{resample, vector};
+    let mut rng = rng("add_split");
+    for dev in kernel_devices("add_split") {
+        let (av, bv) = (bf16_vals(&mut rng, 2 * 30 * 10, -1.0, 1.0), bf16_vals(&mut rng, 2 * 30 * 10, -1.0, 1.0));
+        let run_add = |d: &Device, dt: DType| {
+            let (a, b) = (Tensor::from_f32(&av, &[2, 30, 10], dt, d).unwrap(), Tensor::from_f32(&bv, &[2, 30, 10], dt, d).unwrap());
+            let mut y = Tensor::full(&[2, 30, 10], f32::NAN, dt, d).unwrap();
+            vector::add(&a, &b, &mut y).unwrap();
+            y.to_f32_vec().unwrap()
+        };
+        let (want, got) = (run_add(&Device::Cpu, DType::F32), run_add(&dev, DType::BF16));
+        assert_close(&format!("add {}", dev.name()), &got, &want, |i| 4e-3 * want[i].abs() + 1e-7);
+        let run_split = |d: &Device, dt: DType| {
+            let y = Tensor::from_f32(&av, &[2, 30, 10], dt, d).unwrap();
+            let (mut a, mut b) = (Tensor::full(&[2, 30, 3], f32::NAN, dt, d).unwrap(), Tensor::full(&[2, 30, 7], f32::NAN, dt, d).unwrap());
+            resample::split(&y, &mut a, &mut b).unwrap();
+            let mut s = Tensor::full(&[2, 10], f32::NAN, DType::F32, d).unwrap();
+            resample::sample_sums(&y, &mut s).unwrap();
+            (a.to_f32_vec().unwrap(), b.to_f32_vec().unwrap(), s.to_f32_vec().unwrap())
+        };
+        let (want, got) = (run_split(&Device::Cpu, DType::F32), run_split(&dev, DType::BF16));
+        assert_close(&format!("split a {}", dev.name()), &got.0, &want.0, |_| 0.0);
+        assert_close(&format!("split b {}", dev.name()), &got.1, &want.1, |_| 0.0);
+        assert_close(&format!("sample_sums {}", dev.name()), &got.2, &want.2, |_| 1e-5);
+    }
+}
