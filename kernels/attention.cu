@@ -52,12 +52,12 @@ KERNEL attention_bf16(const bf16* qkv, bf16* out, int T, int C, int head_dim) {
     }
 }
 
-// Gradient of attention_bf16: dqkv (N, T, 3C) f32, zeroed by the caller, for dout (N, T, C).
+// Gradient of attention_bf16: dqkv (N, T, 3C) f32, zeroed by the caller, for dout (N, T, C) f32.
 // One thread per query i: the row's softmax statistics and output O_i are recomputed, then
 // D_i = dO_i . O_i, ds_ij = p_ij (dO_i . v_j - D_i); dq_i is the thread's own, dk_j and dv_j are
 // shared between queries and accumulate with atomicAdd. grid (ceil(T / 64), heads, N), block 64.
 template <int D>
-__device__ __forceinline__ void attention_backward_head(const bf16* qkv, const bf16* dout, float* dqkv, int T, int C) {
+__device__ __forceinline__ void attention_backward_head(const bf16* qkv, const float* dout, float* dqkv, int T, int C) {
     int n = blockIdx.z, h = blockIdx.y, i = blockIdx.x * 64 + threadIdx.x;
     if (i >= T) return;
     const bf16* base = qkv + (long long)n * T * 3 * C;
@@ -68,7 +68,7 @@ __device__ __forceinline__ void attention_backward_head(const bf16* qkv, const b
     for (int e = 0; e < D; e++) {
         q[e] = to_f32(base[(long long)i * 3 * C + qo + e]) * scale;
         o[e] = 0.f;
-        g[e] = to_f32(dout[((long long)n * T + i) * C + h * D + e]);
+        g[e] = dout[((long long)n * T + i) * C + h * D + e];
     }
     float m = -inf_f32(), l = 0.f;
     for (int j = 0; j < T; j++) {
@@ -102,7 +102,7 @@ __device__ __forceinline__ void attention_backward_head(const bf16* qkv, const b
     for (int e = 0; e < D; e++) atomicAdd(&gbase[(long long)i * 3 * C + qo + e], dq[e]);
 }
 
-KERNEL attention_backward_bf16(const bf16* qkv, const bf16* dout, float* dqkv, int T, int C, int head_dim) {
+KERNEL attention_backward_f32(const bf16* qkv, const float* dout, float* dqkv, int T, int C, int head_dim) {
     switch (head_dim) {
         case 16: attention_backward_head<16>(qkv, dout, dqkv, T, C); break;
         case 32: attention_backward_head<32>(qkv, dout, dqkv, T, C); break;

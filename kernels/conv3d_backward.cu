@@ -1,4 +1,6 @@
-// Gradients of conv3d.cu on the shared tensor-core main loop (gemm_core.cuh).
+// Gradients of conv3d.cu on the shared tensor-core main loop (gemm_core.cuh). Activation
+// gradients are f32 (sums over few voxels lose too much in bf16); they enter the tensor cores
+// as bf16 tiles.
 // - data: dX (input voxels x Ci) = dY gathered per tap (rows = input voxels, K = (tap, co)) times
 //   the weights transposed per tap, Wt (k^3 Co, Ci), prepared by the caller;
 // - weight: dW ((tap, ci) x Co) = im2col(X)^T dY, K running over the output voxels;
@@ -17,7 +19,7 @@ __device__ __forceinline__ ConvDims conv_dims(int N, int D, int H, int W, int Ci
 }
 
 // dY at the output position that tap (tz, ty, tx) of input voxel m reaches, channel co; or null.
-__device__ __forceinline__ const bf16* dy_tap(const bf16* dy, const ConvDims& s, int m, int kk) {
+__device__ __forceinline__ const float* dy_tap(const float* dy, const ConvDims& s, int m, int kk) {
     int x = m % s.W, t = m / s.W;
     int y = t % s.H;
     t /= s.H;
@@ -34,7 +36,7 @@ __device__ __forceinline__ const bf16* dy_tap(const bf16* dy, const ConvDims& s,
 }
 
 struct DataGradLoader {
-    const bf16* dy;
+    const float* dy;
     const bf16* wt;
     ConvDims s;
     int M, K;
@@ -43,8 +45,8 @@ struct DataGradLoader {
         const bf16 zero = __float2bfloat16(0.f);
         for (int e = threadIdx.x; e < BM * BK; e += THREADS) {
             int r = e / BK, kc = e % BK;
-            const bf16* src = (m0 + r < M && k0 + kc < K) ? dy_tap(dy, s, m0 + r, k0 + kc) : nullptr;
-            As[r * LDA + kc] = src ? *src : zero;
+            const float* src = (m0 + r < M && k0 + kc < K) ? dy_tap(dy, s, m0 + r, k0 + kc) : nullptr;
+            As[r * LDA + kc] = src ? __float2bfloat16(*src) : zero;
         }
         load_b_rows<false>(Bs, wt, s.Ci, K, s.Ci, n0, k0);
     }
@@ -65,7 +67,7 @@ __device__ __forceinline__ float x_col(const bf16* x, const ConvDims& s, int r, 
 
 struct WeightGradLoader {
     const bf16* x;
-    const bf16* dy;
+    const float* dy;
     ConvDims s;
     int M, K;  // M = k^3 Ci rows of dW, K = output voxels
     __device__ __forceinline__ void load(bf16* As, bf16* Bs, int m0, int n0, int k0) const {
@@ -75,14 +77,12 @@ struct WeightGradLoader {
             float v = (m0 + r < M && k0 + kc < K) ? x_col(x, s, m0 + r, k0 + kc) : 0.f;
             As[r * LDA + kc] = __float2bfloat16(v);
         }
-        load_b_rows<false>(Bs, dy, s.Co, K, s.Co, n0, k0);
+        for (int e = threadIdx.x; e < BK * BN; e += THREADS) {
+            int r = e / BN, n = e % BN;
+            bool ok = k0 + r < K && n0 + n < s.Co;
+            Bs[r * LDB + n] = __float2bfloat16(ok ? dy[(long long)(k0 + r) * s.Co + n0 + n] : 0.f);
+        }
     }
-};
-
-struct StoreBf16 {
-    bf16* y;
-    int ld;
-    __device__ __forceinline__ void operator()(int r, int c, float v) const { y[(long long)r * ld + c] = from_f32<bf16>(v); }
 };
 
 struct StoreF32Rows {
@@ -91,14 +91,14 @@ struct StoreF32Rows {
     __device__ __forceinline__ void operator()(int r, int c, float v) const { y[(long long)r * ld + c] = v; }
 };
 
-KERNEL conv3d_dgrad_bf16(const bf16* dy, const bf16* wt, bf16* dx, int N, int D, int H, int W, int Ci, int Co, int k,
+KERNEL conv3d_dgrad_f32(const float* dy, const bf16* wt, float* dx, int N, int D, int H, int W, int Ci, int Co, int k,
                          int stride) {
     ConvDims s = conv_dims(N, D, H, W, Ci, Co, k, stride);
     int M = N * D * H * W, K = k * k * k * Co;
-    gemm_mainloop(M, Ci, K, DataGradLoader{dy, wt, s, M, K}, StoreBf16{dx, Ci});
+    gemm_mainloop(M, Ci, K, DataGradLoader{dy, wt, s, M, K}, StoreF32Rows{dx, Ci});
 }
 
-KERNEL conv3d_wgrad_bf16(const bf16* x, const bf16* dy, float* dw, int N, int D, int H, int W, int Ci, int Co, int k,
+KERNEL conv3d_wgrad_f32(const bf16* x, const float* dy, float* dw, int N, int D, int H, int W, int Ci, int Co, int k,
                          int stride) {
     ConvDims s = conv_dims(N, D, H, W, Ci, Co, k, stride);
     int M = k * k * k * Ci, K = N * s.Do * s.Ho * s.Wo;
@@ -106,12 +106,12 @@ KERNEL conv3d_wgrad_bf16(const bf16* x, const bf16* dy, float* dw, int N, int D,
 }
 
 // db[c] = sum over rows of dy[r][c]; grid (ceil(C / 32)), block (32, 8): a column per lane.
-KERNEL col_sums_bf16(const bf16* dy, float* db, long long rows, int C) {
+KERNEL col_sums_f32(const float* dy, float* db, long long rows, int C) {
     __shared__ float part[8][32];
     int c = blockIdx.x * 32 + threadIdx.x;
     float s = 0.f;
     if (c < C)
-        for (long long r = threadIdx.y; r < rows; r += 8) s += to_f32(dy[r * C + c]);
+        for (long long r = threadIdx.y; r < rows; r += 8) s += dy[r * C + c];
     part[threadIdx.y][threadIdx.x] = s;
     __syncthreads();
     if (threadIdx.y == 0 && c < C) {

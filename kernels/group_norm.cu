@@ -46,13 +46,13 @@ KERNEL group_norm_bf16(const bf16* x, bf16* y, const float* gamma, const float* 
     }
 }
 
-// Gradient of group_norm_bf16: dx (bf16), and dgamma, dbeta (f32, accumulated with atomicAdd
+// Gradient of group_norm_bf16 for f32 dy: dx (f32), and dgamma, dbeta (f32, accumulated with atomicAdd
 // over samples: the caller zeroes them). One block per (sample, group), as the forward.
-KERNEL group_norm_backward_bf16(const bf16* x, const bf16* dy, const float* gamma, const float* beta, bf16* dx,
+KERNEL group_norm_backward_f32(const bf16* x, const float* dy, const float* gamma, const float* beta, float* dx,
                                 float* dgamma, float* dbeta, int S, int C, int G, int silu) {
     int n = blockIdx.x / G, g = blockIdx.x % G, cg = C / G;
     const bf16* xs = x + (long long)n * S * C + g * cg;
-    const bf16* gs = dy + (long long)n * S * C + g * cg;
+    const float* gs = dy + (long long)n * S * C + g * cg;
     long long count = (long long)S * cg;
     float s = 0.f, q = 0.f;
     for (long long e = threadIdx.x; e < count; e += blockDim.x) {
@@ -69,7 +69,7 @@ KERNEL group_norm_backward_bf16(const bf16* x, const bf16* dy, const float* gamm
         int c = (int)(e % cg), ch = g * cg + c;
         long long o = (e / cg) * C + c;
         float xh = (to_f32(xs[o]) - mean) * inv;
-        float dz = to_f32(gs[o]);
+        float dz = gs[o];
         if (silu) {
             float z = xh * gamma[ch] + beta[ch], sg = 1.f / (1.f + __expf(-z));
             dz *= sg * (1.f + z * (1.f - sg));
@@ -80,16 +80,16 @@ KERNEL group_norm_backward_bf16(const bf16* x, const bf16* dy, const float* gamm
         s2 += dz * gamma[ch] * xh;
     }
     float2 r = block_sum2(s1, s2);
-    bf16* dxs = dx + (long long)n * S * C + g * cg;
+    float* dxs = dx + (long long)n * S * C + g * cg;
     for (long long e = threadIdx.x; e < count; e += blockDim.x) {
         int c = (int)(e % cg), ch = g * cg + c;
         long long o = (e / cg) * C + c;
         float xh = (to_f32(xs[o]) - mean) * inv;
-        float dz = to_f32(gs[o]);
+        float dz = gs[o];
         if (silu) {
             float z = xh * gamma[ch] + beta[ch], sg = 1.f / (1.f + __expf(-z));
             dz *= sg * (1.f + z * (1.f - sg));
         }
-        dxs[o] = from_f32<bf16>(inv / count * (count * dz * gamma[ch] - r.x - xh * r.y));
+        dxs[o] = inv / count * (count * dz * gamma[ch] - r.x - xh * r.y);
     }
 }

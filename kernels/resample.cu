@@ -28,8 +28,8 @@ KERNEL concat_bf16(const bf16* a, const bf16* b, bf16* y, long long V, int Ca, i
     }
 }
 
-// Gradient of upsample2_bf16: each input voxel sums its 8 children (f32 sum, bf16 store).
-KERNEL upsample2_backward_bf16(const bf16* dy, bf16* dx, int N, int D, int H, int W, int C) {
+// Gradient of upsample2_bf16 (f32 gradients): each input voxel sums its 8 children.
+KERNEL upsample2_backward_f32(const float* dy, float* dx, int N, int D, int H, int W, int C) {
     long long total = (long long)N * D * H * W * C;
     for (long long o = grid_start(); o < total; o += grid_stride()) {
         int c = (int)(o % C);
@@ -44,13 +44,13 @@ KERNEL upsample2_backward_bf16(const bf16* dy, bf16* dx, int N, int D, int H, in
         for (int dz = 0; dz < 2; dz++)
             for (int dyy = 0; dyy < 2; dyy++)
                 for (int dxx = 0; dxx < 2; dxx++)
-                    s += to_f32(dy[(((n * 2 * D + 2 * z + dz) * 2 * H + 2 * y + dyy) * 2 * W + 2 * x + dxx) * C + c]);
-        dx[o] = from_f32<bf16>(s);
+                    s += dy[(((n * 2 * D + 2 * z + dz) * 2 * H + 2 * y + dyy) * 2 * W + 2 * x + dxx) * C + c];
+        dx[o] = s;
     }
 }
 
-// Gradient of concat_bf16: a (V, Ca) and b (V, Cb) from y (V, Ca + Cb).
-KERNEL split_bf16(const bf16* y, bf16* a, bf16* b, long long V, int Ca, int Cb) {
+// Gradient of concat_bf16 (f32 gradients): a (V, Ca) and b (V, Cb) from y (V, Ca + Cb).
+KERNEL split_f32(const float* y, float* a, float* b, long long V, int Ca, int Cb) {
     int C = Ca + Cb;
     for (long long o = grid_start(); o < V * C; o += grid_stride()) {
         long long v = o / C;
@@ -62,14 +62,14 @@ KERNEL split_bf16(const bf16* y, bf16* a, bf16* b, long long V, int Ca, int Cb) 
     }
 }
 
-// out (N, C) f32 = sum over the S voxels of each sample of x (N, S, C): the gradient of a
+// out (N, C) = sum over the S voxels of each sample of x (N, S, C), f32: the gradient of a
 // per-sample bias. grid (ceil(C / 32), N), block (32, 8).
-KERNEL sample_sums_bf16(const bf16* x, float* out, int S, int C) {
+KERNEL sample_sums_f32(const float* x, float* out, int S, int C) {
     __shared__ float part[8][32];
     int n = blockIdx.y, c = blockIdx.x * 32 + threadIdx.x;
     float s = 0.f;
     if (c < C)
-        for (long long p = threadIdx.y; p < S; p += 8) s += to_f32(x[((long long)n * S + p) * C + c]);
+        for (long long p = threadIdx.y; p < S; p += 8) s += x[((long long)n * S + p) * C + c];
     part[threadIdx.y][threadIdx.x] = s;
     __syncthreads();
     if (threadIdx.y == 0 && c < C) {

@@ -164,8 +164,9 @@ fn conv3d_backward_matches_reference() {
             let run = |d: &Device, dt: DType| {
                 let x = Tensor::from_f32(&xv, &xs, dt, d).unwrap();
                 let w = Tensor::from_f32(&wv, &[k * k * k * ci, co], dt, d).unwrap();
-                let dy = Tensor::from_f32(&gv, &ys, dt, d).unwrap();
-                let mut dx = Tensor::full(&xs, f32::NAN, dt, d).unwrap();
+                // Gradients are f32 on every device.
+                let dy = Tensor::from_f32(&gv, &ys, DType::F32, d).unwrap();
+                let mut dx = Tensor::full(&xs, f32::NAN, DType::F32, d).unwrap();
                 let mut dw = Tensor::full(&[k * k * k * ci, co], f32::NAN, DType::F32, d).unwrap();
                 let mut db = Tensor::full(&[co], f32::NAN, DType::F32, d).unwrap();
                 conv3d::conv3d_backward(&x, &w, &dy, &mut dx, &mut dw, &mut db, k, stride).unwrap();
@@ -196,9 +197,9 @@ fn group_norm_and_upsample_backward_match_reference() {
             let bv = uniform(&mut rng, c, -0.5, 0.5);
             let run = |d: &Device, dt: DType| {
                 let x = Tensor::from_f32(&xv, &[n, s, c], dt, d).unwrap();
-                let dy = Tensor::from_f32(&dv, &[n, s, c], dt, d).unwrap();
+                let dy = Tensor::from_f32(&dv, &[n, s, c], DType::F32, d).unwrap();
                 let (gm, bt) = (Tensor::from_f32(&gv, &[c], DType::F32, d).unwrap(), Tensor::from_f32(&bv, &[c], DType::F32, d).unwrap());
-                let mut dx = Tensor::full(&[n, s, c], f32::NAN, dt, d).unwrap();
+                let mut dx = Tensor::full(&[n, s, c], f32::NAN, DType::F32, d).unwrap();
                 let mut dg = Tensor::full(&[c], f32::NAN, DType::F32, d).unwrap();
                 let mut db = Tensor::full(&[c], f32::NAN, DType::F32, d).unwrap();
                 group_norm_backward(&x, &gm, &bt, g, silu, &dy, &mut dx, &mut dg, &mut db).unwrap();
@@ -211,15 +212,14 @@ fn group_norm_and_upsample_backward_match_reference() {
             }
         }
         let gv = bf16_vals(&mut rng, 2 * 6 * 4 * 10 * 3, -1.0, 1.0);
-        let run = |d: &Device, dt: DType| {
-            let dy = Tensor::from_f32(&gv, &[2, 6, 4, 10, 3], dt, d).unwrap();
-            let mut dx = Tensor::full(&[2, 3, 2, 5, 3], f32::NAN, dt, d).unwrap();
+        let run = |d: &Device| {
+            let dy = Tensor::from_f32(&gv, &[2, 6, 4, 10, 3], DType::F32, d).unwrap();
+            let mut dx = Tensor::full(&[2, 3, 2, 5, 3], f32::NAN, DType::F32, d).unwrap();
             upsample2_backward(&dy, &mut dx).unwrap();
             dx.to_f32_vec().unwrap()
         };
-        let (want, got) = (run(&Device::Cpu, DType::F32), run(&dev, DType::BF16));
-        // A sum of 8 bf16 values, rounded once to bf16.
-        assert_close(&format!("upsample2 backward {}", dev.name()), &got, &want, |i| 4e-3 * want[i].abs() + 1e-6);
+        let (want, got) = (run(&Device::Cpu), run(&dev));
+        assert_close(&format!("upsample2 backward {}", dev.name()), &got, &want, |i| 1e-6 * want[i].abs() + 1e-6);
     }
 }
 
@@ -251,8 +251,8 @@ fn linear_and_attention_backward_match_reference() {
             let gv = bf16_vals(&mut rng, n * t * c, -1.0, 1.0);
             let run = |d: &Device, dt: DType| {
                 let qkv = Tensor::from_f32(&qv, &[n, t, 3 * c], dt, d).unwrap();
-                let dout = Tensor::from_f32(&gv, &[n, t, c], dt, d).unwrap();
-                let mut g = Tensor::full(&[n, t, 3 * c], f32::NAN, dt, d).unwrap();
+                let dout = Tensor::from_f32(&gv, &[n, t, c], DType::F32, d).unwrap();
+                let mut g = Tensor::full(&[n, t, 3 * c], f32::NAN, DType::F32, d).unwrap();
                 attention::attention_backward(&qkv, &dout, heads, &mut g).unwrap();
                 g.to_f32_vec().unwrap()
             };
@@ -277,15 +277,16 @@ fn add_split_and_sample_sums_match_reference() {
         };
         let (want, got) = (run_add(&Device::Cpu, DType::F32), run_add(&dev, DType::BF16));
         assert_close(&format!("add {}", dev.name()), &got, &want, |i| 4e-3 * want[i].abs() + 1e-7);
-        let run_split = |d: &Device, dt: DType| {
-            let y = Tensor::from_f32(&av, &[2, 30, 10], dt, d).unwrap();
-            let (mut a, mut b) = (Tensor::full(&[2, 30, 3], f32::NAN, dt, d).unwrap(), Tensor::full(&[2, 30, 7], f32::NAN, dt, d).unwrap());
+        // split and per-sample sums act on gradients: f32 everywhere.
+        let run_split = |d: &Device| {
+            let y = Tensor::from_f32(&av, &[2, 30, 10], DType::F32, d).unwrap();
+            let (mut a, mut b) = (Tensor::full(&[2, 30, 3], f32::NAN, DType::F32, d).unwrap(), Tensor::full(&[2, 30, 7], f32::NAN, DType::F32, d).unwrap());
             resample::split(&y, &mut a, &mut b).unwrap();
             let mut s = Tensor::full(&[2, 10], f32::NAN, DType::F32, d).unwrap();
             resample::sample_sums(&y, &mut s).unwrap();
             (a.to_f32_vec().unwrap(), b.to_f32_vec().unwrap(), s.to_f32_vec().unwrap())
         };
-        let (want, got) = (run_split(&Device::Cpu, DType::F32), run_split(&dev, DType::BF16));
+        let (want, got) = (run_split(&Device::Cpu), run_split(&dev));
         assert_close(&format!("split a {}", dev.name()), &got.0, &want.0, |_| 0.0);
         assert_close(&format!("split b {}", dev.name()), &got.1, &want.1, |_| 0.0);
         assert_close(&format!("sample_sums {}", dev.name()), &got.2, &want.2, |_| 1e-5);

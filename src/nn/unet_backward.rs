@@ -1,7 +1,8 @@
 //! The U-Net's gradients on every device, over the same Tensor operations as the forward: a
 //! forward that keeps each block's input, then a backward that recomputes a block's internals
-//! from its input and runs each operation's backward (CPU reference or kernel). Parameter
-//! gradients are f32, in the engine's layout (repacked convolutions), by parameter name.
+//! from its input and runs each operation's backward (CPU reference or kernel). All gradients
+//! are f32 (activations are bf16 on emu/cuda): parameter gradients in the engine's layout
+//! (repacked convolutions), by parameter name.
 use super::arch::Block;
 use super::unet::UNet;
 use crate::error::{Error, Result};
@@ -29,7 +30,7 @@ impl UNet {
     fn conv_back(&self, x: &Tensor, name: &str, k: usize, stride: usize, dy: &Tensor, g: &mut TensorGrads) -> Result<Tensor> {
         let w = self.p(&format!("{name}.weight"));
         let co = *dy.shape().last().unwrap();
-        let (mut dx, mut dw, mut db) = (self.zeros(x.shape(), self.act)?, self.zeros(w.shape(), DType::F32)?, self.zeros(&[co], DType::F32)?);
+        let (mut dx, mut dw, mut db) = (self.zeros(x.shape(), DType::F32)?, self.zeros(w.shape(), DType::F32)?, self.zeros(&[co], DType::F32)?);
         conv3d::conv3d_backward(x, w, dy, &mut dx, &mut dw, &mut db, k, stride)?;
         add_grad(g, &format!("{name}.weight"), dw)?;
         add_grad(g, &format!("{name}.bias"), db)?;
@@ -38,7 +39,7 @@ impl UNet {
 
     fn norm_back(&self, x: &Tensor, name: &str, silu: bool, dy: &Tensor, g: &mut TensorGrads) -> Result<Tensor> {
         let c = *x.shape().last().unwrap();
-        let (mut dx, mut dg, mut db) = (self.zeros(x.shape(), self.act)?, self.zeros(&[c], DType::F32)?, self.zeros(&[c], DType::F32)?);
+        let (mut dx, mut dg, mut db) = (self.zeros(x.shape(), DType::F32)?, self.zeros(&[c], DType::F32)?, self.zeros(&[c], DType::F32)?);
         let (gm, bt) = (self.p(&format!("{name}.weight")), self.p(&format!("{name}.bias")));
         group_norm::group_norm_backward(x, gm, bt, self.arch.cfg.norm_groups, silu, dy, &mut dx, &mut dg, &mut db)?;
         add_grad(g, &format!("{name}.weight"), dg)?;
@@ -72,7 +73,7 @@ impl UNet {
                 let mut u = self.zeros(&[s[0], 2 * s[1], 2 * s[2], 2 * s[3], s[4]], self.act)?;
                 resample::upsample2(x, &mut u)?;
                 let du = self.conv_back(&u, &format!("{name}.conv"), 3, 1, dy, g)?;
-                let mut dx = self.zeros(s, self.act)?;
+                let mut dx = self.zeros(s, DType::F32)?;
                 resample::upsample2_backward(&du, &mut dx)?;
                 Ok(dx)
             }
@@ -101,7 +102,7 @@ impl UNet {
                 let mut a = self.zeros(x.shape(), self.act)?;
                 attention::attention(&qkv, &mut a, *heads)?;
                 let da = self.conv_back(&a, &format!("{name}.proj_out"), 1, 1, dy, g)?;
-                let mut dqkv = self.zeros(qkv.shape(), self.act)?;
+                let mut dqkv = self.zeros(qkv.shape(), DType::F32)?;
                 attention::attention_backward(&qkv, &da, *heads, &mut dqkv)?;
                 let dxn = self.conv_back(&xn, &format!("{name}.qkv"), 1, 1, &dqkv, g)?;
                 let dx = self.norm_back(x, &format!("{name}.norm"), false, &dxn, g)?;
@@ -160,7 +161,7 @@ impl UNet {
         let m = yv.len() as f64;
         let loss = yv.iter().zip(target).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() / m;
         let dyv: Vec<f32> = yv.iter().zip(target).map(|(a, b)| (2.0 * (*a as f64 - *b as f64) / m) as f32).collect();
-        let dy = Tensor::from_f32(&dyv, y.shape(), self.act, &self.dev)?;
+        let dy = Tensor::from_f32(&dyv, y.shape(), DType::F32, &self.dev)?;
 
         // Backward.
         let mut g = TensorGrads::new();
@@ -175,7 +176,7 @@ impl UNet {
             }
             let (ch, cs) = dec_split[o];
             let s = dh.shape().to_vec();
-            let (mut da, mut ds) = (self.zeros(&[s[0], s[1], s[2], s[3], ch], self.act)?, self.zeros(&[s[0], s[1], s[2], s[3], cs], self.act)?);
+            let (mut da, mut ds) = (self.zeros(&[s[0], s[1], s[2], s[3], ch], DType::F32)?, self.zeros(&[s[0], s[1], s[2], s[3], cs], DType::F32)?);
             resample::split(&dh, &mut da, &mut ds)?;
             dskips[levels - 1 - o] = Some(ds);
             dh = da;

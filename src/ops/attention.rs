@@ -119,7 +119,7 @@ pub fn attention_backward_ref(qkv: &[f32], n: usize, t: usize, c: usize, heads: 
     dqkv
 }
 
-/// Gradient of `attention`: dqkv like qkv for dout like the output.
+/// Gradient of `attention`: dqkv (shaped like qkv) for dout (shaped like the output), both f32.
 pub fn attention_backward(qkv: &Tensor, dout: &Tensor, heads: usize, dqkv: &mut Tensor) -> Result<()> {
     let s = qkv.shape().to_vec();
     let n = s[0];
@@ -139,16 +139,18 @@ pub fn attention_backward(qkv: &Tensor, dout: &Tensor, heads: usize, dqkv: &mut 
     if ![16, 32, 64].contains(&d) {
         return Err(Error::Shape(format!("attention_backward: head dim {d}; the kernel takes 16, 32 or 64")));
     }
-    let acc = Tensor::zeros(&s, DType::F32, &dev)?;
-    Launch::new("attention_backward_bf16")?
+    expect_dtype("attention_backward", dout, DType::F32)?;
+    expect_dtype("attention_backward", dqkv, DType::F32)?;
+    let zeros = vec![0u8; dqkv.numel() * 4];
+    dqkv.buffer_mut().write(&zeros)?;
+    Launch::new("attention_backward_f32")?
         .grid([t.div_ceil(64) as u32, heads as u32, n as u32])
         .block([64, 1, 1])
         .buf(qkv.buffer())
         .buf(dout.buffer())
-        .buf(acc.buffer())
+        .buf(dqkv.buffer())
         .i32(t as i32)
         .i32(c as i32)
         .i32(d as i32)
-        .run(&dev)?;
-    super::cast::cast_into(&acc, dqkv)
+        .run(&dev)
 }

@@ -243,8 +243,9 @@ pub fn transpose_taps(w: &[f32], taps: usize, ci: usize, co: usize) -> Vec<f32> 
     out
 }
 
-/// Gradients of `conv3d` for dy (N, D', H', W', Co): dx like x (the activation dtype), dw
-/// (k^3 Ci, Co) and db (Co) in f32. Kernels: kernels/conv3d_backward.cu.
+/// Gradients of `conv3d` for dy (N, D', H', W', Co): dx (shaped like x), dw (k^3 Ci, Co) and
+/// db (Co). Gradients are f32 on every device; x and w are bf16 on emu/cuda.
+/// Kernels: kernels/conv3d_backward.cu.
 #[allow(clippy::too_many_arguments)]
 pub fn conv3d_backward(x: &Tensor, w: &Tensor, dy: &Tensor, dx: &mut Tensor, dw: &mut Tensor, db: &mut Tensor, k: usize, stride: usize) -> Result<()> {
     let xs = x.shape().to_vec();
@@ -274,10 +275,12 @@ pub fn conv3d_backward(x: &Tensor, w: &Tensor, dy: &Tensor, dx: &mut Tensor, dw:
         dw.buffer_mut().write(bytemuck::cast_slice(&gw))?;
         return db.buffer_mut().write(bytemuck::cast_slice(&gb));
     }
-    for t in [x, w, dy, &*dx] {
+    for t in [x, w] {
         expect_dtype("conv3d_backward", t, DType::BF16)?;
     }
-    expect_dtype("conv3d_backward dw", dw, DType::F32)?;
+    for t in [dy, &*dx, &*dw] {
+        expect_dtype("conv3d_backward gradient", t, DType::F32)?;
+    }
     expect_dtype("conv3d_backward db", db, DType::F32)?;
     let wt = Tensor::from_f32(&transpose_taps(&w.to_f32_vec()?, k * k * k, ci, co), &[k * k * k * co, ci], DType::BF16, &dev)?;
     fn dims<'a>(l: Launch<'a>, v: [usize; 8]) -> Launch<'a> {
@@ -285,7 +288,7 @@ pub fn conv3d_backward(x: &Tensor, w: &Tensor, dy: &Tensor, dx: &mut Tensor, dw:
     }
     let dv = [n, xs[1], xs[2], xs[3], ci, co, k, stride];
     let m_in = n * xs[1] * xs[2] * xs[3];
-    let l = Launch::new("conv3d_dgrad_bf16")?
+    let l = Launch::new("conv3d_dgrad_f32")?
         .grid([ci.div_ceil(128) as u32, m_in.div_ceil(128) as u32, 1])
         .block([256, 1, 1])
         .shared_bytes(SMEM_BYTES)
@@ -293,7 +296,7 @@ pub fn conv3d_backward(x: &Tensor, w: &Tensor, dy: &Tensor, dx: &mut Tensor, dw:
         .buf(wt.buffer())
         .buf(dx.buffer());
     dims(l, dv).run(&dev)?;
-    let l = Launch::new("conv3d_wgrad_bf16")?
+    let l = Launch::new("conv3d_wgrad_f32")?
         .grid([co.div_ceil(128) as u32, kk.div_ceil(128) as u32, 1])
         .block([256, 1, 1])
         .shared_bytes(SMEM_BYTES)
@@ -302,5 +305,5 @@ pub fn conv3d_backward(x: &Tensor, w: &Tensor, dy: &Tensor, dx: &mut Tensor, dw:
         .buf(dw.buffer());
     dims(l, dv).run(&dev)?;
     let rows = n * od.iter().product::<usize>();
-    Launch::new("col_sums_bf16")?.grid([co.div_ceil(32) as u32, 1, 1]).block([32, 8, 1]).buf(dy.buffer()).buf(db.buffer()).i64(rows as i64).i32(co as i32).run(&dev)
+    Launch::new("col_sums_f32")?.grid([co.div_ceil(32) as u32, 1, 1]).block([32, 8, 1]).buf(dy.buffer()).buf(db.buffer()).i64(rows as i64).i32(co as i32).run(&dev)
 }

@@ -135,7 +135,8 @@ pub fn group_norm_backward_ref(x: &[f32], n: usize, c: usize, groups: usize, gam
     (dx, dg.into_iter().map(|v| v as f32).collect(), dbt.into_iter().map(|v| v as f32).collect())
 }
 
-/// Gradients of `group_norm`: dx like x; dgamma, dbeta (C) f32. Kernel: group_norm_backward_bf16.
+/// Gradients of `group_norm` for dy: dx, dgamma, dbeta, all f32 (x bf16 on emu/cuda).
+/// Kernel: group_norm_backward_f32.
 #[allow(clippy::too_many_arguments)]
 pub fn group_norm_backward(x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: usize, fuse_silu: bool, dy: &Tensor, dx: &mut Tensor, dgamma: &mut Tensor, dbeta: &mut Tensor) -> Result<()> {
     let n = x.shape()[0];
@@ -152,11 +153,14 @@ pub fn group_norm_backward(x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: us
         dgamma.buffer_mut().write(bytemuck::cast_slice(&gg))?;
         return dbeta.buffer_mut().write(bytemuck::cast_slice(&gb));
     }
+    for t in [dy, &*dx, &*dgamma, &*dbeta] {
+        expect_dtype("group_norm_backward gradient", t, DType::F32)?;
+    }
     let zeros = vec![0u8; c * 4];
     dgamma.buffer_mut().write(&zeros)?;
     dbeta.buffer_mut().write(&zeros)?;
     let s = x.numel() / (n * c);
-    Launch::new("group_norm_backward_bf16")?
+    Launch::new("group_norm_backward_f32")?
         .grid([(n * groups) as u32, 1, 1])
         .block([256, 1, 1])
         .buf(x.buffer())

@@ -164,7 +164,7 @@ pub fn upsample2_backward_ref(dy: &[f32], n: usize, dims: [usize; 3], c: usize) 
     dx
 }
 
-/// Gradient of `upsample2`: dx (N, D, H, W, C) from dy (N, 2D, 2H, 2W, C).
+/// Gradient of `upsample2`: dx (N, D, H, W, C) from dy (N, 2D, 2H, 2W, C), f32.
 pub fn upsample2_backward(dy: &Tensor, dx: &mut Tensor) -> Result<()> {
     let s = dx.shape().to_vec();
     if s.len() != 5 || dy.shape() != [s[0], 2 * s[1], 2 * s[2], 2 * s[3], s[4]] || dx.dtype() != dy.dtype() {
@@ -177,7 +177,8 @@ pub fn upsample2_backward(dy: &Tensor, dx: &mut Tensor) -> Result<()> {
         let bytes = dx.dtype().encode(&out);
         return dx.buffer_mut().write(&bytes);
     }
-    Launch::new("upsample2_backward_bf16")?
+    super::expect_dtype("upsample2_backward", dy, crate::DType::F32)?;
+    Launch::new("upsample2_backward_f32")?
         .grid(stride_grid(dx.numel(), 256))
         .block([256, 1, 1])
         .buf(dy.buffer())
@@ -190,7 +191,7 @@ pub fn upsample2_backward(dy: &Tensor, dx: &mut Tensor) -> Result<()> {
         .run(&dev)
 }
 
-/// Gradient of `concat`: a (..., Ca) and b (..., Cb) from y (..., Ca + Cb).
+/// Gradient of `concat`: a (..., Ca) and b (..., Cb) from y (..., Ca + Cb); f32 on kernel devices.
 pub fn split(y: &Tensor, a: &mut Tensor, b: &mut Tensor) -> Result<()> {
     let (ca, cb) = (*a.shape().last().unwrap_or(&0), *b.shape().last().unwrap_or(&0));
     let v = a.numel() / ca.max(1);
@@ -210,7 +211,8 @@ pub fn split(y: &Tensor, a: &mut Tensor, b: &mut Tensor) -> Result<()> {
         a.buffer_mut().write(&ab)?;
         return b.buffer_mut().write(&bb);
     }
-    Launch::new("split_bf16")?
+    super::expect_dtype("split", y, crate::DType::F32)?;
+    Launch::new("split_f32")?
         .grid(stride_grid(y.numel(), 256))
         .block([256, 1, 1])
         .buf(y.buffer())
@@ -222,7 +224,7 @@ pub fn split(y: &Tensor, a: &mut Tensor, b: &mut Tensor) -> Result<()> {
         .run(&dev)
 }
 
-/// out (N, C) f32 = the sum over each sample's voxels of x (N, ..., C).
+/// out (N, C) = the sum over each sample's voxels of x (N, ..., C), f32.
 pub fn sample_sums(x: &Tensor, out: &mut Tensor) -> Result<()> {
     let n = x.shape()[0];
     let c = *x.shape().last().unwrap_or(&0);
@@ -241,5 +243,6 @@ pub fn sample_sums(x: &Tensor, out: &mut Tensor) -> Result<()> {
         let o: Vec<f32> = o.into_iter().map(|v| v as f32).collect();
         return out.buffer_mut().write(bytemuck::cast_slice(&o));
     }
-    Launch::new("sample_sums_bf16")?.grid([c.div_ceil(32) as u32, n as u32, 1]).block([32, 8, 1]).buf(x.buffer()).buf(out.buffer()).i32(s as i32).i32(c as i32).run(&dev)
+    super::expect_dtype("sample_sums", x, crate::DType::F32)?;
+    Launch::new("sample_sums_f32")?.grid([c.div_ceil(32) as u32, n as u32, 1]).block([32, 8, 1]).buf(x.buffer()).buf(out.buffer()).i32(s as i32).i32(c as i32).run(&dev)
 }
