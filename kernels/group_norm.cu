@@ -46,6 +46,13 @@ KERNEL group_norm_bf16(const bf16* x, bf16* y, const float* gamma, const float* 
     }
 }
 
+// dL/dz for z = xhat gamma + beta, through the SiLU when fused.
+__device__ __forceinline__ float gn_dz(float dy, float xh, float gamma, float beta, int silu) {
+    if (!silu) return dy;
+    float z = xh * gamma + beta, sg = 1.f / (1.f + __expf(-z));
+    return dy * sg * (1.f + z * (1.f - sg));
+}
+
 // Gradient of group_norm_bf16 for f32 dy: dx (f32), and dgamma, dbeta (f32, accumulated with atomicAdd
 // over samples: the caller zeroes them). One block per (sample, group), as the forward.
 KERNEL group_norm_backward_f32(const bf16* x, const float* dy, const float* gamma, const float* beta, float* dx,
@@ -69,11 +76,7 @@ KERNEL group_norm_backward_f32(const bf16* x, const float* dy, const float* gamm
         int c = (int)(e % cg), ch = g * cg + c;
         long long o = (e / cg) * C + c;
         float xh = (to_f32(xs[o]) - mean) * inv;
-        float dz = gs[o];
-        if (silu) {
-            float z = xh * gamma[ch] + beta[ch], sg = 1.f / (1.f + __expf(-z));
-            dz *= sg * (1.f + z * (1.f - sg));
-        }
+        float dz = gn_dz(gs[o], xh, gamma[ch], beta[ch], silu);
         atomicAdd(&dgamma[ch], dz * xh);
         atomicAdd(&dbeta[ch], dz);
         s1 += dz * gamma[ch];
@@ -85,11 +88,7 @@ KERNEL group_norm_backward_f32(const bf16* x, const float* dy, const float* gamm
         int c = (int)(e % cg), ch = g * cg + c;
         long long o = (e / cg) * C + c;
         float xh = (to_f32(xs[o]) - mean) * inv;
-        float dz = gs[o];
-        if (silu) {
-            float z = xh * gamma[ch] + beta[ch], sg = 1.f / (1.f + __expf(-z));
-            dz *= sg * (1.f + z * (1.f - sg));
-        }
+        float dz = gn_dz(gs[o], xh, gamma[ch], beta[ch], silu);
         dxs[o] = inv / count * (count * dz * gamma[ch] - r.x - xh * r.y);
     }
 }

@@ -105,14 +105,17 @@ pub fn group_norm_backward_ref(x: &[f32], n: usize, c: usize, groups: usize, gam
             }
             let mean = sum / m;
             let inv = 1.0 / ((sq / m - mean * mean).max(0.0) + EPS).sqrt();
-            // dxhat = dz gamma, with dz = dy silu'(z) when fused.
+            // xhat, and dz = dy silu'(z) (or dy) for z = xhat gamma + beta.
+            let xh_dz = |i: usize, ch: usize| {
+                let xh = (x[i] as f64 - mean) * inv;
+                let z = xh as f32 * gamma[ch] + beta[ch];
+                (xh, dy[i] as f64 * if fuse_silu { silu_grad(z) as f64 } else { 1.0 })
+            };
             let (mut s1, mut s2) = (0.0f64, 0.0f64);
             for p in 0..s {
                 for ch in g * cg..(g + 1) * cg {
                     let i = idx(p, ch);
-                    let xh = (x[i] as f64 - mean) * inv;
-                    let z = xh as f32 * gamma[ch] + beta[ch];
-                    let dz = dy[i] as f64 * if fuse_silu { silu_grad(z) as f64 } else { 1.0 };
+                    let (xh, dz) = xh_dz(i, ch);
                     dg[ch] += dz * xh;
                     dbt[ch] += dz;
                     let dxh = dz * gamma[ch] as f64;
@@ -123,9 +126,7 @@ pub fn group_norm_backward_ref(x: &[f32], n: usize, c: usize, groups: usize, gam
             for p in 0..s {
                 for ch in g * cg..(g + 1) * cg {
                     let i = idx(p, ch);
-                    let xh = (x[i] as f64 - mean) * inv;
-                    let z = xh as f32 * gamma[ch] + beta[ch];
-                    let dz = dy[i] as f64 * if fuse_silu { silu_grad(z) as f64 } else { 1.0 };
+                    let (xh, dz) = xh_dz(i, ch);
                     let dxh = dz * gamma[ch] as f64;
                     dx[i] = (inv / m * (m * dxh - s1 - xh * s2)) as f32;
                 }
