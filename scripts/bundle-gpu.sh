@@ -23,7 +23,7 @@ for line in sys.stdin:
 ' | while read -r name exe; do cp "$exe" "$out/tests/$name"; done
 strip "$out/tomodiff" "$out"/tests/*
 cp scripts/peer_gemm.py scripts/peer_unet_torch.py scripts/peer_train_torch.py "$out/"
-mkdir -p "$out/tools" && cp tools/unet_reference.py tools/safetensors_io.py "$out/tools/"
+mkdir -p "$out/tools" && cp tools/unet_reference.py tools/safetensors_io.py tools/peer_common.py "$out/tools/"
 cat > "$out/run.sh" <<'RUN'
 #!/usr/bin/env bash
 # Runs on the GPU machine: tests (GPU forced on), then benchmarks and peers. Logs in $1.
