@@ -113,3 +113,20 @@ fn emulated_training_steps_follow_the_cpu() {
     let w0 = Trainer::new(&small(), opts(), vec![]).unwrap().params;
     assert!(a.params != w0 && b.params != w0);
 }
+
+#[test]
+fn ema_warms_up() {
+    // Step 1 averages with decay min(0.999, 2 / 11): the EMA is mostly the new weights, not the
+    // random initialisation.
+    let mut t = Trainer::new(&small(), opts(), vec![]).unwrap();
+    let init = t.params.clone();
+    t.step().unwrap();
+    let d = 2.0f32 / 11.0;
+    for (name, e) in &t.ema {
+        let (p0, p1) = (&init[name], &t.params[name]);
+        for i in 0..e.len().min(50) {
+            let want = d * p0[i] + (1.0 - d) * p1[i];
+            assert!((e[i] - want).abs() <= 1e-6 * want.abs().max(1.0), "{name}[{i}]: {} vs {want}", e[i]);
+        }
+    }
+}

@@ -163,7 +163,10 @@ impl Trainer {
         }
         let grad_norm = clip_grad_norm(&mut g, self.opts.adam.clip_norm);
         let lr = self.adam.update(&self.opts.adam, &mut self.params, &g);
-        ema_update(&mut self.ema, &self.params, self.opts.adam.ema_decay);
+        // EMA warm-up: (1 + n) / (10 + n) caps the decay early on, so the average is not held to
+        // the random initialisation for thousands of steps (0.999^1000 would still weigh it 37%).
+        let n = self.adam.step as f32;
+        ema_update(&mut self.ema, &self.params, self.opts.adam.ema_decay.min((1.0 + n) / (10.0 + n)));
         Ok(StepStats { loss, grad_norm, lr })
     }
 
