@@ -1,8 +1,9 @@
 //! The tiled sampler (METHOD.md sections 6 and 7): per network pass a fresh random tiling offset,
 //! patches evaluated in batches with one shared global context, eps stitched back (the tiles of
 //! one tiling are disjoint and cover the volume, so every voxel comes from exactly one patch),
-//! Tweedie's x0, then a DDIM step with eta, or a re-noising for the next recurrent round.
-//! Reconstruction adds data consistency on x0 through the `x0_hook`.
+//! Tweedie's x0 (clamped to the data range, with the noise estimate made consistent with it), then
+//! a DDIM step with eta, or a re-noising for the next recurrent round. Reconstruction adds data
+//! consistency on x0 through the `x0_hook` (the noise estimate is kept, as in DDS).
 use super::schedule::{Schedule, T};
 use super::tiling;
 use crate::error::{Error, Result};
@@ -137,9 +138,14 @@ pub fn sample(
         let ab_t = sched.abar[t];
         for round in 0..opts.rounds {
             let eps = predict_eps(model, &x, dims, t, opts.batch, &mut rng)?;
+            let mut eps = eps;
             let mut x0: Vec<f32> = x.iter().zip(&eps).map(|(xv, e)| ((*xv as f64 - (1.0 - ab_t).sqrt() * *e as f64) / ab_t.sqrt()) as f32).collect();
             if opts.clip_x0 {
                 x0.iter_mut().for_each(|v| *v = v.clamp(-1.0, 1.0));
+                // The noise consistent with the clipped x0 (as guided-diffusion's DDIM): at high
+                // noise levels 1/sqrt(abar) amplifies eps errors into x0 values far outside the
+                // data range, and stepping with the raw eps would undo the clip.
+                eps.iter_mut().zip(x.iter().zip(&x0)).for_each(|(e, (xv, a))| *e = ((*xv as f64 - ab_t.sqrt() * *a as f64) / (1.0 - ab_t).sqrt()) as f32);
             }
             x0_hook(&mut x0, t)?;
             pass += 1;
