@@ -24,11 +24,9 @@ __device__ __forceinline__ float2 block_sum2(float a, float b) {
     return make_float2(a, b);
 }
 
-KERNEL group_norm_bf16(const bf16* x, bf16* y, const float* gamma, const float* beta, int S, int C, int G, int silu) {
-    int n = blockIdx.x / G, g = blockIdx.x % G, cg = C / G;
-    const bf16* xs = x + (long long)n * S * C + g * cg;
-    bf16* ys = y + (long long)n * S * C + g * cg;
-    long long count = (long long)S * cg;
+// (mean, 1 / sqrt(var + eps)) of one group: `count` values, cg contiguous channels per voxel at
+// stride C. Every thread of the block gets them.
+__device__ __forceinline__ float2 group_stats(const bf16* xs, long long count, int cg, int C) {
     float s = 0.f, q = 0.f;
     for (long long e = threadIdx.x; e < count; e += blockDim.x) {
         float v = to_f32(xs[(e / cg) * C + e % cg]);
@@ -37,7 +35,16 @@ KERNEL group_norm_bf16(const bf16* x, bf16* y, const float* gamma, const float* 
     }
     float2 t = block_sum2(s, q);
     float mean = t.x / count;
-    float inv = rsqrtf(fmaxf(t.y / count - mean * mean, 0.f) + 1e-5f);
+    return make_float2(mean, rsqrtf(fmaxf(t.y / count - mean * mean, 0.f) + 1e-5f));
+}
+
+KERNEL group_norm_bf16(const bf16* x, bf16* y, const float* gamma, const float* beta, int S, int C, int G, int silu) {
+    int n = blockIdx.x / G, g = blockIdx.x % G, cg = C / G;
+    const bf16* xs = x + (long long)n * S * C + g * cg;
+    bf16* ys = y + (long long)n * S * C + g * cg;
+    long long count = (long long)S * cg;
+    float2 st = group_stats(xs, count, cg, C);
+    float mean = st.x, inv = st.y;
     for (long long e = threadIdx.x; e < count; e += blockDim.x) {
         int c = (int)(e % cg);
         long long o = (e / cg) * C + c;
@@ -61,15 +68,8 @@ KERNEL group_norm_backward_f32(const bf16* x, const float* dy, const float* gamm
     const bf16* xs = x + (long long)n * S * C + g * cg;
     const float* gs = dy + (long long)n * S * C + g * cg;
     long long count = (long long)S * cg;
-    float s = 0.f, q = 0.f;
-    for (long long e = threadIdx.x; e < count; e += blockDim.x) {
-        float v = to_f32(xs[(e / cg) * C + e % cg]);
-        s += v;
-        q += v * v;
-    }
-    float2 t = block_sum2(s, q);
-    float mean = t.x / count;
-    float inv = rsqrtf(fmaxf(t.y / count - mean * mean, 0.f) + 1e-5f);
+    float2 st = group_stats(xs, count, cg, C);
+    float mean = st.x, inv = st.y;
     // dz = dy silu'(z); dxhat = dz gamma; s1 = sum dxhat, s2 = sum dxhat xhat.
     float s1 = 0.f, s2 = 0.f;
     for (long long e = threadIdx.x; e < count; e += blockDim.x) {
