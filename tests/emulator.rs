@@ -134,6 +134,8 @@ fn bad_launches_are_errors() {
     assert!(e.contains("2 arguments given, the kernel takes 4"), "{e}");
     let e = Launch::new("axpy_f32").unwrap().i32(1).f32(1.0).buf(&buf).buf(&buf).run(&dev).unwrap_err().to_string();
     assert!(e.contains("long long n"), "{e}");
+    let e = Launch::new("upsample2_bf16").unwrap().buf(&buf).buf(&buf).i32s(&[1, 1usize << 33, 1, 1, 1]).run(&dev).unwrap_err().to_string();
+    assert!(e.contains("exceeds a 32-bit int"), "{e}");
     let cpu = Device::Cpu.alloc(16).unwrap();
     let e = Launch::new("selftest_divergent_barrier").unwrap().block([1, 1, 1]).buf(&cpu).run(&dev).unwrap_err().to_string();
     assert!(e.contains("buffer on cpu"), "{e}");

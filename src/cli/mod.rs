@@ -65,33 +65,28 @@ enum Cmd {
     },
 }
 
+/// What the network benchmarks take.
+#[derive(clap::Args)]
+struct NetBench {
+    /// Devices to measure (repeatable); default: cpu and every CUDA device.
+    #[arg(long = "device")]
+    devices: Vec<String>,
+    /// A preset (paper, tiny) or a JSON config.
+    #[arg(long, default_value = "tiny")]
+    config: String,
+    /// Patch edge (cubic patches); default: the config's patch.
+    #[arg(long)]
+    patch: Option<usize>,
+    #[arg(long, default_value_t = 4)]
+    batch: usize,
+}
+
 #[derive(Subcommand)]
 enum BenchCmd {
     /// One training step (forward and backward) over a batch of patches: patches/s, TFLOP/s.
-    Train {
-        #[arg(long = "device")]
-        devices: Vec<String>,
-        #[arg(long, default_value = "tiny")]
-        config: String,
-        #[arg(long)]
-        patch: Option<usize>,
-        #[arg(long, default_value_t = 4)]
-        batch: usize,
-    },
+    Train(NetBench),
     /// One U-Net forward over a batch of patches: patches/s, achieved FLOP/s, the floor.
-    Unet {
-        /// Devices to measure (repeatable); default: cpu and every CUDA device.
-        #[arg(long = "device")]
-        devices: Vec<String>,
-        /// A preset (paper, tiny) or a JSON config.
-        #[arg(long, default_value = "tiny")]
-        config: String,
-        /// Patch edge (cubic patches); default: the config's patch.
-        #[arg(long)]
-        patch: Option<usize>,
-        #[arg(long, default_value_t = 4)]
-        batch: usize,
-    },
+    Unet(NetBench),
     /// Siddon forward and adjoint: rays/s and voxel intersections/s.
     Projector {
         /// Devices to measure (repeatable); default: cpu and every CUDA device.
@@ -126,8 +121,8 @@ pub fn run() -> Result<()> {
         Cmd::Model { cmd } => model::run(cmd)?,
         Cmd::Train(a) => train::run(a)?,
         Cmd::Sample(a) => sample::run(a)?,
-        Cmd::Bench { what: BenchCmd::Unet { devices, config, patch, batch } } => bench_net(devices, &config, patch, batch, tomodiff::bench::unet)?,
-        Cmd::Bench { what: BenchCmd::Train { devices, config, patch, batch } } => bench_net(devices, &config, patch, batch, tomodiff::bench::train)?,
+        Cmd::Bench { what: BenchCmd::Unet(a) } => bench_net(a, tomodiff::bench::unet)?,
+        Cmd::Bench { what: BenchCmd::Train(a) } => bench_net(a, tomodiff::bench::train)?,
         Cmd::Phantom(a) => ct::phantom(a)?,
         Cmd::Project(a) => ct::project(a)?,
         Cmd::Backproject(a) => ct::backproject(a)?,
@@ -170,19 +165,13 @@ fn bench_devices(devices: Vec<String>) -> Result<Vec<Device>> {
 }
 
 /// A network benchmark (forward or training step) on each device.
-fn bench_net(
-    devices: Vec<String>,
-    config: &str,
-    patch: Option<usize>,
-    batch: usize,
-    f: fn(&Device, &tomodiff::nn::UNetConfig, usize) -> tomodiff::Result<tomodiff::bench::Row>,
-) -> Result<()> {
-    let mut cfg = tomodiff::nn::UNetConfig::load(config)?;
-    if let Some(p) = patch {
+fn bench_net(a: NetBench, f: fn(&Device, &tomodiff::nn::UNetConfig, usize) -> tomodiff::Result<tomodiff::bench::Row>) -> Result<()> {
+    let mut cfg = tomodiff::nn::UNetConfig::load(&a.config)?;
+    if let Some(p) = a.patch {
         cfg.patch = [p; 3];
     }
-    for dev in bench_devices(devices)? {
-        println!("{}", f(&dev, &cfg, batch).with_context(|| format!("on {}", dev.name()))?.line());
+    for dev in bench_devices(a.devices)? {
+        println!("{}", f(&dev, &cfg, a.batch).with_context(|| format!("on {}", dev.name()))?.line());
     }
     Ok(())
 }

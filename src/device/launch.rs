@@ -48,12 +48,14 @@ pub struct Launch<'a> {
     smem: u32,
     args: Vec<Arg>,
     buffers: Vec<&'a Buffer>,
+    /// A value given to `i32s` that does not fit an int parameter; reported by `run`.
+    overflow: Option<usize>,
 }
 
 impl<'a> Launch<'a> {
     pub fn new(kernel: &str) -> Result<Launch<'a>> {
         let kernel = kernels::index(kernel).ok_or_else(|| Error::UnknownKernel(kernel.to_string()))?;
-        Ok(Launch { kernel, grid: [1; 3], block: [1; 3], smem: 0, args: Vec::new(), buffers: Vec::new() })
+        Ok(Launch { kernel, grid: [1; 3], block: [1; 3], smem: 0, args: Vec::new(), buffers: Vec::new(), overflow: None })
     }
     pub fn grid(mut self, g: [u32; 3]) -> Self {
         self.grid = g;
@@ -89,6 +91,17 @@ impl<'a> Launch<'a> {
         self.args.push(Arg::I32(v));
         self
     }
+    /// Several `int` arguments from sizes (extents, channels); a size over i32::MAX makes `run`
+    /// fail instead of passing a wrapped value.
+    pub fn i32s(mut self, vs: &[usize]) -> Self {
+        for &v in vs {
+            if v > i32::MAX as usize {
+                self.overflow = Some(v);
+            }
+            self.args.push(Arg::I32(v as i32));
+        }
+        self
+    }
     pub fn u32(mut self, v: u32) -> Self {
         self.args.push(Arg::U32(v));
         self
@@ -108,6 +121,9 @@ impl<'a> Launch<'a> {
 
     fn check(&self, dev: &Device) -> Result<()> {
         let info = &KERNELS[self.kernel];
+        if let Some(v) = self.overflow {
+            return Err(self.fail(format!("size {v} exceeds a 32-bit int parameter")));
+        }
         if self.args.len() != info.params.len() {
             return Err(self.fail(format!("{} arguments given, the kernel takes {}", self.args.len(), info.params.len())));
         }

@@ -98,11 +98,14 @@ pub fn context_tensor(vol: &crate::Tensor, patch: [usize; 3], mode: ContextMode)
         ContextMode::Trilinear => "resize_trilinear_f32",
         ContextMode::Area => "resize_area_f32",
     };
-    let mut l = Launch::new(kernel)?.grid(crate::ops::stride_grid(y.numel(), 128)).block([128, 1, 1]).buf(vol.buffer()).buf(y.buffer());
-    for d in dims.into_iter().chain(patch) {
-        l = l.i32(d as i32);
-    }
-    l.run(&dev)?;
+    Launch::new(kernel)?
+        .grid(crate::ops::stride_grid(y.numel(), 128))
+        .block([128, 1, 1])
+        .buf(vol.buffer())
+        .buf(y.buffer())
+        .i32s(&dims)
+        .i32s(&patch)
+        .run(&dev)?;
     Ok(y)
 }
 
@@ -129,17 +132,16 @@ pub fn assemble_tensor(vol: &crate::Tensor, ctx: &crate::Tensor, starts: &[[isiz
     let flat: Vec<i32> = starts.iter().flat_map(|s| s.map(|v| v as i32)).collect();
     let st = dev.upload(bytemuck::cast_slice(&flat))?;
     let out = Tensor::zeros(&shape, DType::BF16, &dev)?;
-    let mut l = Launch::new("assemble_patches_bf16")?
+    Launch::new("assemble_patches_bf16")?
         .grid(crate::ops::stride_grid(out.numel() / 5, 128))
         .block([128, 1, 1])
         .buf(vol.buffer())
         .buf(ctx.buffer())
         .buf(&st)
         .buf(out.buffer())
-        .i32(starts.len() as i32);
-    for d in dims.into_iter().chain(patch) {
-        l = l.i32(d as i32);
-    }
-    l.run(&dev)?;
+        .i32s(&[starts.len()])
+        .i32s(&dims)
+        .i32s(&patch)
+        .run(&dev)?;
     Ok(out)
 }

@@ -143,14 +143,7 @@ pub fn conv3d(x: &Tensor, w: &Tensor, bias: &Tensor, bias_n: Option<&Tensor>, re
         .opt(bias_n.map(|t| t.buffer()))
         .opt(residual.map(|t| t.buffer()))
         .buf(y.buffer())
-        .i32(n as i32)
-        .i32(xs[1] as i32)
-        .i32(xs[2] as i32)
-        .i32(xs[3] as i32)
-        .i32(ci as i32)
-        .i32(co as i32)
-        .i32(k as i32)
-        .i32(stride as i32)
+        .i32s(&[n, xs[1], xs[2], xs[3], ci, co, k, stride])
         .run(&dev)
 }
 
@@ -283,27 +276,26 @@ pub fn conv3d_backward(x: &Tensor, w: &Tensor, dy: &Tensor, dx: &mut Tensor, dw:
     }
     expect_dtype("conv3d_backward db", db, DType::F32)?;
     let wt = Tensor::from_f32(&transpose_taps(&w.to_f32_vec()?, k * k * k, ci, co), &[k * k * k * co, ci], DType::BF16, &dev)?;
-    fn dims<'a>(l: Launch<'a>, v: [usize; 8]) -> Launch<'a> {
-        v.iter().fold(l, |l, d| l.i32(*d as i32))
-    }
     let dv = [n, xs[1], xs[2], xs[3], ci, co, k, stride];
     let m_in = n * xs[1] * xs[2] * xs[3];
-    let l = Launch::new("conv3d_dgrad_f32")?
+    Launch::new("conv3d_dgrad_f32")?
         .grid([ci.div_ceil(128) as u32, m_in.div_ceil(128) as u32, 1])
         .block([256, 1, 1])
         .shared_bytes(SMEM_BYTES)
         .buf(dy.buffer())
         .buf(wt.buffer())
-        .buf(dx.buffer());
-    dims(l, dv).run(&dev)?;
-    let l = Launch::new("conv3d_wgrad_f32")?
+        .buf(dx.buffer())
+        .i32s(&dv)
+        .run(&dev)?;
+    Launch::new("conv3d_wgrad_f32")?
         .grid([co.div_ceil(128) as u32, kk.div_ceil(128) as u32, 1])
         .block([256, 1, 1])
         .shared_bytes(SMEM_BYTES)
         .buf(x.buffer())
         .buf(dy.buffer())
-        .buf(dw.buffer());
-    dims(l, dv).run(&dev)?;
+        .buf(dw.buffer())
+        .i32s(&dv)
+        .run(&dev)?;
     let rows = n * od.iter().product::<usize>();
     Launch::new("col_sums_f32")?.grid([co.div_ceil(32) as u32, 1, 1]).block([32, 8, 1]).buf(dy.buffer()).buf(db.buffer()).i64(rows as i64).i32(co as i32).run(&dev)
 }

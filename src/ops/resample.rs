@@ -24,11 +24,7 @@ pub fn upsample2(x: &Tensor, y: &mut Tensor) -> Result<()> {
         .block([256, 1, 1])
         .buf(x.buffer())
         .buf(y.buffer())
-        .i32(s[0] as i32)
-        .i32(s[1] as i32)
-        .i32(s[2] as i32)
-        .i32(s[3] as i32)
-        .i32(s[4] as i32)
+        .i32s(&s)
         .run(&dev)
 }
 
@@ -183,11 +179,7 @@ pub fn upsample2_backward(dy: &Tensor, dx: &mut Tensor) -> Result<()> {
         .block([256, 1, 1])
         .buf(dy.buffer())
         .buf(dx.buffer())
-        .i32(s[0] as i32)
-        .i32(s[1] as i32)
-        .i32(s[2] as i32)
-        .i32(s[3] as i32)
-        .i32(s[4] as i32)
+        .i32s(&s)
         .run(&dev)
 }
 

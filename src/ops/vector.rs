@@ -114,12 +114,12 @@ pub fn add(a: &Tensor, b: &Tensor, y: &mut Tensor) -> Result<()> {
         return Err(Error::Shape(format!("add: {:?} {} + {:?} {} -> {:?} {}", a.shape(), a.dtype(), b.shape(), b.dtype(), y.shape(), y.dtype())));
     }
     let dev = a.device().clone();
-    if !dev.runs_kernels() || a.dtype() == DType::F32 {
-        if dev.runs_kernels() {
-            let mut t = copy(b)?;
-            crate::ops::elementwise::axpy(1.0, a, &mut t)?;
-            return y.buffer_mut().write(&t.to_bytes()?);
-        }
+    if dev.runs_kernels() && a.dtype() == DType::F32 {
+        // y = b, then y += a, both on the device.
+        crate::ops::elementwise::scale(1.0, b, y)?;
+        return crate::ops::elementwise::axpy(1.0, a, y);
+    }
+    if !dev.runs_kernels() {
         let s: Vec<f32> = a.to_f32_vec()?.iter().zip(b.to_f32_vec()?).map(|(x, z)| x + z).collect();
         let bytes = y.dtype().encode(&s);
         return y.buffer_mut().write(&bytes);
