@@ -58,7 +58,7 @@ pub struct ProjectArgs {
 }
 
 /// Bytes the projector may use on `dev`: the user's figure, else 90% of free GPU memory.
-fn budget(dev: &Device, gb: Option<f64>) -> Result<usize> {
+pub(crate) fn budget(dev: &Device, gb: Option<f64>) -> Result<usize> {
     if let Some(g) = gb {
         if !(g.is_finite() && g > 0.0) {
             bail!("--memory-budget-gb must be positive, got {g}");
@@ -146,7 +146,7 @@ fn spinner(msg: &str) -> ProgressBar {
     pb
 }
 
-fn load_volume(path: &Path, grid: &VolumeGrid) -> Result<Vec<f32>> {
+pub(crate) fn load_volume(path: &Path, grid: &VolumeGrid) -> Result<Vec<f32>> {
     let a = io::read_array(path)?;
     if a.shape != grid.shape {
         bail!("{}: volume of shape {:?}, the geometry's volume is {:?} (nz, ny, nx)", path.display(), a.shape, grid.shape);
@@ -154,7 +154,7 @@ fn load_volume(path: &Path, grid: &VolumeGrid) -> Result<Vec<f32>> {
     Ok(a.data)
 }
 
-fn load_proj(path: &Path, g: &Geometry, astra: bool) -> Result<Vec<f32>> {
+pub(crate) fn load_proj(path: &Path, g: &Geometry, astra: bool) -> Result<Vec<f32>> {
     let a = io::read_array(path)?;
     let [v, r, c] = g.proj_shape();
     let want = if astra { vec![r, v, c] } else { vec![v, r, c] };
@@ -176,7 +176,7 @@ fn swap01(x: &[f32], a: usize, b: usize, c: usize) -> Vec<f32> {
     y
 }
 
-fn save_volume(path: &Path, grid: &VolumeGrid, data: &[f32], preview_path: Option<&Path>) -> Result<()> {
+pub(crate) fn save_volume(path: &Path, grid: &VolumeGrid, data: &[f32], preview_path: Option<&Path>) -> Result<()> {
     io::write_array(path, &grid.shape, data, grid.voxel_size)?;
     if let Some(p) = preview_path {
         preview::write(p, grid.shape, &[data])?;

@@ -1,5 +1,6 @@
 mod ct;
 mod model;
+mod recon;
 mod sample;
 mod train;
 
@@ -48,6 +49,12 @@ enum Cmd {
     },
     /// Train the prior (CPU): phantom stream or a folder of volumes; checkpoints, loss.csv, EMA weights.
     Train(train::TrainArgs),
+    /// Write a training run's last checkpoint (EMA weights by default) as a model folder.
+    Export(train::ExportArgs),
+    /// Reconstruct a volume from projections with the diffusion prior and data consistency.
+    Reconstruct(recon::ReconstructArgs),
+    /// A held-out phantom, a sparse-view cone-beam scan, FDK, CGLS and the shipped prior, compared.
+    Demo(recon::DemoArgs),
     /// Generate a volume from the prior alone (no data), to see what it learned.
     Sample(sample::SampleArgs),
     /// List the tensors of a safetensors file (name, dtype, shape).
@@ -120,6 +127,9 @@ pub fn run() -> Result<()> {
         }
         Cmd::Model { cmd } => model::run(cmd)?,
         Cmd::Train(a) => train::run(a)?,
+        Cmd::Export(a) => train::export(a)?,
+        Cmd::Reconstruct(a) => recon::reconstruct_cmd(a)?,
+        Cmd::Demo(a) => recon::demo(a)?,
         Cmd::Sample(a) => sample::run(a)?,
         Cmd::Bench { what: BenchCmd::Unet(a) } => bench_net(a, tomodiff::bench::unet)?,
         Cmd::Bench { what: BenchCmd::Train(a) } => bench_net(a, tomodiff::bench::train)?,

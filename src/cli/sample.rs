@@ -48,10 +48,10 @@ pub fn run(a: SampleArgs) -> Result<()> {
     let arch = Arch::new(&cfg);
     let w = Weights::load(&a.weights, &arch)?;
     let net = UNet::new(arch, &w, &dev)?;
-    let opts = SamplerOptions { steps: a.steps, eta: a.eta, rounds: a.rounds, batch: a.batch, seed: a.seed, clip_x0: true };
+    let opts = SamplerOptions { steps: a.steps, eta: a.eta, rounds: a.rounds, batch: a.batch, seed: a.seed, clip_x0: true, t_start: 999 };
     let pb = ProgressBar::new((a.steps * a.rounds) as u64);
     pb.set_style(ProgressStyle::with_template("sample [{bar:30}] {pos}/{len} network passes {elapsed} (eta {eta})").unwrap());
-    let x = sample(&net, shape, &opts, |_, _| Ok(()), |p, _| pb.set_position(p as u64))?;
+    let (x, _) = sample(&net, shape, &opts, None, |_, _| Ok(()), |p, _| pb.set_position(p as u64))?;
     pb.finish_and_clear();
     let mu: Vec<f32> = x.iter().map(|v| (v + 1.0) / 2.0 * cfg.mu_max).collect();
     let grid = VolumeGrid { shape, voxel_size: [1.0; 3], origin: [0.0; 3] };

@@ -105,11 +105,34 @@ pub fn run(a: TrainArgs) -> Result<()> {
         if done % a.checkpoint_every == 0 || done == a.steps {
             csv.flush()?;
             tr.save_checkpoint(&a.out)?;
+            // The run folder is a model folder at every checkpoint (sample from it mid-run).
+            tr.ema_weights()?.save(&a.out.join("weights.safetensors"), &tr.arch)?;
+            tomodiff::io::write_atomic(&a.out.join("config.json"), serde_json::to_string_pretty(&tr.arch.cfg)?.as_bytes())?;
         }
     }
     pb.finish_and_clear();
-    tr.ema_weights()?.save(&a.out.join("weights.safetensors"), &tr.arch)?;
-    std::fs::write(a.out.join("config.json"), serde_json::to_string_pretty(&tr.arch.cfg)?)?;
     println!("{} steps on {}; EMA weights in {}", tr.adam.step, dev.name(), a.out.join("weights.safetensors").display());
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// A training run's folder (its checkpoint.json and the file it names).
+    run: PathBuf,
+    /// Model folder to write: weights.safetensors and config.json.
+    #[arg(short, long)]
+    out: PathBuf,
+    /// The raw parameters instead of the EMA.
+    #[arg(long)]
+    raw: bool,
+}
+
+/// Writes the last checkpoint's weights (EMA by default) and config as a model folder.
+pub fn export(a: ExportArgs) -> Result<()> {
+    let (cfg, step, w) = tomodiff::diffusion::train::checkpoint_weights(&a.run, !a.raw)?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    w.save(&a.out.join("weights.safetensors"), &tomodiff::nn::Arch::new(&cfg))?;
+    tomodiff::io::write_atomic(&a.out.join("config.json"), serde_json::to_string_pretty(&cfg)?.as_bytes())?;
+    println!("{} weights of step {step} written to {}", if a.raw { "raw" } else { "EMA" }, a.out.display());
     Ok(())
 }

@@ -16,37 +16,53 @@ fn zeros_like(t: &Tensor) -> Result<Tensor> {
 
 /// CGLS for min ||A x - y||^2 from x (updated in place), `iters` iterations. `progress` is called
 /// after each iteration with (iteration, residual norm).
-pub fn cgls(p: &Projector, y: &Tensor, x: &mut Tensor, iters: usize, mut progress: impl FnMut(usize, f64)) -> Result<History> {
+pub fn cgls(p: &Projector, y: &Tensor, x: &mut Tensor, iters: usize, progress: impl FnMut(usize, f64)) -> Result<History> {
+    cgls_damped(p, y, x, 0.0, iters, progress)
+}
+
+/// CGLS for min ||A x - y||^2 + gamma ||x - x_start||^2, i.e. CG on (A^T A + gamma I) x =
+/// A^T y + gamma x_start, from x_start = x (updated in place). The residuals reported are the
+/// data residuals ||y - A x||. With gamma = 0 this is plain CGLS (early stopped, as in DDS).
+pub fn cgls_damped(p: &Projector, y: &Tensor, x: &mut Tensor, gamma: f64, iters: usize, mut progress: impl FnMut(usize, f64)) -> Result<History> {
+    if !(gamma.is_finite() && gamma >= 0.0) {
+        return Err(Error::Config(format!("CG damping gamma must be finite and >= 0, got {gamma}")));
+    }
     let mut r = zeros_like(y)?;
     p.forward(x, &mut r)?;
     scale(-1.0, &r.to_device(r.device())?, &mut r)?;
     axpy(1.0, y, &mut r)?; // r = y - A x
+    // w = x_start - x, the residual of the damping rows (scaled by sqrt(gamma)); zero at the start.
+    let mut w = if gamma > 0.0 { Some(zeros_like(x)?) } else { None };
     let mut s = zeros_like(x)?;
     p.adjoint(&r, &mut s)?;
     let mut d = vector::copy(&s)?;
     let mut q = zeros_like(y)?;
-    let mut gamma = vector::dot(&s, &s)?;
+    let mut gs = vector::dot(&s, &s)?;
     let mut h = History { residuals: vec![vector::norm(&r)?] };
     for k in 0..iters {
-        if gamma == 0.0 {
+        if gs == 0.0 {
             break; // x already solves the normal equations
         }
         p.forward(&d, &mut q)?;
-        let qq = vector::dot(&q, &q)?;
+        let qq = vector::dot(&q, &q)? + if gamma > 0.0 { gamma * vector::dot(&d, &d)? } else { 0.0 };
         if qq == 0.0 {
             break;
         }
-        let alpha = gamma / qq;
+        let alpha = gs / qq;
         axpy(alpha as f32, &d, x)?;
         axpy(-alpha as f32, &q, &mut r)?;
-        p.adjoint(&r, &mut s)?;
+        p.adjoint(&r, &mut s)?; // s = A^T r + gamma w
+        if let Some(w) = w.as_mut() {
+            axpy(-alpha as f32, &d, w)?;
+            axpy(gamma as f32, w, &mut s)?;
+        }
         let g2 = vector::dot(&s, &s)?;
-        // d = s + (g2 / gamma) d
-        let beta = (g2 / gamma) as f32;
+        // d = s + (g2 / gs) d
+        let beta = (g2 / gs) as f32;
         let dd = vector::copy(&d)?;
         scale(beta, &dd, &mut d)?;
         axpy(1.0, &s, &mut d)?;
-        gamma = g2;
+        gs = g2;
         let res = vector::norm(&r)?;
         h.residuals.push(res);
         progress(k + 1, res);

@@ -170,6 +170,8 @@ pub struct Projector {
     geom: Geometry,
     dev: Device,
     views: Option<Buffer>,
+    /// Nanoseconds spent in forward and adjoint (synchronized), for the benchmarks' split.
+    busy_ns: std::sync::atomic::AtomicU64,
 }
 
 impl Projector {
@@ -201,7 +203,7 @@ impl Projector {
         } else {
             None
         };
-        Ok(Projector { geom, dev: dev.clone(), views })
+        Ok(Projector { geom, dev: dev.clone(), views, busy_ns: Default::default() })
     }
 
     pub fn geometry(&self) -> &Geometry {
@@ -226,8 +228,30 @@ impl Projector {
         crate::ops::same_device("projector", &[vol, proj])
     }
 
+    /// Seconds spent in `forward` and `adjoint` so far.
+    pub fn busy_seconds(&self) -> f64 {
+        self.busy_ns.load(std::sync::atomic::Ordering::Relaxed) as f64 * 1e-9
+    }
+
+    fn timed(&self, f: impl FnOnce() -> Result<()>) -> Result<()> {
+        let t0 = std::time::Instant::now();
+        f()?;
+        self.dev.synchronize()?;
+        self.busy_ns.fetch_add(t0.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
     /// proj = A vol
     pub fn forward(&self, vol: &Tensor, proj: &mut Tensor) -> Result<()> {
+        self.timed(|| self.forward_untimed(vol, proj))
+    }
+
+    /// vol = A^T proj (overwrites vol).
+    pub fn adjoint(&self, proj: &Tensor, vol: &mut Tensor) -> Result<()> {
+        self.timed(|| self.adjoint_untimed(proj, vol))
+    }
+
+    fn forward_untimed(&self, vol: &Tensor, proj: &mut Tensor) -> Result<()> {
         self.check(vol, proj)?;
         match &self.views {
             None => {
@@ -239,8 +263,7 @@ impl Projector {
         }
     }
 
-    /// vol = A^T proj (overwrites vol).
-    pub fn adjoint(&self, proj: &Tensor, vol: &mut Tensor) -> Result<()> {
+    fn adjoint_untimed(&self, proj: &Tensor, vol: &mut Tensor) -> Result<()> {
         self.check(vol, proj)?;
         match &self.views {
             None => {

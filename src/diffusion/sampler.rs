@@ -54,20 +54,33 @@ pub struct SamplerOptions {
     pub seed: u64,
     /// Clamp Tweedie's x0 to the data range [-1, 1].
     pub clip_x0: bool,
+    /// The first timestep: 999 from pure noise, lower when starting from a noised initial volume.
+    pub t_start: usize,
 }
 
 impl Default for SamplerOptions {
     fn default() -> Self {
-        SamplerOptions { steps: 50, eta: 0.85, rounds: 1, batch: 16, seed: 0, clip_x0: true }
+        SamplerOptions { steps: 50, eta: 0.85, rounds: 1, batch: 16, seed: 0, clip_x0: true, t_start: T - 1 }
     }
 }
 
-/// The DDIM timesteps: `steps` values from 999 down to 0.
-pub fn timesteps(steps: usize) -> Vec<usize> {
+/// The DDIM timesteps: `steps` values from `t_start` down to 0 (fewer when the span is shorter).
+pub fn timesteps(steps: usize, t_start: usize) -> Vec<usize> {
     if steps <= 1 {
-        return vec![T - 1];
+        return vec![t_start];
     }
-    (0..steps).map(|i| ((T - 1) as f64 * (1.0 - i as f64 / (steps - 1) as f64)).round() as usize).collect()
+    let mut ts: Vec<usize> = (0..steps).map(|i| (t_start as f64 * (1.0 - i as f64 / (steps - 1) as f64)).round() as usize).collect();
+    ts.dedup();
+    ts
+}
+
+/// Where the time of a sampling run went.
+#[derive(Clone, Debug, Default)]
+pub struct SampleStats {
+    pub passes: usize,
+    pub network_s: f64,
+    pub hook_s: f64,
+    pub total_s: f64,
 }
 
 /// eps over the whole volume x (D, H, W) at timestep t, with a tiling offset drawn from `rng`.
@@ -115,30 +128,46 @@ fn noise(rng: &mut impl Rng, n: usize) -> Vec<f32> {
     (0..n).map(|_| StandardNormal.sample(rng)).collect()
 }
 
-/// Samples a volume (D, H, W) in the model range [-1, 1]. `x0_hook` may change Tweedie's x0
-/// before each update (data consistency); `progress(pass, passes)` after each network pass.
+/// Samples a volume (D, H, W) in the model range [-1, 1], from pure noise, or from `init` (model
+/// range) noised to `opts.t_start`. `x0_hook` may change Tweedie's x0 before each update (data
+/// consistency); `progress(pass, passes)` after each network pass.
 pub fn sample(
     model: &dyn EpsModel,
     dims: [usize; 3],
     opts: &SamplerOptions,
+    init: Option<&[f32]>,
     mut x0_hook: impl FnMut(&mut Vec<f32>, usize) -> Result<()>,
     mut progress: impl FnMut(usize, usize),
-) -> Result<Vec<f32>> {
-    if opts.steps == 0 || opts.rounds == 0 || !(0.0..=1.0).contains(&opts.eta) {
-        return Err(Error::Config(format!("sampler: steps {} and rounds {} must be positive, eta {} in [0, 1]", opts.steps, opts.rounds, opts.eta)));
+) -> Result<(Vec<f32>, SampleStats)> {
+    if opts.steps == 0 || opts.rounds == 0 || !(0.0..=1.0).contains(&opts.eta) || opts.t_start >= T {
+        return Err(Error::Config(format!(
+            "sampler: steps {} and rounds {} must be positive, eta {} in [0, 1], the start timestep {} below {T}",
+            opts.steps, opts.rounds, opts.eta, opts.t_start
+        )));
+    }
+    let n: usize = dims.iter().product();
+    if let Some(v) = init {
+        if v.len() != n {
+            return Err(Error::Shape(format!("sampler: an initial volume of {} values for shape {dims:?}", v.len())));
+        }
     }
     let sched = Schedule::default();
     let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed);
-    let n: usize = dims.iter().product();
+    let start = std::time::Instant::now();
+    let mut stats = SampleStats::default();
     let mut x = noise(&mut rng, n);
-    let ts = timesteps(opts.steps);
+    if let Some(v) = init {
+        let ab = sched.abar[opts.t_start];
+        x.iter_mut().zip(v).for_each(|(z, a)| *z = (ab.sqrt() * *a as f64 + (1.0 - ab).sqrt() * *z as f64) as f32);
+    }
+    let ts = timesteps(opts.steps, opts.t_start);
     let passes = ts.len() * opts.rounds;
-    let mut pass = 0;
     for (i, &t) in ts.iter().enumerate() {
         let ab_t = sched.abar[t];
         for round in 0..opts.rounds {
-            let eps = predict_eps(model, &x, dims, t, opts.batch, &mut rng)?;
-            let mut eps = eps;
+            let t0 = std::time::Instant::now();
+            let mut eps = predict_eps(model, &x, dims, t, opts.batch, &mut rng)?;
+            stats.network_s += t0.elapsed().as_secs_f64();
             let mut x0: Vec<f32> = x.iter().zip(&eps).map(|(xv, e)| ((*xv as f64 - (1.0 - ab_t).sqrt() * *e as f64) / ab_t.sqrt()) as f32).collect();
             if opts.clip_x0 {
                 x0.iter_mut().for_each(|v| *v = v.clamp(-1.0, 1.0));
@@ -147,11 +176,14 @@ pub fn sample(
                 // data range, and stepping with the raw eps would undo the clip.
                 eps.iter_mut().zip(x.iter().zip(&x0)).for_each(|(e, (xv, a))| *e = ((*xv as f64 - ab_t.sqrt() * *a as f64) / (1.0 - ab_t).sqrt()) as f32);
             }
+            let t0 = std::time::Instant::now();
             x0_hook(&mut x0, t)?;
-            pass += 1;
-            progress(pass, passes);
+            stats.hook_s += t0.elapsed().as_secs_f64();
+            stats.passes += 1;
+            progress(stats.passes, passes);
             if i + 1 == ts.len() && round + 1 == opts.rounds {
-                return Ok(x0);
+                stats.total_s = start.elapsed().as_secs_f64();
+                return Ok((x0, stats));
             }
             let z = noise(&mut rng, n);
             if round + 1 < opts.rounds {

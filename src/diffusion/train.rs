@@ -199,17 +199,8 @@ impl Trainer {
 
     /// Continues the run saved in `dir` (its config and options; `volumes` as for `new`).
     pub fn resume(dir: &Path, volumes: Vec<([usize; 3], Vec<f32>)>) -> Result<Trainer> {
-        let meta = read_meta(dir)?;
+        let (meta, [params, ema, m, v]) = read_checkpoint(dir)?;
         let mut t = Trainer::new(&meta.config, meta.options, volumes)?;
-        let path = dir.join(&meta.file);
-        let tensors = safetensors::load(&path, &Device::Cpu)?;
-        let mut maps: [BTreeMap<String, Vec<f32>>; 4] = Default::default();
-        for (name, v) in tensors {
-            let (prefix, rest) = name.split_once('.').ok_or_else(|| Error::SafeTensors { path: path.clone(), msg: format!("unexpected tensor {name:?}") })?;
-            let i = ["param", "ema", "adam_m", "adam_v"].iter().position(|p| *p == prefix).ok_or_else(|| Error::SafeTensors { path: path.clone(), msg: format!("unexpected tensor {name:?}") })?;
-            maps[i].insert(rest.to_string(), v.to_f32_vec()?);
-        }
-        let [params, ema, m, v] = maps;
         Weights::from_engine(&t.arch, &params)?;
         Weights::from_engine(&t.arch, &ema)?;
         t.params = params;
@@ -217,6 +208,29 @@ impl Trainer {
         t.adam = AdamState { step: meta.step, m, v };
         Ok(t)
     }
+}
+
+/// The config, step and weights (EMA, or the raw parameters) of the last checkpoint in `dir`.
+pub fn checkpoint_weights(dir: &Path, ema: bool) -> Result<(UNetConfig, u64, Weights)> {
+    let (meta, [params, ema_map, _, _]) = read_checkpoint(dir)?;
+    let arch = Arch::new(&meta.config);
+    let w = Weights::from_engine(&arch, if ema { &ema_map } else { &params })?;
+    Ok((meta.config, meta.step, w))
+}
+
+/// The JSON of `dir` and the four maps of the file it names: parameters, EMA, Adam's m and v.
+fn read_checkpoint(dir: &Path) -> Result<(Meta, [BTreeMap<String, Vec<f32>>; 4])> {
+    let meta = read_meta(dir)?;
+    let path = dir.join(&meta.file);
+    let tensors = safetensors::load(&path, &Device::Cpu)?;
+    let mut maps: [BTreeMap<String, Vec<f32>>; 4] = Default::default();
+    for (name, v) in tensors {
+        let bad = || Error::SafeTensors { path: path.clone(), msg: format!("unexpected tensor {name:?}") };
+        let (prefix, rest) = name.split_once('.').ok_or_else(bad)?;
+        let i = ["param", "ema", "adam_m", "adam_v"].iter().position(|p| *p == prefix).ok_or_else(bad)?;
+        maps[i].insert(rest.to_string(), v.to_f32_vec()?);
+    }
+    Ok((meta, maps))
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]

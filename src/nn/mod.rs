@@ -1,6 +1,7 @@
 //! The patch diffusion network: a 3D ADM U-Net with global context (METHOD.md sections 2 and 4).
 pub mod arch;
 pub mod config;
+pub mod model_files;
 pub mod optim;
 pub mod unet;
 pub mod unet_backward;

@@ -22,6 +22,12 @@ impl Weights {
         Weights::from_tensors(path, arch, tensors)
     }
 
+    /// As `load`, from a safetensors image in memory (`path` names it in errors).
+    pub fn load_bytes(path: &Path, bytes: &[u8], arch: &Arch) -> Result<Weights> {
+        let tensors = safetensors::load_bytes(path, bytes, &Device::Cpu)?;
+        Weights::from_tensors(path, arch, tensors)
+    }
+
     pub fn from_tensors(path: &Path, arch: &Arch, mut tensors: BTreeMap<String, Tensor>) -> Result<Weights> {
         let err = |msg: String| Error::Weights { path: path.to_path_buf(), msg };
         let mut map = HashMap::new();

@@ -38,15 +38,23 @@ pub fn list(path: &Path) -> Result<Vec<(String, DType, Vec<usize>)>> {
 
 /// Every tensor of the file, on `dev`, sorted by name.
 pub fn load(path: &Path, dev: &Device) -> Result<BTreeMap<String, Tensor>> {
-    with_file(path, |st| {
-        let mut out = BTreeMap::new();
-        for (name, view) in st.tensors() {
-            let dtype = dtype_of(path, &name, &view)?;
-            let t = Tensor::from_bytes(view.data(), view.shape(), dtype, dev)?;
-            out.insert(name, t);
-        }
-        Ok(out)
-    })
+    with_file(path, |st| tensors(path, st, dev))
+}
+
+/// Every tensor of a safetensors image in memory (`path` names it in errors).
+pub fn load_bytes(path: &Path, bytes: &[u8], dev: &Device) -> Result<BTreeMap<String, Tensor>> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| Error::SafeTensors { path: path.to_path_buf(), msg: e.to_string() })?;
+    tensors(path, &st, dev)
+}
+
+fn tensors(path: &Path, st: &SafeTensors, dev: &Device) -> Result<BTreeMap<String, Tensor>> {
+    let mut out = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        let dtype = dtype_of(path, &name, &view)?;
+        let t = Tensor::from_bytes(view.data(), view.shape(), dtype, dev)?;
+        out.insert(name, t);
+    }
+    Ok(out)
 }
 
 fn dtype_of(path: &Path, name: &str, view: &TensorView) -> Result<DType> {
