@@ -18,8 +18,9 @@ pub enum Error {
     Shape(String),
     #[error("dtype error: {0}")]
     DType(String),
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    /// The cause is in the message, not a `source`, so `{:#}` does not print it twice.
+    #[error("{}: {cause}", path.display())]
+    Io { path: PathBuf, cause: std::io::Error },
     #[error("{}: not a valid safetensors file: {msg}", path.display())]
     SafeTensors { path: PathBuf, msg: String },
     #[error("model config: {0}")]
@@ -40,6 +41,6 @@ impl Error {
         Error::Cuda { name, during: during.into() }
     }
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io { path: path.into(), cause: source }
     }
 }

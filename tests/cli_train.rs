@@ -43,6 +43,23 @@ fn train_resume_and_run_the_weights() {
     let (code, o, e) = run(&["model", "run", "--config", "tiny", "--weights", &s(&out.join("weights.safetensors")), "--input", &s(&input), "--output", &s(&dir.path().join("eps.safetensors")), "--device", "cpu"]);
     assert_eq!(code, 0, "{e}");
     assert!(o.contains("eps [1, 1, 16, 16, 16]"), "{o}");
+    // export writes the last checkpoint's EMA as a model folder: the same tensors as the run's
+    // weights.safetensors; --raw gives the parameters, which differ from the EMA.
+    let model = dir.path().join("model");
+    let (code, o, e) = run(&["export", &s(&out), "-o", &s(&model)]);
+    assert_eq!(code, 0, "{e}");
+    assert!(o.contains("EMA weights of step 5"), "{o}");
+    let load = |p: &Path| tomodiff::tensor::safetensors::load(p, &tomodiff::Device::Cpu).unwrap();
+    let (a, b) = (load(&model.join("weights.safetensors")), load(&out.join("weights.safetensors")));
+    assert!(a.iter().zip(&b).all(|((n1, t1), (n2, t2))| n1 == n2 && t1.to_f32_vec().unwrap() == t2.to_f32_vec().unwrap()));
+    let cfg: tomodiff::nn::UNetConfig = serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg, tomodiff::nn::UNetConfig::tiny());
+    let (code, _, e) = run(&["export", &s(&out), "-o", &s(&dir.path().join("raw")), "--raw"]);
+    assert_eq!(code, 0, "{e}");
+    let raw = load(&dir.path().join("raw/weights.safetensors"));
+    assert!(raw.iter().zip(&a).any(|((_, t1), (_, t2))| t1.to_f32_vec().unwrap() != t2.to_f32_vec().unwrap()));
+    let (code, _, e) = run(&["export", &s(&dir.path().join("nothing")), "-o", &s(&model)]);
+    assert!(code != 0 && e.contains("checkpoint.json"), "{e}");
 }
 
 #[test]

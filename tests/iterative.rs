@@ -1,7 +1,7 @@
 //! CGLS and SIRT on the projector pair, on the CPU and emulated.
 mod common;
 use common::*;
-use tomodiff::ct::iterative::{cgls, sirt};
+use tomodiff::ct::iterative::{cgls, cgls_damped, sirt};
 use tomodiff::ct::phantom::{self, SheppLogan};
 use tomodiff::ct::{siddon::Projector, Geometry};
 use tomodiff::{DType, Device, Tensor};
@@ -65,4 +65,48 @@ fn sirt_residuals_fall_and_stay_nonnegative() {
     let yt = Tensor::from_f32(&y, &g.proj_shape(), DType::F32, &Device::Cpu).unwrap();
     let mut x = Tensor::zeros(&g.volume.shape, DType::F32, &Device::Cpu).unwrap();
     assert!(sirt(&p, &yt, &mut x, 1, 2.5, false, |_, _| {}).unwrap_err().to_string().contains("(0, 2)"));
+}
+
+/// Damped CG (reconstruction's data consistency) solves (A^T A + gamma I) x = A^T y + gamma x0
+/// from x0: the normal-equation residual falls far below the right-hand side; gamma = 0 is CGLS.
+#[test]
+fn damped_cg_solves_the_regularised_normal_equations() {
+    let (g, truth, y) = setup();
+    let x0: Vec<f32> = truth.iter().enumerate().map(|(i, v)| v * 0.7 + 0.1 * ((i * 7919 % 13) as f32 / 13.0)).collect();
+    let gamma = 5.0f64;
+    let aat = |v: &[f32]| {
+        let mut p = vec![0f32; g.n_rays()];
+        tomodiff::ct::siddon::forward_ref(&g, v, &mut p);
+        let mut b = vec![0f32; g.volume.len()];
+        tomodiff::ct::siddon::adjoint_ref(&g, &p, &mut b);
+        b
+    };
+    let mut aty = vec![0f32; g.volume.len()];
+    tomodiff::ct::siddon::adjoint_ref(&g, &y, &mut aty);
+    let rhs: Vec<f64> = aty.iter().zip(&x0).map(|(a, b)| *a as f64 + gamma * *b as f64).collect();
+    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    for dev in devices() {
+        let p = Projector::new(g.clone(), &dev).unwrap();
+        let yt = Tensor::from_f32(&y, &g.proj_shape(), DType::F32, &dev).unwrap();
+        let solve = |gamma: f64, iters: usize| {
+            let mut x = Tensor::from_f32(&x0, &g.volume.shape, DType::F32, &dev).unwrap();
+            cgls_damped(&p, &yt, &mut x, gamma, iters, |_, _| {}).unwrap();
+            x.to_f32_vec().unwrap()
+        };
+        let x = solve(gamma, 40);
+        let lhs = aat(&x);
+        let res: Vec<f64> = lhs.iter().zip(&x).zip(&rhs).map(|((l, xv), r)| *l as f64 + gamma * *xv as f64 - r).collect();
+        let rel = norm(&res) / norm(&rhs);
+        eprintln!("damped CG {}: normal-equation residual {rel:.2e} of the right-hand side", dev.name());
+        assert!(rel < 1e-4, "{}: {rel}", dev.name());
+        // Without damping the same solver is CGLS from x0.
+        let mut xc = Tensor::from_f32(&x0, &g.volume.shape, DType::F32, &dev).unwrap();
+        cgls(&p, &yt, &mut xc, 3, |_, _| {}).unwrap();
+        assert_eq!(solve(0.0, 3), xc.to_f32_vec().unwrap());
+        // Strong damping keeps x at x0.
+        let far = solve(1e6, 5);
+        let moved = far.iter().zip(&x0).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(moved < 1e-3, "{}: moved {moved}", dev.name());
+    }
+    assert!(matches!(cgls_damped(&Projector::new(g.clone(), &Device::Cpu).unwrap(), &Tensor::from_f32(&y, &g.proj_shape(), DType::F32, &Device::Cpu).unwrap(), &mut Tensor::zeros(&g.volume.shape, DType::F32, &Device::Cpu).unwrap(), f64::NAN, 1, |_, _| {}), Err(_)));
 }

@@ -57,24 +57,34 @@ fn stitching_returns_each_voxel_from_its_patch() {
 
 #[test]
 fn timesteps_span_the_schedule() {
-    let t = timesteps(50);
+    let t = timesteps(50, 999);
     assert_eq!((t.len(), t[0], t[49]), (50, 999, 0));
+    assert!(t.windows(2).all(|w| w[0] > w[1]));
+    // A late start with more steps than timesteps: each timestep once.
+    let t = timesteps(50, 20);
+    assert_eq!((t.len(), t[0], *t.last().unwrap()), (21, 20, 0));
     assert!(t.windows(2).all(|w| w[0] > w[1]));
 }
 
 /// Mean and standard deviation of the sampler's output for Gaussian data, in closed form: with
 /// the exact denoiser every update is linear in x plus independent noise, so per voxel
-/// m' = A m + B and v' = A^2 v + sigma^2 through the same steps and rounds.
-fn expected(opts: &SamplerOptions, mu: f64, s: f64) -> (f64, f64) {
+/// m' = A m + B and v' = A^2 v + sigma^2 through the same steps and rounds. `dc` = (lambda, y):
+/// a data-consistency hook x0 <- lambda x0 + (1 - lambda) y after Tweedie, eps kept. `x_init`:
+/// the start is sqrt(ab) x_init + sqrt(1 - ab) z at opts.t_start instead of pure noise.
+fn expected(opts: &SamplerOptions, mu: f64, s: f64, dc: (f64, f64), x_init: Option<f64>) -> (f64, f64) {
     let sched = Schedule::default();
-    let ts = timesteps(opts.steps);
-    let (mut m, mut v) = (0.0f64, 1.0f64);
+    let ts = timesteps(opts.steps, opts.t_start);
+    let ab0 = sched.abar[opts.t_start];
+    let (mut m, mut v) = match x_init {
+        Some(x) => (ab0.sqrt() * x, 1.0 - ab0),
+        None => (0.0f64, 1.0f64),
+    };
     for (i, &t) in ts.iter().enumerate() {
         let ab = sched.abar[t];
         let k = (1.0 - ab).sqrt() / (ab * s * s + 1.0 - ab);
-        // eps = k (x - sqrt(ab) mu); x0 = alpha x + beta
-        let alpha = (1.0 - (1.0 - ab).sqrt() * k) / ab.sqrt();
-        let beta = (1.0 - ab).sqrt() * k * mu;
+        // eps = k (x - sqrt(ab) mu); x0 = alpha x + beta (after the hook)
+        let alpha = dc.0 * (1.0 - (1.0 - ab).sqrt() * k) / ab.sqrt();
+        let beta = dc.0 * (1.0 - ab).sqrt() * k * mu + (1.0 - dc.0) * dc.1;
         for round in 0..opts.rounds {
             if i + 1 == ts.len() && round + 1 == opts.rounds {
                 return (alpha * m + beta, alpha.abs() * v.sqrt());
@@ -102,14 +112,14 @@ fn gaussian_data_is_sampled_with_its_statistics() {
     let m = Analytic { dev: Device::Cpu, gauss: Some((mu, s)), sched: Schedule::default() };
     let dims = [24, 24, 24];
     for (eta, rounds) in [(0.85, 1), (0.0, 1), (1.0, 2)] {
-        let opts = SamplerOptions { steps: 50, eta, rounds, batch: 64, seed: 9, clip_x0: false };
+        let opts = SamplerOptions { steps: 50, eta, rounds, batch: 64, seed: 9, clip_x0: false, t_start: 999 };
         let mut passes = 0;
-        let out = sample(&m, dims, &opts, |_, _| Ok(()), |p, _| passes = p).unwrap();
+        let (out, _) = sample(&m, dims, &opts, None, |_, _| Ok(()), |p, _| passes = p).unwrap();
         assert_eq!(passes, 50 * rounds);
         let n = out.len() as f64;
         let mean = out.iter().map(|v| *v as f64).sum::<f64>() / n;
         let std = (out.iter().map(|v| (*v as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
-        let (em, es) = expected(&opts, mu, s);
+        let (em, es) = expected(&opts, mu, s, (1.0, 0.0), None);
         eprintln!("eta {eta}, rounds {rounds}: mean {mean:.4} (closed form {em:.4}, data {mu}), std {std:.4} (closed form {es:.4}, data {s})");
         // 13824 voxels: sampling error about 0.005 on the mean and 0.6% on the std.
         assert!((mean - em).abs() < 0.02, "eta {eta}: mean {mean} vs {em}");
@@ -121,4 +131,49 @@ fn gaussian_data_is_sampled_with_its_statistics() {
             assert!((es / s - 1.0).abs() < 0.1, "closed form std {es}");
         }
     }
+}
+
+fn mean_std(v: &[f32]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let mean = v.iter().map(|x| *x as f64).sum::<f64>() / n;
+    (mean, (v.iter().map(|x| (*x as f64 - mean).powi(2)).sum::<f64>() / n).sqrt())
+}
+
+/// The hook acts where reconstruction's data consistency acts: a linear pull of x0 towards a
+/// value (what CG does with A = I) moves the output exactly as the closed form says, with
+/// recurrent rounds, and from a noised initial volume at a late start.
+#[test]
+fn data_consistency_hook_and_late_start_follow_the_closed_form() {
+    let (mu, s) = (0.3f64, 0.5f64);
+    let m = Analytic { dev: Device::Cpu, gauss: Some((mu, s)), sched: Schedule::default() };
+    let dims = [24, 24, 24];
+    let (lambda, y) = (0.6f64, -0.4f64);
+    let hook = |x0: &mut Vec<f32>, _t: usize| -> Result<()> {
+        x0.iter_mut().for_each(|v| *v = (lambda * *v as f64 + (1.0 - lambda) * y) as f32);
+        Ok(())
+    };
+    for rounds in [1, 2] {
+        let opts = SamplerOptions { steps: 20, eta: 0.85, rounds, batch: 64, seed: 4, clip_x0: false, t_start: 999 };
+        let (out, stats) = sample(&m, dims, &opts, None, hook, |_, _| {}).unwrap();
+        assert_eq!(stats.passes, 20 * rounds);
+        let (mean, std) = mean_std(&out);
+        let (em, es) = expected(&opts, mu, s, (lambda, y), None);
+        eprintln!("rounds {rounds}: mean {mean:.4} vs {em:.4}, std {std:.4} vs {es:.4}");
+        assert!((mean - em).abs() < 0.02 && (std / es - 1.0).abs() < 0.03, "rounds {rounds}: {mean} {std} vs {em} {es}");
+        // The pull is visible: without it the mean is the data's.
+        assert!((em - mu).abs() > 0.2);
+    }
+    // A late start from a constant initial volume: the closed form starts from the noised
+    // initial value, mean sqrt(ab) x_init and variance 1 - ab.
+    let x_init = 0.8f64;
+    let opts = SamplerOptions { steps: 10, eta: 0.0, rounds: 1, batch: 64, seed: 5, clip_x0: false, t_start: 300 };
+    let init = vec![x_init as f32; 24 * 24 * 24];
+    let (out, stats) = sample(&m, dims, &opts, Some(&init), |_, _| Ok(()), |_, _| {}).unwrap();
+    assert_eq!(stats.passes, 10);
+    let (mean, std) = mean_std(&out);
+    let (em, es) = expected(&opts, mu, s, (1.0, 0.0), Some(x_init));
+    eprintln!("late start: mean {mean:.4} vs {em:.4}, std {std:.4} vs {es:.4}");
+    assert!((mean - em).abs() < 0.02 && (std / es - 1.0).abs() < 0.03, "late start: {mean} {std} vs {em} {es}");
+    // Starting at t = 300 keeps part of the initial value (deterministic DDIM, eta 0).
+    assert!(em > mu + 0.05, "closed form {em}");
 }
