@@ -214,3 +214,65 @@ pub fn train(dev: &Device, cfg: &crate::nn::UNetConfig, batch: usize) -> Result<
     let (peak, peak_note) = device_peak(dev);
     Ok(Row { what: format!("train {}x{:?} ({:.2} patches/s)", batch, p, batch as f64 / seconds), device: dev.name(), seconds, flops, peak, peak_note })
 }
+
+/// What `bench recon` reconstructs: a chest phantom of `shape` (1 mm voxels) from `views` cone-beam
+/// views, with random weights (the work, not the quality, is measured).
+#[derive(Clone, Debug)]
+pub struct ReconCase {
+    pub shape: [usize; 3],
+    pub views: usize,
+    pub steps: usize,
+    pub rounds: usize,
+    pub cg_iters: usize,
+    pub batch: usize,
+}
+
+/// One reconstruction: wall time, network passes per second, and the split (network,
+/// projector, CG's vector work, the rest), with the network's floor (its FLOPs over the peak).
+pub fn recon(dev: &Device, cfg: &crate::nn::UNetConfig, case: &ReconCase) -> Result<String> {
+    use crate::diffusion::recon::{reconstruct, ReconOptions, Start};
+    use crate::diffusion::sampler::SamplerOptions;
+    use crate::nn::{Arch, UNet, Weights};
+    cfg.validate()?;
+    let g = crate::ct::Geometry::from_json(&crate::ct::geometry::cone_scan_json(case.shape, case.views))?;
+    let arch = Arch::new(cfg);
+    let flops_per_patch = arch.total_flops();
+    let net = UNet::new(arch, &Weights::random(&Arch::new(cfg), 7)?, dev)?;
+    let p = crate::ct::siddon::Projector::new(g.clone(), dev)?;
+    let truth = crate::ct::chest::chest(&g.volume, 1);
+    let vol = Tensor::from_f32(&truth, &g.volume.shape, DType::F32, dev)?;
+    let mut y = Tensor::zeros(&g.proj_shape(), DType::F32, dev)?;
+    p.forward(&vol, &mut y)?;
+    drop(vol);
+    let opts = ReconOptions {
+        sampler: SamplerOptions { steps: case.steps, rounds: case.rounds, batch: case.batch, ..SamplerOptions::default() },
+        cg_iters: case.cg_iters,
+        gamma: 0.0,
+        start: Start::Noise,
+    };
+    let (_, s) = reconstruct(&net, &p, &y, cfg.mu_max, None, &opts, |_, _| {})?;
+    let patches: usize = (0..3).map(|a| case.shape[a] / cfg.patch[a] + 1).product();
+    let net_flops = flops_per_patch * (patches * s.sample.passes) as f64;
+    let (peak, note) = device_peak(dev);
+    let floor = peak.map(|pk| format!("{:.2} s ({note})", net_flops / pk)).unwrap_or_else(|| "unknown".into());
+    let t = &s.sample;
+    Ok(format!(
+        "recon {:?} {} views, {} steps x {} rounds, {} CG, batch {} on {}: {:.2} s, {:.3} passes/s ({} patches per pass); \
+         network {:.2} s ({:.1} GFLOP/s, floor {floor}), projector {:.2} s, CG vectors {:.2} s, rest {:.2} s",
+        case.shape,
+        case.views,
+        case.steps,
+        case.rounds,
+        case.cg_iters,
+        case.batch,
+        dev.name(),
+        t.total_s,
+        t.passes as f64 / t.total_s,
+        patches,
+        t.network_s,
+        net_flops / t.network_s / 1e9,
+        s.projector_s,
+        (t.hook_s - s.projector_s).max(0.0),
+        (t.total_s - t.network_s - t.hook_s).max(0.0)
+    ))
+}

@@ -11,15 +11,7 @@ use tomodiff::nn::{model_files, Arch, UNet};
 use tomodiff::{DType, Device, Tensor};
 
 fn scan(n: usize, views: usize) -> (Geometry, Vec<f32>, Vec<f32>) {
-    let g = Geometry::from_json(&format!(
-        r#"{{"volume": {{"shape": [{n}, {n}, {n}]}},
-            "scan": {{"type": "cone", "n_views": {views}, "source_origin": {so}, "origin_detector": {od}, "det_shape": [{r}, {c}], "det_spacing": [1.5, 1.5]}}}}"#,
-        so = 3 * n,
-        od = 3 * n / 2,
-        r = 3 * n / 2,
-        c = 2 * n
-    ))
-    .unwrap();
+    let g = Geometry::from_json(&tomodiff::ct::geometry::cone_scan_json([n, n, n], views)).unwrap();
     let truth = tomodiff::ct::chest::chest(&g.volume, 424_242);
     let mut y = vec![0f32; g.n_rays()];
     tomodiff::ct::siddon::forward_ref(&g, &truth, &mut y);

@@ -94,6 +94,23 @@ enum BenchCmd {
     Train(NetBench),
     /// One U-Net forward over a batch of patches: patches/s, achieved FLOP/s, the floor.
     Unet(NetBench),
+    /// One reconstruction (random weights, a chest phantom's cone-beam scan): wall time, network
+    /// passes/s and the split (network, projector, CG, the rest).
+    Recon {
+        #[command(flatten)]
+        net: NetBench,
+        /// Volume shape nz,ny,nx.
+        #[arg(long, value_delimiter = ',', default_value = "64,64,64")]
+        shape: Vec<usize>,
+        #[arg(long, default_value_t = 8)]
+        views: usize,
+        #[arg(long, default_value_t = 50)]
+        steps: usize,
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        #[arg(long, default_value_t = 5)]
+        cg_iters: usize,
+    },
     /// Siddon forward and adjoint: rays/s and voxel intersections/s.
     Projector {
         /// Devices to measure (repeatable); default: cpu and every CUDA device.
@@ -133,6 +150,14 @@ pub fn run() -> Result<()> {
         Cmd::Sample(a) => sample::run(a)?,
         Cmd::Bench { what: BenchCmd::Unet(a) } => bench_net(a, tomodiff::bench::unet)?,
         Cmd::Bench { what: BenchCmd::Train(a) } => bench_net(a, tomodiff::bench::train)?,
+        Cmd::Bench { what: BenchCmd::Recon { net, shape, views, steps, rounds, cg_iters } } => {
+            let shape: [usize; 3] = shape.as_slice().try_into().map_err(|_| anyhow::anyhow!("--shape takes nz,ny,nx"))?;
+            let case = tomodiff::bench::ReconCase { shape, views, steps, rounds, cg_iters, batch: net.batch };
+            let cfg = net_config(&net)?;
+            for dev in bench_devices(net.devices)? {
+                println!("{}", tomodiff::bench::recon(&dev, &cfg, &case).with_context(|| format!("on {}", dev.name()))?);
+            }
+        }
         Cmd::Phantom(a) => ct::phantom(a)?,
         Cmd::Project(a) => ct::project(a)?,
         Cmd::Backproject(a) => ct::backproject(a)?,
@@ -176,14 +201,21 @@ fn bench_devices(devices: Vec<String>) -> Result<Vec<Device>> {
 
 /// A network benchmark (forward or training step) on each device.
 fn bench_net(a: NetBench, f: fn(&Device, &tomodiff::nn::UNetConfig, usize) -> tomodiff::Result<tomodiff::bench::Row>) -> Result<()> {
-    let mut cfg = tomodiff::nn::UNetConfig::load(&a.config)?;
-    if let Some(p) = a.patch {
-        cfg.patch = [p; 3];
-    }
+    let cfg = net_config(&a)?;
     for dev in bench_devices(a.devices)? {
         println!("{}", f(&dev, &cfg, a.batch).with_context(|| format!("on {}", dev.name()))?.line());
     }
     Ok(())
+}
+
+/// The benchmark's config, with its patch edge when given.
+fn net_config(a: &NetBench) -> Result<tomodiff::nn::UNetConfig> {
+    let mut cfg = tomodiff::nn::UNetConfig::load(&a.config)?;
+    if let Some(p) = a.patch {
+        cfg.patch = [p; 3];
+    }
+    cfg.validate()?;
+    Ok(cfg)
 }
 
 fn bench_gemm(devices: Vec<String>, size: Option<usize>) -> Result<()> {

@@ -230,22 +230,13 @@ pub struct DemoArgs {
     prior: PriorArgs,
 }
 
-/// The demo's scan of a 64^3 volume of 1 mm voxels: circular cone beam, source 200 mm and
-/// detector 100 mm from the axis, a 96 x 128 detector of 1.5 mm pixels.
-fn demo_geometry(views: usize) -> String {
-    format!(
-        r#"{{"volume": {{"shape": [64, 64, 64], "voxel_size": [1, 1, 1]}},
- "scan": {{"type": "cone", "det_shape": [96, 128], "det_spacing": [1.5, 1.5], "n_views": {views}, "arc_deg": 360,
-           "source_origin": 200, "origin_detector": 100}}}}"#
-    )
-}
-
 pub fn demo(a: DemoArgs) -> Result<()> {
     if a.views == 0 {
         bail!("--views must be positive");
     }
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let text = demo_geometry(a.views);
+    // 64^3 voxels of 1 mm, as the shipped prior was trained on.
+    let text = tomodiff::ct::geometry::cone_scan_json([64, 64, 64], a.views);
     let g = Geometry::from_json(&text)?;
     tomodiff::io::write_atomic(&a.out.join("geometry.json"), text.as_bytes())?;
     let (cfg, w, name) = load_model(None, None)?;

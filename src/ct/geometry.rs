@@ -378,3 +378,21 @@ fn vectors(volume: VolumeGrid, kind: Kind, det_shape: [usize; 2], s: &ScanDoc) -
         det_offset: [0.0, 0.0],
     })
 }
+
+/// The circular cone-beam scan of a `shape` volume used by the demo, the reconstruction
+/// benchmark and tests: source at 3 n, detector at 1.5 n from the axis (n the widest transverse edge), pixels
+/// of 1.5 mm covering the magnified volume.
+pub fn cone_scan_json(shape: [usize; 3], views: usize) -> String {
+    let n = shape[1].max(shape[2]);
+    format!(
+        r#"{{"volume": {{"shape": [{}, {}, {}]}}, "scan": {{"type": "cone", "n_views": {views}, "source_origin": {}, "origin_detector": {},
+             "det_shape": [{}, {}], "det_spacing": [1.5, 1.5]}}}}"#,
+        shape[0],
+        shape[1],
+        shape[2],
+        3 * n,
+        3 * n / 2,
+        (3 * shape[0]).div_ceil(2) + 8,
+        2 * n
+    )
+}
