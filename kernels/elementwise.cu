@@ -11,6 +11,11 @@ KERNEL scale_f32(long long n, float a, const float* x, float* y) {
     for (long long i = grid_start(); i < n; i += grid_stride()) y[i] = a * x[i];
 }
 
+// y = a x + b
+KERNEL affine_f32(long long n, float a, float b, const float* x, float* y) {
+    for (long long i = grid_start(); i < n; i += grid_stride()) y[i] = a * x[i] + b;
+}
+
 template <typename S, typename D>
 __device__ __forceinline__ void cast(long long n, const S* x, D* y) {
     for (long long i = grid_start(); i < n; i += grid_stride()) y[i] = from_f32<D>(to_f32(x[i]));

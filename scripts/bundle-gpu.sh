@@ -47,6 +47,10 @@ python3 "$here/peer_gemm.py" 4096 2>&1 | tee -a "$log/bench-gemm.log"
 python3 "$here/peer_unet_torch.py" --config paper --batch 8 --device cuda 2>&1 | tee -a "$log/bench-unet.log"
 "$here/tomodiff" bench train --device cuda --config paper --batch 8 2>&1 | tee "$log/bench-train.log"
 python3 "$here/peer_train_torch.py" --config paper --batch 8 --device cuda 2>&1 | tee -a "$log/bench-train.log"
+# Reconstruction: the demo on the GPU (quality as on the CPU), then the case, first short.
+"$here/tomodiff" demo --out "$log/demo" --device cuda 2>&1 | tee "$log/demo.log"
+"$here/tomodiff" bench recon --device cuda --config paper --shape 512,512,256 --steps 5 --rounds 1 --batch 32 2>&1 | tee "$log/bench-recon.log"
+timeout 300 "$here/tomodiff" bench recon --device cuda --config paper --shape 512,512,256 --steps 50 --rounds 2 --batch 32 2>&1 | tee -a "$log/bench-recon.log"
 exit $fail
 RUN
 chmod +x "$out/run.sh"

@@ -4,6 +4,7 @@ use tomodiff::diffusion::sampler::{predict_eps, sample, timesteps, EpsModel, Sam
 use tomodiff::diffusion::schedule::Schedule;
 use tomodiff::nn::ContextMode;
 use tomodiff::{DType, Device, Result, Tensor};
+mod common;
 
 /// eps = channel 0 (the noisy patch) when `gauss` is None; else the exact E[eps | x_t] for data
 /// x0 ~ N(mu, s^2) per voxel: sqrt(1 - ab) (x_t - sqrt(ab) mu) / (ab s^2 + 1 - ab).
@@ -18,7 +19,8 @@ impl EpsModel for Analytic {
         &self.dev
     }
     fn act_dtype(&self) -> DType {
-        DType::F32
+        // Kernel devices assemble bf16 patches.
+        if self.dev.runs_kernels() { DType::BF16 } else { DType::F32 }
     }
     fn patch(&self) -> [usize; 3] {
         [8, 8, 8]
@@ -50,8 +52,11 @@ fn stitching_returns_each_voxel_from_its_patch() {
     let dims = [13, 9, 20];
     let x: Vec<f32> = (0..13 * 9 * 20).map(|i| i as f32 * 0.01 - 5.0).collect();
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(3);
+    let xt = Tensor::from_f32(&x, &dims, DType::F32, &Device::Cpu).unwrap();
     for batch in [1, 7, 100] {
-        assert_eq!(predict_eps(&m, &x, dims, 500, batch, &mut rng).unwrap(), x);
+        let mut eps = Tensor::full(&dims, f32::NAN, DType::F32, &Device::Cpu).unwrap();
+        predict_eps(&m, &xt, 500, batch, &mut rng, &mut eps).unwrap();
+        assert_eq!(eps.to_f32_vec().unwrap(), x);
     }
 }
 
@@ -144,13 +149,20 @@ fn mean_std(v: &[f32]) -> (f64, f64) {
 /// recurrent rounds, and from a noised initial volume at a late start.
 #[test]
 fn data_consistency_hook_and_late_start_follow_the_closed_form() {
+    let mut devices = vec![Device::Cpu];
+    devices.extend(common::kernel_devices("sampler"));
+    for dev in devices {
+        hook_and_late_start_on(dev);
+    }
+}
+
+fn hook_and_late_start_on(dev: Device) {
     let (mu, s) = (0.3f64, 0.5f64);
-    let m = Analytic { dev: Device::Cpu, gauss: Some((mu, s)), sched: Schedule::default() };
+    let m = Analytic { dev: dev.clone(), gauss: Some((mu, s)), sched: Schedule::default() };
     let dims = [24, 24, 24];
     let (lambda, y) = (0.6f64, -0.4f64);
-    let hook = |x0: &mut Vec<f32>, _t: usize| -> Result<()> {
-        x0.iter_mut().for_each(|v| *v = (lambda * *v as f64 + (1.0 - lambda) * y) as f32);
-        Ok(())
+    let hook = |x0: &mut Tensor, _t: usize| -> Result<()> {
+        tomodiff::ops::elementwise::affine_inplace(lambda as f32, ((1.0 - lambda) * y) as f32, x0)
     };
     for rounds in [1, 2] {
         let opts = SamplerOptions { steps: 20, eta: 0.85, rounds, batch: 64, seed: 4, clip_x0: false, t_start: 999 };
@@ -158,7 +170,7 @@ fn data_consistency_hook_and_late_start_follow_the_closed_form() {
         assert_eq!(stats.passes, 20 * rounds);
         let (mean, std) = mean_std(&out);
         let (em, es) = expected(&opts, mu, s, (lambda, y), None);
-        eprintln!("rounds {rounds}: mean {mean:.4} vs {em:.4}, std {std:.4} vs {es:.4}");
+        eprintln!("{} rounds {rounds}: mean {mean:.4} vs {em:.4}, std {std:.4} vs {es:.4}", dev.name());
         assert!((mean - em).abs() < 0.02 && (std / es - 1.0).abs() < 0.03, "rounds {rounds}: {mean} {std} vs {em} {es}");
         // The pull is visible: without it the mean is the data's.
         assert!((em - mu).abs() > 0.2);

@@ -9,7 +9,8 @@ use crate::ct::iterative::cgls_damped;
 use crate::ct::siddon::Projector;
 use crate::error::{Error, Result};
 use crate::nn::UNetConfig;
-use crate::tensor::{DType, Tensor};
+use crate::ops::elementwise::affine_inplace;
+use crate::tensor::Tensor;
 
 /// Where the sampler starts.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -57,14 +58,12 @@ pub struct ReconStats {
     pub projector_s: f64,
 }
 
-/// x0 (model range) -> attenuation -> `iters` damped CG iterations against y -> model range.
-pub fn data_consistency(p: &Projector, y: &Tensor, x0: &mut [f32], mu_max: f32, iters: usize, gamma: f64) -> Result<()> {
-    let mu0: Vec<f32> = x0.iter().map(|v| (v + 1.0) * 0.5 * mu_max).collect();
-    let mut mu = Tensor::from_f32(&mu0, &p.geometry().volume.shape, DType::F32, p.device())?;
-    cgls_damped(p, y, &mut mu, gamma, iters, |_, _| {})?;
-    let mu = mu.to_f32_vec()?;
-    x0.iter_mut().zip(&mu).for_each(|(x, m)| *x = 2.0 * m / mu_max - 1.0);
-    Ok(())
+/// x0 (model range, in place on the projector's device) -> attenuation -> `iters` damped CG
+/// iterations against y -> model range.
+pub fn data_consistency(p: &Projector, y: &Tensor, x0: &mut Tensor, mu_max: f32, iters: usize, gamma: f64) -> Result<()> {
+    affine_inplace(0.5 * mu_max, 0.5 * mu_max, x0)?;
+    cgls_damped(p, y, x0, gamma, iters, |_, _| {})?;
+    affine_inplace(2.0 / mu_max, -1.0, x0)
 }
 
 /// Reconstructs attenuation from projections `y` (on the projector's device). `init` is the
@@ -79,6 +78,14 @@ pub fn reconstruct(
     progress: impl FnMut(usize, usize),
 ) -> Result<(Vec<f32>, ReconStats)> {
     let dims = p.geometry().volume.shape;
+    if model.device().name() != p.device().name() || y.device().name() != p.device().name() {
+        return Err(Error::Config(format!(
+            "reconstruct: the network ({}), the projector ({}) and the projections ({}) must share one device",
+            model.device().name(),
+            p.device().name(),
+            y.device().name()
+        )));
+    }
     let mut so = opts.sampler.clone();
     let init = match opts.start {
         Start::Noise => None,
@@ -89,7 +96,7 @@ pub fn reconstruct(
         }
     };
     let busy0 = p.busy_seconds();
-    let hook = |x0: &mut Vec<f32>, _t: usize| data_consistency(p, y, x0, mu_max, opts.cg_iters, opts.gamma);
+    let hook = |x0: &mut Tensor, _t: usize| data_consistency(p, y, x0, mu_max, opts.cg_iters, opts.gamma);
     let (x, sample) = sample(model, dims, &so, init.as_deref(), hook, progress)?;
     let mu = x.iter().map(|v| (v + 1.0) * 0.5 * mu_max).collect();
     Ok((mu, ReconStats { sample, projector_s: p.busy_seconds() - busy0 }))

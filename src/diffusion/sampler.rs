@@ -10,8 +10,8 @@ use crate::error::{Error, Result};
 use crate::nn::{ContextMode, UNet};
 use crate::tensor::{DType, Tensor};
 use crate::Device;
+use crate::ops::sampler::{ddim, stitch, tweedie};
 use rand::{Rng, SeedableRng};
-use rand_distr::{Distribution, StandardNormal};
 
 /// What predicts the noise of a batch of 5-channel patches (the U-Net, or an analytic model in
 /// tests).
@@ -83,60 +83,42 @@ pub struct SampleStats {
     pub total_s: f64,
 }
 
-/// eps over the whole volume x (D, H, W) at timestep t, with a tiling offset drawn from `rng`.
-pub fn predict_eps(model: &dyn EpsModel, x: &[f32], dims: [usize; 3], t: usize, batch: usize, rng: &mut impl Rng) -> Result<Vec<f32>> {
+/// eps (D, H, W) over the whole volume x (D, H, W) at timestep t, with a tiling offset drawn
+/// from `rng`; x and eps are f32 tensors on the model's device.
+pub fn predict_eps(model: &dyn EpsModel, x: &Tensor, t: usize, batch: usize, rng: &mut impl Rng, eps: &mut Tensor) -> Result<()> {
+    let s = x.shape();
+    if s.len() != 3 || eps.shape() != s {
+        return Err(Error::Shape(format!("predict_eps: volume {s:?} and noise estimate {:?} must be one 3D shape", eps.shape())));
+    }
+    let dims = [s[0], s[1], s[2]];
     let p = model.patch();
-    let dev = model.device().clone();
     let offset: [usize; 3] = std::array::from_fn(|a| rng.random_range(0..p[a]));
     let starts = tiling::tiling(dims, p, offset);
-    let vol = Tensor::from_f32(x, &dims, DType::F32, &dev)?;
-    let ctx = tiling::context_tensor(&vol, p, model.context_mode())?;
-    let mut eps = vec![0f32; x.len()];
-    let pv: usize = p.iter().product();
+    let ctx = tiling::context_tensor(x, p, model.context_mode())?;
+    let dev = model.device().clone();
     for chunk in starts.chunks(batch.max(1)) {
-        let inp = tiling::assemble_tensor(&vol, &ctx, chunk, model.act_dtype())?;
+        let inp = tiling::assemble_tensor(x, &ctx, chunk, model.act_dtype())?;
         let tt = Tensor::from_f32(&vec![t as f32; chunk.len()], &[chunk.len()], DType::F32, &dev)?;
-        let out = model.eps(&inp, &tt)?.to_f32_vec()?;
-        if out.len() != chunk.len() * pv {
-            return Err(Error::Shape(format!("the model returned {} values for {} patches of {p:?}", out.len(), chunk.len())));
+        let out = model.eps(&inp, &tt)?;
+        let out = if out.dtype() == DType::F32 { out } else { out.to_dtype(DType::F32)? };
+        if out.numel() != chunk.len() * p.iter().product::<usize>() {
+            return Err(Error::Shape(format!("the model returned {:?} for {} patches of {p:?}", out.shape(), chunk.len())));
         }
-        for (b, st) in chunk.iter().enumerate() {
-            for k in 0..p[0] {
-                let z = st[0] + k as isize;
-                if z < 0 || z >= dims[0] as isize {
-                    continue;
-                }
-                for j in 0..p[1] {
-                    let y = st[1] + j as isize;
-                    if y < 0 || y >= dims[1] as isize {
-                        continue;
-                    }
-                    for i in 0..p[2] {
-                        let xx = st[2] + i as isize;
-                        if xx >= 0 && (xx as usize) < dims[2] {
-                            eps[(z as usize * dims[1] + y as usize) * dims[2] + xx as usize] = out[b * pv + (k * p[1] + j) * p[2] + i];
-                        }
-                    }
-                }
-            }
-        }
+        stitch(&out.reshape(&[chunk.len(), p[0], p[1], p[2]])?, chunk, eps)?;
     }
-    Ok(eps)
-}
-
-fn noise(rng: &mut impl Rng, n: usize) -> Vec<f32> {
-    (0..n).map(|_| StandardNormal.sample(rng)).collect()
+    Ok(())
 }
 
 /// Samples a volume (D, H, W) in the model range [-1, 1], from pure noise, or from `init` (model
-/// range) noised to `opts.t_start`. `x0_hook` may change Tweedie's x0 before each update (data
-/// consistency); `progress(pass, passes)` after each network pass.
+/// range) noised to `opts.t_start`. Every volume stays on the model's device, allocated once.
+/// `x0_hook` may change Tweedie's x0 (on that device) before each update (data consistency);
+/// `progress(pass, passes)` after each network pass.
 pub fn sample(
     model: &dyn EpsModel,
     dims: [usize; 3],
     opts: &SamplerOptions,
     init: Option<&[f32]>,
-    mut x0_hook: impl FnMut(&mut Vec<f32>, usize) -> Result<()>,
+    mut x0_hook: impl FnMut(&mut Tensor, usize) -> Result<()>,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<(Vec<f32>, SampleStats)> {
     if opts.steps == 0 || opts.rounds == 0 || !(0.0..=1.0).contains(&opts.eta) || opts.t_start >= T {
@@ -151,49 +133,53 @@ pub fn sample(
             return Err(Error::Shape(format!("sampler: an initial volume of {} values for shape {dims:?}", v.len())));
         }
     }
+    let dev = model.device().clone();
     let sched = Schedule::default();
+    // Tiling offsets from a seeded generator; noise from the counter-based streams of the seed.
     let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed);
+    let mut stream = 0u64;
     let start = std::time::Instant::now();
     let mut stats = SampleStats::default();
-    let mut x = noise(&mut rng, n);
-    if let Some(v) = init {
-        let ab = sched.abar[opts.t_start];
-        x.iter_mut().zip(v).for_each(|(z, a)| *z = (ab.sqrt() * *a as f64 + (1.0 - ab).sqrt() * *z as f64) as f32);
-    }
+    let mut x = Tensor::zeros(&dims, DType::F32, &dev)?;
+    let mut eps = Tensor::zeros(&dims, DType::F32, &dev)?;
+    let mut x0 = match init {
+        Some(v) => Tensor::from_f32(v, &dims, DType::F32, &dev)?,
+        None => Tensor::zeros(&dims, DType::F32, &dev)?,
+    };
+    let ab0 = if init.is_some() { sched.abar[opts.t_start] } else { 0.0 };
+    ddim(&mut x, &x0, &eps, ab0.sqrt() as f32, 0.0, (1.0 - ab0).sqrt() as f32, opts.seed, stream)?;
     let ts = timesteps(opts.steps, opts.t_start);
     let passes = ts.len() * opts.rounds;
     for (i, &t) in ts.iter().enumerate() {
         let ab_t = sched.abar[t];
         for round in 0..opts.rounds {
             let t0 = std::time::Instant::now();
-            let mut eps = predict_eps(model, &x, dims, t, opts.batch, &mut rng)?;
+            predict_eps(model, &x, t, opts.batch, &mut rng, &mut eps)?;
+            dev.synchronize()?;
             stats.network_s += t0.elapsed().as_secs_f64();
-            let mut x0: Vec<f32> = x.iter().zip(&eps).map(|(xv, e)| ((*xv as f64 - (1.0 - ab_t).sqrt() * *e as f64) / ab_t.sqrt()) as f32).collect();
-            if opts.clip_x0 {
-                x0.iter_mut().for_each(|v| *v = v.clamp(-1.0, 1.0));
-                // The noise consistent with the clipped x0 (as guided-diffusion's DDIM): at high
-                // noise levels 1/sqrt(abar) amplifies eps errors into x0 values far outside the
-                // data range, and stepping with the raw eps would undo the clip.
-                eps.iter_mut().zip(x.iter().zip(&x0)).for_each(|(e, (xv, a))| *e = ((*xv as f64 - ab_t.sqrt() * *a as f64) / (1.0 - ab_t).sqrt()) as f32);
-            }
+            // With the clamp, eps becomes the noise consistent with the clamped x0 (as
+            // guided-diffusion's DDIM): at high noise 1/sqrt(abar) amplifies eps errors into x0
+            // values far outside the data range, and stepping with the raw eps would undo the clip.
+            tweedie(&x, &mut eps, &mut x0, ab_t, opts.clip_x0)?;
             let t0 = std::time::Instant::now();
             x0_hook(&mut x0, t)?;
             stats.hook_s += t0.elapsed().as_secs_f64();
             stats.passes += 1;
             progress(stats.passes, passes);
             if i + 1 == ts.len() && round + 1 == opts.rounds {
+                let out = x0.to_f32_vec()?;
                 stats.total_s = start.elapsed().as_secs_f64();
-                return Ok((x0, stats));
+                return Ok((out, stats));
             }
-            let z = noise(&mut rng, n);
+            stream += 1;
             if round + 1 < opts.rounds {
                 // Recurrent noising: back to the same level with fresh noise.
-                x = x0.iter().zip(&z).map(|(a, zz)| (ab_t.sqrt() * *a as f64 + (1.0 - ab_t).sqrt() * *zz as f64) as f32).collect();
+                ddim(&mut x, &x0, &eps, ab_t.sqrt() as f32, 0.0, (1.0 - ab_t).sqrt() as f32, opts.seed, stream)?;
             } else {
                 let ab_s = sched.abar[ts[i + 1]];
                 let sigma = opts.eta * ((1.0 - ab_s) / (1.0 - ab_t)).sqrt() * (1.0 - ab_t / ab_s).max(0.0).sqrt();
                 let c = (1.0 - ab_s - sigma * sigma).max(0.0).sqrt();
-                x = (0..n).map(|k| (ab_s.sqrt() * x0[k] as f64 + c * eps[k] as f64 + sigma * z[k] as f64) as f32).collect();
+                ddim(&mut x, &x0, &eps, ab_s.sqrt() as f32, c as f32, sigma as f32, opts.seed, stream)?;
             }
         }
     }

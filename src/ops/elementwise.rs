@@ -33,6 +33,18 @@ pub fn scale(a: f32, x: &Tensor, y: &mut Tensor) -> Result<()> {
     run("scale_f32", a, x, y, scale_ref)
 }
 
+/// y = a y + b in place.
+pub fn affine_inplace(a: f32, b: f32, y: &mut Tensor) -> Result<()> {
+    expect_dtype("affine", y, DType::F32)?;
+    let dev = y.device().clone();
+    if !dev.runs_kernels() {
+        y.host_f32_mut().ok_or_else(|| Error::DType("host f32 expected".into()))?.iter_mut().for_each(|v| *v = a * *v + b);
+        return Ok(());
+    }
+    let n = y.numel();
+    Launch::new("affine_f32")?.grid(stride_grid(n, 256)).block([256, 1, 1]).i64(n as i64).f32(a).f32(b).buf(y.buffer()).buf(y.buffer()).run(&dev)
+}
+
 fn run(kernel: &str, a: f32, x: &Tensor, y: &mut Tensor, reference: fn(f32, &[f32], &mut [f32])) -> Result<()> {
     let dev = x.device().clone();
     if !dev.runs_kernels() {

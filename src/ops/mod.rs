@@ -11,6 +11,7 @@ pub mod group_norm;
 pub mod linear;
 pub mod reduce;
 pub mod resample;
+pub mod sampler;
 pub mod vector;
 
 use crate::error::{Error, Result};

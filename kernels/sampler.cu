@@ -1,0 +1,52 @@
+// The sampler's per-pass work on the device (src/ops/sampler.rs holds the CPU references):
+// stitching patch outputs into the volume, Tweedie's x0 with the clamp, and the DDIM/re-noising
+// update with noise drawn from a counter-based generator, so the noise is a function of
+// (seed, stream, index) and the same on every device and thread count.
+#include "common.cuh"
+
+// 64-bit mix (splitmix64's finaliser) of seed, stream and index.
+__device__ __forceinline__ unsigned long long mix64(unsigned long long z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+// A standard normal from one 64-bit hash: Box-Muller on two 24-bit uniforms (u1 in (0, 1]).
+__device__ __forceinline__ float normal_at(long long seed, long long stream, long long i) {
+    unsigned long long h = mix64((unsigned long long)seed ^ mix64((unsigned long long)stream * 0x9e3779b97f4a7c15ull + (unsigned long long)i));
+    float u1 = (float)((h >> 40) + 1) * (1.0f / 16777216.0f);
+    float u2 = (float)((h >> 8) & 0xffffff) * (1.0f / 16777216.0f);
+    return sqrtf(-2.0f * logf(u1)) * cosf(6.28318530718f * u2);
+}
+
+// vol (D, H, W) <- patches (N, PZ, PY, PX) at starts (N, 3); voxels outside the volume are
+// dropped. The tiles of one tiling are disjoint, so no two threads write one voxel.
+KERNEL stitch_patches_f32(const float* patches, const int* starts, float* vol, int N, int D, int H, int W, int PZ, int PY, int PX) {
+    long long per = (long long)PZ * PY * PX, total = N * per;
+    for (long long o = grid_start(); o < total; o += grid_stride()) {
+        int b = (int)(o / per);
+        long long p = o % per;
+        int i = (int)(p % PX), j = (int)((p / PX) % PY), k = (int)(p / ((long long)PX * PY));
+        int z = starts[b * 3] + k, y = starts[b * 3 + 1] + j, x = starts[b * 3 + 2] + i;
+        if (z >= 0 && y >= 0 && x >= 0 && z < D && y < H && x < W) vol[((long long)z * H + y) * W + x] = patches[o];
+    }
+}
+
+// x0 = (x - sb eps) / sa, clamped to [-1, 1] when clip != 0, and then eps = (x - sa x0) / sb, the
+// noise consistent with the clamped x0 (sa = sqrt(abar), sb = sqrt(1 - abar)).
+KERNEL tweedie_f32(long long n, const float* x, float* eps, float* x0, float sa, float sb, int clip) {
+    for (long long i = grid_start(); i < n; i += grid_stride()) {
+        float a = (x[i] - sb * eps[i]) / sa;
+        if (clip) {
+            a = fminf(fmaxf(a, -1.0f), 1.0f);
+            eps[i] = (x[i] - sa * a) / sb;
+        }
+        x0[i] = a;
+    }
+}
+
+// x = a x0 + c eps + sigma z(seed, stream, i): the DDIM step (c = sqrt(1 - abar_s - sigma^2)),
+// recurrent re-noising and the start (c = 0).
+KERNEL ddim_f32(long long n, float* x, const float* x0, const float* eps, float a, float c, float sigma, long long seed, long long stream) {
+    for (long long i = grid_start(); i < n; i += grid_stride()) x[i] = a * x0[i] + c * eps[i] + sigma * normal_at(seed, stream, i);
+}
