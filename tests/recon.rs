@@ -55,3 +55,18 @@ fn tiny_prior_reconstructs_a_phantom_on_every_device() {
         assert_eq!(again, mu, "{}: not reproducible", dev.name());
     }
 }
+
+/// The memory estimate that `reconstruct` prints and enforces: the paper preset at 512x512x256
+/// (8 views) fits in 16 GB with room to spare, and grows with the batch.
+#[test]
+fn the_paper_preset_at_512x512x256_fits_in_16_gb() {
+    use tomodiff::diffusion::recon::memory_estimate;
+    let cfg = tomodiff::nn::UNetConfig::paper();
+    let params = Arch::new(&cfg).param_count();
+    let g = Geometry::from_json(&tomodiff::ct::geometry::cone_scan_json([512, 512, 256], 8)).unwrap();
+    let gib = |b: usize| b as f64 / (1u64 << 30) as f64;
+    let est = |batch| memory_estimate(&cfg, params, 2, batch, g.volume.len(), g.n_rays());
+    eprintln!("paper 512x512x256, 8 views: batch 16 {:.2} GiB, batch 32 {:.2} GiB", gib(est(16)), gib(est(32)));
+    assert!(gib(est(16)) < 16.0 && gib(est(16)) > gib(9 * g.volume.len() * 4));
+    assert!(est(32) > est(16));
+}
