@@ -116,7 +116,7 @@ fn sample_writes_a_volume_and_preview() {
     let w = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/unet_tiny_weights.safetensors");
     let (out, png) = (dir.path().join("s.npy"), dir.path().join("s.png"));
     for dev in ["cpu"] {
-        let (code, o, e) = run(&["sample", "--weights", &s(&w), "--shape", "20,16,16", "--steps", "2", "--device", dev, "-o", &s(&out), "--preview", &s(&png)]);
+        let (code, o, e) = run(&["sample", "--weights", &s(&w), "--config", "tiny", "--shape", "20,16,16", "--steps", "2", "--device", dev, "-o", &s(&out), "--preview", &s(&png)]);
         assert_eq!(code, 0, "{e}");
         assert!(o.contains("2 passes"), "{o}");
         let a = tomodiff::io::read_array(&out).unwrap();
@@ -125,6 +125,13 @@ fn sample_writes_a_volume_and_preview() {
         assert!(a.data.iter().all(|v| (0.0..=0.04).contains(v)), "{dev}");
         assert!(png.exists());
     }
-    let (code, _, e) = run(&["sample", "--weights", &s(&w), "--shape", "20,0,16", "-o", &s(&out)]);
+    let (code, _, e) = run(&["sample", "--weights", &s(&w), "--config", "tiny", "--shape", "20,0,16", "-o", &s(&out)]);
     assert!(code == 1 && e.contains("must be positive"), "{e}");
+    // A weights file with no config.json beside it needs --config.
+    let (code, _, e) = run(&["sample", "--weights", &s(&w), "--shape", "16,16,16", "-o", &s(&out)]);
+    assert!(code == 1 && e.contains("no config.json beside the weights"), "{e}");
+    // Without --weights: the shipped prior.
+    let (code, o, e) = run(&["sample", "--shape", "16,16,16", "--steps", "1", "--device", "cpu", "-o", &s(&out)]);
+    assert_eq!(code, 0, "{e}");
+    assert!(o.contains("1 passes"), "{o}");
 }

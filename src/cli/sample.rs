@@ -5,15 +5,17 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use tomodiff::ct::VolumeGrid;
 use tomodiff::diffusion::sampler::{sample, SamplerOptions};
-use tomodiff::nn::{Arch, UNet, UNetConfig, Weights};
+use tomodiff::nn::{model_files, Arch, UNet};
 use tomodiff::Device;
 
 #[derive(Args)]
 pub struct SampleArgs {
-    #[arg(long, default_value = "tiny")]
-    config: String,
+    /// A preset (paper, tiny) or a JSON config; default: the config.json beside the weights.
     #[arg(long)]
-    weights: PathBuf,
+    config: Option<String>,
+    /// Weights (safetensors); default: the shipped prior.
+    #[arg(long)]
+    weights: Option<PathBuf>,
     /// Volume shape nz,ny,nx.
     #[arg(long, value_delimiter = ',', default_value = "64,64,64")]
     shape: Vec<usize>,
@@ -38,16 +40,16 @@ pub struct SampleArgs {
 }
 
 pub fn run(a: SampleArgs) -> Result<()> {
-    let cfg = UNetConfig::load(&a.config)?;
-    cfg.validate()?;
+    let (cfg, w) = match &a.weights {
+        Some(p) => model_files::load(p, a.config.as_deref())?,
+        None => model_files::shipped()?,
+    };
     let shape: [usize; 3] = a.shape.as_slice().try_into().map_err(|_| anyhow::anyhow!("--shape takes nz,ny,nx"))?;
     if shape.contains(&0) {
         bail!("--shape {shape:?} must be positive");
     }
     let dev = Device::parse(&a.device)?;
-    let arch = Arch::new(&cfg);
-    let w = Weights::load(&a.weights, &arch)?;
-    let net = UNet::new(arch, &w, &dev)?;
+    let net = UNet::new(Arch::new(&cfg), &w, &dev)?;
     let opts = SamplerOptions { steps: a.steps, eta: a.eta, rounds: a.rounds, batch: a.batch, seed: a.seed, clip_x0: true, t_start: 999 };
     let pb = ProgressBar::new((a.steps * a.rounds) as u64);
     pb.set_style(ProgressStyle::with_template("sample [{bar:30}] {pos}/{len} network passes {elapsed} (eta {eta})").unwrap());
