@@ -1,6 +1,7 @@
-// The network's inputs on the device: the global context (the whole volume resized to the patch
-// shape, trilinear with align_corners=False semantics or area averaging, as src/ops/resample.rs)
-// and the batch of 5-channel patches [x_t patch, context, z, y, x] of src/diffusion/tiling.rs.
+// The network's inputs on the device, and its outputs back: the global context (the whole
+// volume resized to the patch shape, trilinear with align_corners=False semantics or area
+// averaging, as src/ops/resample.rs), the batch of 5-channel patches [x_t patch, context, z, y, x]
+// of src/diffusion/tiling.rs, and the stitching of patch outputs into the volume.
 #include "common.cuh"
 
 // Source taps along one axis (align_corners=False, clamped at 0 like PyTorch).
@@ -47,14 +48,23 @@ KERNEL resize_area_f32(const float* x, float* y, int D, int H, int W, int OD, in
 __device__ __forceinline__ float axis_position(int i, int n) { return n < 2 ? 0.f : -1.f + 2.f * i / (n - 1); }
 
 // out (N, PZ, PY, PX, 5) bf16 from vol (D, H, W) f32, ctx (PZ, PY, PX) f32 and starts (N, 3) i32.
+// Voxel (z, y, x) of element o of a batch of patches (N, PZ, PY, PX) at starts (N, 3); p is its
+// offset within its patch.
+__device__ __forceinline__ void patch_voxel(long long o, const int* starts, int PZ, int PY, int PX, long long& p, int& z, int& y, int& x) {
+    long long per = (long long)PZ * PY * PX;
+    int b = (int)(o / per);
+    p = o % per;
+    int i = (int)(p % PX), j = (int)((p / PX) % PY), k = (int)(p / ((long long)PX * PY));
+    z = starts[b * 3] + k, y = starts[b * 3 + 1] + j, x = starts[b * 3 + 2] + i;
+}
+
 KERNEL assemble_patches_bf16(const float* vol, const float* ctx, const int* starts, bf16* out, int N, int D, int H, int W,
                              int PZ, int PY, int PX) {
-    long long per = (long long)PZ * PY * PX, total = N * per;
+    long long total = N * ((long long)PZ * PY * PX);
     for (long long o = grid_start(); o < total; o += grid_stride()) {
-        int b = (int)(o / per);
-        long long p = o % per;
-        int i = (int)(p % PX), j = (int)((p / PX) % PY), k = (int)(p / ((long long)PX * PY));
-        int z = starts[b * 3] + k, y = starts[b * 3 + 1] + j, x = starts[b * 3 + 2] + i;
+        long long p;
+        int z, y, x;
+        patch_voxel(o, starts, PZ, PY, PX, p, z, y, x);
         bool inside = z >= 0 && y >= 0 && x >= 0 && z < D && y < H && x < W;
         bf16* v = out + o * 5;
         v[0] = from_f32<bf16>(inside ? vol[((long long)z * H + y) * W + x] : 0.f);
@@ -62,5 +72,18 @@ KERNEL assemble_patches_bf16(const float* vol, const float* ctx, const int* star
         v[2] = from_f32<bf16>(axis_position(z, D));
         v[3] = from_f32<bf16>(axis_position(y, H));
         v[4] = from_f32<bf16>(axis_position(x, W));
+    }
+}
+
+// vol (D, H, W) <- patches (N, PZ, PY, PX) at starts (N, 3), the inverse of assemble for the
+// network's output; voxels outside the volume are dropped. The tiles of one tiling are disjoint,
+// so no two threads write one voxel.
+KERNEL stitch_patches_f32(const float* patches, const int* starts, float* vol, int N, int D, int H, int W, int PZ, int PY, int PX) {
+    long long total = N * ((long long)PZ * PY * PX);
+    for (long long o = grid_start(); o < total; o += grid_stride()) {
+        long long p;
+        int z, y, x;
+        patch_voxel(o, starts, PZ, PY, PX, p, z, y, x);
+        if (z >= 0 && y >= 0 && x >= 0 && z < D && y < H && x < W) vol[((long long)z * H + y) * W + x] = patches[o];
     }
 }

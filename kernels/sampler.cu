@@ -1,5 +1,5 @@
 // The sampler's per-pass work on the device (src/ops/sampler.rs holds the CPU references):
-// stitching patch outputs into the volume, Tweedie's x0 with the clamp, and the DDIM/re-noising
+// Tweedie's x0 with the clamp, and the DDIM/re-noising
 // update with noise drawn from a counter-based generator, so the noise is a function of
 // (seed, stream, index) and the same on every device and thread count.
 #include "common.cuh"
@@ -17,19 +17,6 @@ __device__ __forceinline__ float normal_at(long long seed, long long stream, lon
     float u1 = (float)((h >> 40) + 1) * (1.0f / 16777216.0f);
     float u2 = (float)((h >> 8) & 0xffffff) * (1.0f / 16777216.0f);
     return sqrtf(-2.0f * logf(u1)) * cosf(6.28318530718f * u2);
-}
-
-// vol (D, H, W) <- patches (N, PZ, PY, PX) at starts (N, 3); voxels outside the volume are
-// dropped. The tiles of one tiling are disjoint, so no two threads write one voxel.
-KERNEL stitch_patches_f32(const float* patches, const int* starts, float* vol, int N, int D, int H, int W, int PZ, int PY, int PX) {
-    long long per = (long long)PZ * PY * PX, total = N * per;
-    for (long long o = grid_start(); o < total; o += grid_stride()) {
-        int b = (int)(o / per);
-        long long p = o % per;
-        int i = (int)(p % PX), j = (int)((p / PX) % PY), k = (int)(p / ((long long)PX * PY));
-        int z = starts[b * 3] + k, y = starts[b * 3 + 1] + j, x = starts[b * 3 + 2] + i;
-        if (z >= 0 && y >= 0 && x >= 0 && z < D && y < H && x < W) vol[((long long)z * H + y) * W + x] = patches[o];
-    }
 }
 
 // x0 = (x - sb eps) / sa, clamped to [-1, 1] when clip != 0, and then eps = (x - sa x0) / sb, the

@@ -7,7 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use tomodiff::ct::{fbp, iterative, noise, siddon::Projector, Geometry};
 use tomodiff::diffusion::recon::{memory_estimate, reconstruct, ReconOptions, ReconStats, Start};
-use tomodiff::diffusion::sampler::SamplerOptions;
+use super::sample::SamplerArgs;
 use tomodiff::metrics::{compare, Metrics};
 use tomodiff::nn::{model_files, Arch, UNet, UNetConfig, Weights};
 use tomodiff::{DType, Device, Tensor};
@@ -15,14 +15,8 @@ use tomodiff::{DType, Device, Tensor};
 /// The sampler's and data consistency's settings, shared by `reconstruct` and `demo`.
 #[derive(Args, Clone)]
 pub struct PriorArgs {
-    /// DDIM steps (N).
-    #[arg(long, default_value_t = 50)]
-    steps: usize,
-    #[arg(long, default_value_t = 0.85)]
-    eta: f64,
-    /// Recurrent rounds per step (K).
-    #[arg(long, default_value_t = 2)]
-    rounds: usize,
+    #[command(flatten)]
+    sampler: SamplerArgs,
     /// CG iterations of data consistency per network pass (M).
     #[arg(long, default_value_t = 5)]
     cg_iters: usize,
@@ -32,14 +26,6 @@ pub struct PriorArgs {
     /// noise (t = 999), or fdk:T to start from the FDK volume noised to timestep T.
     #[arg(long, default_value = "noise")]
     start: String,
-    /// Patches per network call.
-    #[arg(long, default_value_t = 16)]
-    batch: usize,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// cpu, emu, cuda, cuda:N or auto.
-    #[arg(long, default_value = "auto")]
-    device: String,
     /// Device memory the reconstruction may use, in GiB (default: 90% of free GPU memory).
     #[arg(long)]
     memory_budget_gb: Option<f64>,
@@ -48,8 +34,7 @@ pub struct PriorArgs {
 impl PriorArgs {
     fn options(&self) -> Result<ReconOptions> {
         let start = Start::parse(&self.start)?;
-        let sampler = SamplerOptions { steps: self.steps, eta: self.eta, rounds: self.rounds, batch: self.batch, seed: self.seed, ..SamplerOptions::default() };
-        Ok(ReconOptions { sampler, cg_iters: self.cg_iters, gamma: self.gamma, start })
+        Ok(ReconOptions { sampler: self.sampler.options(2), cg_iters: self.cg_iters, gamma: self.gamma, start })
     }
 }
 
@@ -111,12 +96,12 @@ fn gib(b: usize) -> f64 {
 /// first and refuses a run over the budget.
 fn run_prior(cfg: &UNetConfig, w: &Weights, g: &Geometry, proj: &[f32], fdk: Option<&[f32]>, a: &PriorArgs) -> Result<(Vec<f32>, ReconStats)> {
     let opts = a.options()?;
-    let dev = Device::parse(&a.device)?;
+    let dev = Device::parse(&a.sampler.device)?;
     let arch = Arch::new(cfg);
     let act = if dev.runs_kernels() { 2 } else { 4 };
-    let need = memory_estimate(cfg, arch.param_count(), act, a.batch, g.volume.len(), g.n_rays());
+    let need = memory_estimate(cfg, arch.param_count(), act, a.sampler.batch, g.volume.len(), g.n_rays());
     let have = budget(&dev, a.memory_budget_gb)?;
-    eprintln!("memory: about {:.2} GiB on {} (network batch {}, volume {:?})", gib(need), dev.name(), a.batch, g.volume.shape);
+    eprintln!("memory: about {:.2} GiB on {} (network batch {}, volume {:?})", gib(need), dev.name(), a.sampler.batch, g.volume.shape);
     if need > have {
         bail!("the reconstruction needs about {:.2} GiB on {}, the budget is {:.2} GiB: lower --batch or raise --memory-budget-gb", gib(need), dev.name(), gib(have));
     }
@@ -190,7 +175,7 @@ pub fn reconstruct_cmd(a: ReconstructArgs) -> Result<()> {
     save_volume(&a.output, &g.volume, &mu, a.preview.as_deref())?;
     println!("reconstruction written to {}", a.output.display());
     if let Some(r) = reference {
-        let dev = Device::parse(&a.prior.device)?;
+        let dev = Device::parse(&a.prior.sampler.device)?;
         let (fdk, cgls) = baselines(&g, &proj, a.cgls_iters, &dev)?;
         let m = [compare(g.volume.shape, &mu, &r), compare(g.volume.shape, &fdk, &r), compare(g.volume.shape, &cgls, &r)];
         table(&[("diffusion prior".into(), &m[0]), ("FDK (Hann)".into(), &m[1]), (format!("CGLS ({} iters)", a.cgls_iters), &m[2])]);
@@ -247,7 +232,7 @@ pub fn demo(a: DemoArgs) -> Result<()> {
     let [v, r, c] = g.proj_shape();
     tomodiff::io::npy::write(&a.out.join("projections.npy"), &[v, r, c], &proj)?;
     println!("held-out chest phantom (seed {}), {} cone-beam views, I0 = {:.0e}; prior {name}", a.phantom_seed, a.views, a.i0);
-    let dev = Device::parse(&a.prior.device)?;
+    let dev = Device::parse(&a.prior.sampler.device)?;
     let (fdk, cgls) = baselines(&g, &proj, a.cgls_iters, &dev)?;
     let (mu, stats) = run_prior(&cfg, &w, &g, &proj, Some(&fdk), &a.prior)?;
     print_stats(&stats);

@@ -8,6 +8,34 @@ use tomodiff::diffusion::sampler::{sample, SamplerOptions};
 use tomodiff::nn::{model_files, Arch, UNet};
 use tomodiff::Device;
 
+/// The sampler's settings, shared by `sample`, `reconstruct` and `demo`.
+#[derive(Args, Clone)]
+pub struct SamplerArgs {
+    /// DDIM steps (N).
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 0.85)]
+    pub eta: f64,
+    /// Recurrent rounds per step (K); default 2 for reconstruction, 1 for `sample`.
+    #[arg(long)]
+    pub rounds: Option<usize>,
+    /// Patches per network call.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// cpu, emu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+impl SamplerArgs {
+    pub fn options(&self, default_rounds: usize) -> SamplerOptions {
+        let rounds = self.rounds.unwrap_or(default_rounds);
+        SamplerOptions { steps: self.steps, eta: self.eta, rounds, batch: self.batch, seed: self.seed, ..SamplerOptions::default() }
+    }
+}
+
 #[derive(Args)]
 pub struct SampleArgs {
     /// A preset (paper, tiny) or a JSON config; default: the config.json beside the weights.
@@ -19,19 +47,8 @@ pub struct SampleArgs {
     /// Volume shape nz,ny,nx.
     #[arg(long, value_delimiter = ',', default_value = "64,64,64")]
     shape: Vec<usize>,
-    #[arg(long, default_value_t = 50)]
-    steps: usize,
-    #[arg(long, default_value_t = 0.85)]
-    eta: f64,
-    #[arg(long, default_value_t = 1)]
-    rounds: usize,
-    /// Patches per network call.
-    #[arg(long, default_value_t = 16)]
-    batch: usize,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[command(flatten)]
+    sampler: SamplerArgs,
     /// Output volume in attenuation units, mu = (x + 1) / 2 mu_max (.npy, .nii, .nii.gz).
     #[arg(short, long)]
     output: PathBuf,
@@ -48,10 +65,10 @@ pub fn run(a: SampleArgs) -> Result<()> {
     if shape.contains(&0) {
         bail!("--shape {shape:?} must be positive");
     }
-    let dev = Device::parse(&a.device)?;
+    let dev = Device::parse(&a.sampler.device)?;
     let net = UNet::new(Arch::new(&cfg), &w, &dev)?;
-    let opts = SamplerOptions { steps: a.steps, eta: a.eta, rounds: a.rounds, batch: a.batch, seed: a.seed, clip_x0: true, t_start: 999 };
-    let pb = ProgressBar::new((a.steps * a.rounds) as u64);
+    let opts = a.sampler.options(1);
+    let pb = ProgressBar::new((opts.steps * opts.rounds) as u64);
     pb.set_style(ProgressStyle::with_template("sample [{bar:30}] {pos}/{len} network passes {elapsed} (eta {eta})").unwrap());
     let (x, _) = sample(&net, shape, &opts, None, |_, _| Ok(()), |p, _| pb.set_position(p as u64))?;
     pb.finish_and_clear();
@@ -61,6 +78,6 @@ pub fn run(a: SampleArgs) -> Result<()> {
     if let Some(p) = &a.preview {
         tomodiff::io::preview::write(p, shape, &[&mu])?;
     }
-    println!("sample {shape:?} written to {} ({} passes on {})", a.output.display(), a.steps * a.rounds, dev.name());
+    println!("sample {shape:?} written to {} ({} passes on {})", a.output.display(), opts.steps * opts.rounds, dev.name());
     Ok(())
 }

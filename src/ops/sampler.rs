@@ -1,7 +1,7 @@
-//! The sampler's per-pass elementwise work (kernels/sampler.cu): stitching, Tweedie with the
-//! clamp, and the DDIM update with counter-based noise. The CPU references run in parallel over
-//! fixed chunks; the noise depends only on (seed, stream, index), so every device and thread count
-//! draws the same numbers (up to the last bits of log and cos).
+//! The sampler's per-pass work: stitching (kernels/patches.cu), Tweedie with the clamp and the
+//! DDIM update with counter-based noise (kernels/sampler.cu). The CPU references run in parallel
+//! over fixed chunks; the noise depends only on (seed, stream, index), so every device and thread
+//! count draws the same numbers (up to the last bits of log and cos).
 use super::{expect_dtype, same_device, stride_grid};
 use crate::device::Launch;
 use crate::error::{Error, Result};
