@@ -44,8 +44,8 @@ pub struct TrainArgs {
     /// HU window lo,hi mapped to [-1, 1] for folder data.
     #[arg(long, value_delimiter = ',', default_value = "-1000,1000")]
     window: Vec<f32>,
-    /// Where forward and backward run: cpu (f32), emu or cuda (bf16 compute); master weights,
-    /// Adam and EMA stay f32 on the host.
+    /// Where training runs: cpu (f32), emu or cuda (bf16 compute); the f32 master weights, Adam's
+    /// moments and the EMA live on the same device.
     #[arg(long, default_value = "auto")]
     device: String,
 }
@@ -78,7 +78,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         let adam = AdamConfig { lr: a.lr, warmup_steps: a.warmup, ..AdamConfig::default() };
         Trainer::new(&cfg, TrainOptions { batch: a.batch, seed: a.seed, adam, data, window }, volumes)?
     };
-    tr.set_device(&dev);
+    tr.set_device(&dev)?;
     if let Data::Phantom { shape, .. } = &tr.opts.data {
         if shape.iter().zip(tr.arch.cfg.patch).any(|(s, p)| *s < p) {
             bail!("volumes {shape:?} are smaller than the patch {:?}", tr.arch.cfg.patch);
@@ -90,14 +90,14 @@ pub fn run(a: TrainArgs) -> Result<()> {
     if fresh {
         writeln!(csv, "step,loss,grad_norm,lr,seconds")?;
     }
-    let start = tr.adam.step;
+    let start = tr.step;
     let pb = ProgressBar::new(a.steps);
     pb.set_style(ProgressStyle::with_template("train [{bar:30}] {pos}/{len} {msg} {elapsed} (eta {eta})").unwrap());
     pb.set_position(start);
     let t0 = Instant::now();
-    while tr.adam.step < a.steps {
+    while tr.step < a.steps {
         let s = tr.step()?;
-        let done = tr.adam.step;
+        let done = tr.step;
         writeln!(csv, "{done},{:.6},{:.4},{:.3e},{:.2}", s.loss, s.grad_norm, s.lr, t0.elapsed().as_secs_f64())?;
         let rate = (done - start) as f64 / t0.elapsed().as_secs_f64();
         pb.set_position(done);
@@ -111,7 +111,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         }
     }
     pb.finish_and_clear();
-    println!("{} steps on {}; EMA weights in {}", tr.adam.step, dev.name(), a.out.join("weights.safetensors").display());
+    println!("{} steps on {}; EMA weights in {}", tr.step, dev.name(), a.out.join("weights.safetensors").display());
     Ok(())
 }
 

@@ -2,14 +2,17 @@
 //! patch start distribution that tiling produces (uniform over starts whose patch overlaps the
 //! volume, inside the P-padded volume), global context, positional channels, t uniform, MSE on
 //! eps; AdamW with warmup and clipping, EMA weights. Every batch is drawn from a generator seeded
-//! by (seed, step, sample), so a resumed run is bit-identical to an uninterrupted one. The
-//! gradients come from the U-Net's backward on the chosen device (f32 on the CPU, bf16 compute on
-//! emu and cuda); the master weights, Adam and the EMA stay f32 on the host.
+//! by (seed, step, sample), so a resumed run is bit-identical to an uninterrupted one. Everything
+//! lives on the training device: the network (f32 on the CPU, bf16 compute on emu and cuda), its
+//! f32 master weights, Adam's moments and the EMA, updated in place by one kernel per tensor; the
+//! host sees them only at checkpoints.
 use super::schedule::{Schedule, T};
 use super::tiling;
 use crate::ct::{chest::MU_WATER, phantom, VolumeGrid};
 use crate::error::{Error, Result};
-use crate::nn::optim::{clip_grad_norm, ema_update, AdamConfig, AdamState};
+use crate::nn::optim::AdamConfig;
+use crate::ops::adamw::{adamw, AdamStep};
+use crate::ops::{cast::cast_into, elementwise::scale, vector};
 use crate::nn::{Arch, UNet, UNetConfig, Weights};
 use crate::tensor::{safetensors, DType, Tensor};
 use crate::Device;
@@ -74,16 +77,29 @@ pub struct StepStats {
     pub lr: f32,
 }
 
+/// Per parameter, on the training device: master weights, EMA, Adam's first and second moments.
+struct ParamState {
+    p: Tensor,
+    ema: Tensor,
+    m: Tensor,
+    v: Tensor,
+}
+
 pub struct Trainer {
     pub arch: Arch,
     pub opts: TrainOptions,
-    pub params: BTreeMap<String, Vec<f32>>,
-    pub ema: BTreeMap<String, Vec<f32>>,
-    pub adam: AdamState,
+    /// Optimisation steps taken.
+    pub step: u64,
+    state: BTreeMap<String, ParamState>,
+    /// The network on the device, its weights refreshed from the master weights after each step.
+    net: Option<UNet>,
     sched: Schedule,
     volumes: Vec<([usize; 3], Vec<f32>)>,
     dev: Device,
 }
+
+/// The checkpoint's four maps, in the order of its name prefixes.
+const PREFIXES: [&str; 4] = ["param", "ema", "adam_m", "adam_v"];
 
 fn sample_seed(seed: u64, step: u64, b: usize) -> u64 {
     seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ step.wrapping_mul(0xbf58_476d_1ce4_e5b9) ^ (b as u64).wrapping_mul(0x94d0_49bb_1331_11eb)
@@ -98,7 +114,51 @@ impl Trainer {
         }
         let arch = Arch::new(cfg);
         let params = Weights::random(&arch, opts.seed)?.engine_map();
-        Ok(Trainer { ema: params.clone(), params, arch, opts, adam: AdamState::default(), sched: Schedule::default(), volumes, dev: Device::Cpu })
+        let mut t = Trainer { arch, opts, step: 0, state: BTreeMap::new(), net: None, sched: Schedule::default(), volumes, dev: Device::Cpu };
+        t.set_state([&params, &params, &BTreeMap::new(), &BTreeMap::new()])?;
+        Ok(t)
+    }
+
+    /// Host maps (engine layout) -> the state on the CPU: master weights, EMA, moments (zero
+    /// where a map lacks the parameter).
+    fn set_state(&mut self, maps: [&BTreeMap<String, Vec<f32>>; 4]) -> Result<()> {
+        let w = Weights::from_engine(&self.arch, maps[0])?;
+        Weights::from_engine(&self.arch, maps[1])?;
+        self.state.clear();
+        for (name, shape, v) in w.iter() {
+            let t = |m: &BTreeMap<String, Vec<f32>>| match m.get(name) {
+                Some(x) if x.len() == v.len() => Tensor::from_f32(x, shape, DType::F32, &Device::Cpu),
+                Some(x) => Err(Error::Config(format!("{name}: {} optimiser values for {} weights", x.len(), v.len()))),
+                None => Tensor::zeros(shape, DType::F32, &Device::Cpu),
+            };
+            self.state.insert(name.clone(), ParamState { p: t(maps[0])?, ema: t(maps[1])?, m: t(maps[2])?, v: t(maps[3])? });
+        }
+        self.net = None;
+        self.dev = Device::Cpu;
+        Ok(())
+    }
+
+    /// One of the four maps on the host (0 weights, 1 EMA, 2 and 3 Adam's moments).
+    fn host_map(&self, which: usize) -> Result<BTreeMap<String, Vec<f32>>> {
+        self.state
+            .iter()
+            .map(|(k, s)| Ok((k.clone(), [&s.p, &s.ema, &s.m, &s.v][which].to_f32_vec()?)))
+            .collect()
+    }
+
+    /// The master weights (engine layout), copied to the host.
+    pub fn params(&self) -> Result<BTreeMap<String, Vec<f32>>> {
+        self.host_map(0)
+    }
+
+    /// The EMA of the weights, copied to the host.
+    pub fn ema(&self) -> Result<BTreeMap<String, Vec<f32>>> {
+        self.host_map(1)
+    }
+
+    /// Adam's first and second moments, copied to the host.
+    pub fn moments(&self) -> Result<[BTreeMap<String, Vec<f32>>; 2]> {
+        Ok([self.host_map(2)?, self.host_map(3)?])
     }
 
     /// The clean volume x_0 (in [-1, 1]) of sample b at `step`.
@@ -141,55 +201,75 @@ impl Trainer {
         Ok((x, target, ts))
     }
 
-    /// Where the network's forward and backward run (the CPU unless set).
-    pub fn set_device(&mut self, dev: &Device) {
+    /// Where the network's forward and backward and the optimiser run (the CPU unless set): the
+    /// whole state moves there.
+    pub fn set_device(&mut self, dev: &Device) -> Result<()> {
+        for s in self.state.values_mut() {
+            for t in [&mut s.p, &mut s.ema, &mut s.m, &mut s.v] {
+                *t = t.to_device(dev)?;
+            }
+        }
         self.dev = dev.clone();
+        self.net = None;
+        Ok(())
     }
 
     /// One optimisation step on the batch of the current step.
     pub fn step(&mut self) -> Result<StepStats> {
-        let (x, target, t) = self.batch(self.adam.step)?;
-        let net = UNet::new(self.arch.clone(), &Weights::from_engine(&self.arch, &self.params)?, &self.dev)?;
+        let (x, target, t) = self.batch(self.step)?;
+        let mut net = match self.net.take() {
+            Some(n) => n,
+            None => UNet::new(self.arch.clone(), &Weights::from_engine(&self.arch, &self.params()?)?, &self.dev)?,
+        };
         let p = self.arch.cfg.patch;
         let xt = Tensor::from_f32(&x, &[self.opts.batch, p[0], p[1], p[2], self.arch.cfg.in_channels], net.act_dtype(), &self.dev)?;
         let tt = Tensor::from_f32(&t, &[self.opts.batch], DType::F32, &self.dev)?;
-        let (loss, tg) = net.mse_backward(&xt, &tt, &target)?;
-        let mut g = crate::nn::optim::Grads::new();
-        for (k, v) in tg {
-            g.insert(k, v.to_f32_vec()?);
-        }
+        let (loss, grads) = net.mse_backward(&xt, &tt, &target)?;
         if !loss.is_finite() {
-            return Err(Error::Config(format!("the loss became {loss} at step {}: lower the learning rate", self.adam.step)));
+            return Err(Error::Config(format!("the loss became {loss} at step {}: lower the learning rate", self.step)));
         }
-        let grad_norm = clip_grad_norm(&mut g, self.opts.adam.clip_norm);
-        let lr = self.adam.update(&self.opts.adam, &mut self.params, &g);
-        // EMA warm-up: (1 + n) / (10 + n) caps the decay early on, so the average is not held to
-        // the random initialisation for thousands of steps (0.999^1000 would still weigh it 37%).
-        let n = self.adam.step as f32;
-        ema_update(&mut self.ema, &self.params, self.opts.adam.ema_decay.min((1.0 + n) / (10.0 + n)));
-        Ok(StepStats { loss, grad_norm, lr })
+        let mut sq = 0.0;
+        for g in grads.values() {
+            sq += vector::dot(g, g)?;
+        }
+        let grad_norm = sq.sqrt();
+        self.step += 1;
+        let st = AdamStep::new(&self.opts.adam, self.step, self.opts.adam.clip_scale(grad_norm));
+        for (name, s) in self.state.iter_mut() {
+            let g = grads.get(name).ok_or_else(|| Error::Config(format!("no gradient for {name}")))?;
+            adamw(&st, &mut s.p, g, &mut s.m, &mut s.v, &mut s.ema)?;
+            // The network's copy: bf16 convolution weights on kernel devices, f32 otherwise.
+            let w = net.params.get_mut(name).ok_or_else(|| Error::Config(format!("the network has no {name}")))?;
+            if w.dtype() == DType::F32 {
+                scale(1.0, &s.p, w)?;
+            } else {
+                cast_into(&s.p, w)?;
+            }
+        }
+        self.net = Some(net);
+        Ok(StepStats { loss, grad_norm, lr: st.lr })
     }
 
     /// The EMA weights, for `model run` and reconstruction.
     pub fn ema_weights(&self) -> Result<Weights> {
-        Weights::from_engine(&self.arch, &self.ema)
+        Weights::from_engine(&self.arch, &self.ema()?)
     }
 
     /// Writes ckpt-STEP.safetensors (weights, EMA, Adam moments) then checkpoint.json pointing to
     /// it, each atomically, then removes the previous checkpoint's tensors: at every moment the
     /// JSON names a complete file.
     pub fn save_checkpoint(&self, dir: &Path) -> Result<()> {
-        let file = format!("ckpt-{:08}.safetensors", self.adam.step);
+        let file = format!("ckpt-{:08}.safetensors", self.step);
         let mut tensors = Vec::new();
-        for (prefix, map) in [("param", &self.params), ("ema", &self.ema), ("adam_m", &self.adam.m), ("adam_v", &self.adam.v)] {
-            for (k, v) in map {
-                tensors.push((format!("{prefix}.{k}"), Tensor::from_f32(v, &[v.len()], DType::F32, &Device::Cpu)?));
+        for (which, prefix) in PREFIXES.iter().enumerate() {
+            for (k, v) in self.host_map(which)? {
+                tensors.push((format!("{prefix}.{k}"), Tensor::from_f32(&v, &[v.len()], DType::F32, &Device::Cpu)?));
             }
         }
         let refs: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
         safetensors::save(&dir.join(&file), &refs)?;
         let previous = read_meta(dir).ok().map(|m| m.file);
-        let meta = Meta { step: self.adam.step, file: file.clone(), config: self.arch.cfg.clone(), options: self.opts.clone() };
+        let meta = Meta { step: self.step, file: file.clone(), config: self.arch.cfg.clone(), options: self.opts.clone() };
         crate::io::write_atomic(&dir.join("checkpoint.json"), serde_json::to_string_pretty(&meta).unwrap().as_bytes())?;
         if let Some(p) = previous.filter(|p| *p != file) {
             let _ = std::fs::remove_file(dir.join(p));
@@ -199,13 +279,10 @@ impl Trainer {
 
     /// Continues the run saved in `dir` (its config and options; `volumes` as for `new`).
     pub fn resume(dir: &Path, volumes: Vec<([usize; 3], Vec<f32>)>) -> Result<Trainer> {
-        let (meta, [params, ema, m, v]) = read_checkpoint(dir)?;
+        let (meta, maps) = read_checkpoint(dir)?;
         let mut t = Trainer::new(&meta.config, meta.options, volumes)?;
-        Weights::from_engine(&t.arch, &params)?;
-        Weights::from_engine(&t.arch, &ema)?;
-        t.params = params;
-        t.ema = ema;
-        t.adam = AdamState { step: meta.step, m, v };
+        t.set_state([&maps[0], &maps[1], &maps[2], &maps[3]])?;
+        t.step = meta.step;
         Ok(t)
     }
 }
@@ -227,7 +304,7 @@ fn read_checkpoint(dir: &Path) -> Result<(Meta, [BTreeMap<String, Vec<f32>>; 4])
     for (name, v) in tensors {
         let bad = || Error::SafeTensors { path: path.clone(), msg: format!("unexpected tensor {name:?}") };
         let (prefix, rest) = name.split_once('.').ok_or_else(bad)?;
-        let i = ["param", "ema", "adam_m", "adam_v"].iter().position(|p| *p == prefix).ok_or_else(bad)?;
+        let i = PREFIXES.iter().position(|p| *p == prefix).ok_or_else(bad)?;
         maps[i].insert(rest.to_string(), v.to_f32_vec()?);
     }
     Ok((meta, maps))

@@ -1,9 +1,6 @@
-//! AdamW with f32 master weights, global gradient-norm clipping, linear learning-rate warmup, and
-//! an exponential moving average of the weights.
-use std::collections::{BTreeMap, HashMap};
-
-/// Parameter gradients by name, f32 on the host.
-pub type Grads = HashMap<String, Vec<f32>>;
+//! The optimiser's settings and schedules: AdamW with f32 master weights, global gradient-norm
+//! clipping, linear learning-rate warmup, and an exponential moving average of the weights with a
+//! warm-up. The update itself is an operation (src/ops/adamw.rs, kernels/adamw.cu).
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct AdamConfig {
@@ -24,53 +21,28 @@ impl Default for AdamConfig {
     }
 }
 
-/// Optimizer state: first and second moments per parameter, and the step count.
-#[derive(Clone, Debug, Default)]
-pub struct AdamState {
-    pub step: u64,
-    pub m: BTreeMap<String, Vec<f32>>,
-    pub v: BTreeMap<String, Vec<f32>>,
-}
-
-/// Scales the gradients so that their global L2 norm is at most `max` (if max > 0); returns the
-/// norm before clipping.
-pub fn clip_grad_norm(g: &mut Grads, max: f32) -> f64 {
-    let norm = g.values().flat_map(|v| v.iter()).map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt();
-    if max > 0.0 && norm > max as f64 {
-        let s = (max as f64 / norm) as f32;
-        g.values_mut().for_each(|v| v.iter_mut().for_each(|x| *x *= s));
+impl AdamConfig {
+    /// The learning rate of step `step` (1-based): linear warmup to `lr`.
+    pub fn lr_at(&self, step: u64) -> f32 {
+        let warm = if self.warmup_steps > 0 { (step as f32 / self.warmup_steps as f32).min(1.0) } else { 1.0 };
+        self.lr * warm
     }
-    norm
-}
 
-impl AdamState {
-    /// One AdamW update of `params` (name -> values) from `grads`; returns the learning rate used.
-    pub fn update(&mut self, cfg: &AdamConfig, params: &mut BTreeMap<String, Vec<f32>>, grads: &Grads) -> f32 {
-        self.step += 1;
-        let warm = if cfg.warmup_steps > 0 { (self.step as f32 / cfg.warmup_steps as f32).min(1.0) } else { 1.0 };
-        let lr = cfg.lr * warm;
-        let (b1, b2) = (cfg.beta1, cfg.beta2);
-        let c1 = 1.0 - b1.powi(self.step as i32);
-        let c2 = 1.0 - b2.powi(self.step as i32);
-        for (name, p) in params.iter_mut() {
-            let Some(g) = grads.get(name) else { continue };
-            let m = self.m.entry(name.clone()).or_insert_with(|| vec![0.0; p.len()]);
-            let v = self.v.entry(name.clone()).or_insert_with(|| vec![0.0; p.len()]);
-            for i in 0..p.len() {
-                m[i] = b1 * m[i] + (1.0 - b1) * g[i];
-                v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
-                let upd = (m[i] / c1) / ((v[i] / c2).sqrt() + cfg.eps);
-                p[i] -= lr * (upd + cfg.weight_decay * p[i]);
-            }
+    /// The EMA decay of step `step`: min(ema_decay, (1 + n) / (10 + n)). The warm-up keeps the
+    /// average from holding on to the random initialisation for thousands of steps (0.999^1000
+    /// would still weigh it 37%).
+    pub fn ema_decay_at(&self, step: u64) -> f32 {
+        let n = step as f32;
+        self.ema_decay.min((1.0 + n) / (10.0 + n))
+    }
+
+    /// The factor that brings a gradient of global L2 norm `norm` down to `clip_norm` (1 when it
+    /// is below, or when clipping is off).
+    pub fn clip_scale(&self, norm: f64) -> f32 {
+        if self.clip_norm > 0.0 && norm > self.clip_norm as f64 {
+            (self.clip_norm as f64 / norm) as f32
+        } else {
+            1.0
         }
-        lr
-    }
-}
-
-/// ema = d ema + (1 - d) params
-pub fn ema_update(ema: &mut BTreeMap<String, Vec<f32>>, params: &BTreeMap<String, Vec<f32>>, decay: f32) {
-    for (name, p) in params {
-        let e = ema.entry(name.clone()).or_insert_with(|| p.clone());
-        e.iter_mut().zip(p).for_each(|(a, b)| *a = decay * *a + (1.0 - decay) * b);
     }
 }

@@ -60,7 +60,7 @@ pub fn attention(qkv: &Tensor, out: &mut Tensor, heads: usize) -> Result<()> {
     same_device("attention", &[qkv, out])?;
     let dev = qkv.device().clone();
     if !dev.runs_kernels() {
-        let a = attention_ref(&qkv.to_f32_vec()?, n, t, c, heads);
+        let a = attention_ref(&super::host_view(qkv)?, n, t, c, heads);
         return out.buffer_mut().write(bytemuck::cast_slice(&a));
     }
     expect_dtype("attention", qkv, DType::BF16)?;
@@ -131,7 +131,7 @@ pub fn attention_backward(qkv: &Tensor, dout: &Tensor, heads: usize, dqkv: &mut 
     same_device("attention_backward", &[qkv, dout, dqkv])?;
     let dev = qkv.device().clone();
     if !dev.runs_kernels() {
-        let g = attention_backward_ref(&qkv.to_f32_vec()?, n, t, c, heads, &dout.to_f32_vec()?);
+        let g = attention_backward_ref(&super::host_view(qkv)?, n, t, c, heads, &super::host_view(dout)?);
         let bytes = dqkv.dtype().encode(&g);
         return dqkv.buffer_mut().write(&bytes);
     }

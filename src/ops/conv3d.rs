@@ -111,7 +111,7 @@ pub fn conv3d(x: &Tensor, w: &Tensor, bias: &Tensor, bias_n: Option<&Tensor>, re
     same_device("conv3d", &all)?;
     let dev = x.device().clone();
     if !dev.runs_kernels() {
-        let host = |t: &Tensor| t.to_f32_vec();
+        let host = super::host_view;
         let (mut out, _) = conv3d_ref(&host(x)?, n, [xs[1], xs[2], xs[3]], ci, &host(w)?, &host(bias)?, co, k, stride);
         let s = od.iter().product::<usize>();
         if let Some(b) = bias_n {
@@ -119,7 +119,7 @@ pub fn conv3d(x: &Tensor, w: &Tensor, bias: &Tensor, bias_n: Option<&Tensor>, re
             out.chunks_mut(co).enumerate().for_each(|(p, row)| row.iter_mut().zip(&bv[(p / s) * co..(p / s + 1) * co]).for_each(|(o, v)| *o += v));
         }
         if let Some(r) = residual {
-            out.iter_mut().zip(host(r)?).for_each(|(o, v)| *o += v);
+            out.iter_mut().zip(host(r)?.iter()).for_each(|(o, v)| *o += v);
         }
         return y.buffer_mut().write(bytemuck::cast_slice(&out));
     }
@@ -262,7 +262,7 @@ pub fn conv3d_backward(x: &Tensor, w: &Tensor, dy: &Tensor, dx: &mut Tensor, dw:
     same_device("conv3d_backward", &[x, w, dy, dx, dw, db])?;
     let dev = x.device().clone();
     if !dev.runs_kernels() {
-        let (gx, gw, gb) = conv3d_backward_ref(&x.to_f32_vec()?, n, [xs[1], xs[2], xs[3]], ci, &w.to_f32_vec()?, &dy.to_f32_vec()?, co, k, stride);
+        let (gx, gw, gb) = conv3d_backward_ref(&super::host_view(x)?, n, [xs[1], xs[2], xs[3]], ci, &super::host_view(w)?, &super::host_view(dy)?, co, k, stride);
         let bytes = dx.dtype().encode(&gx);
         dx.buffer_mut().write(&bytes)?;
         dw.buffer_mut().write(bytemuck::cast_slice(&gw))?;
@@ -275,7 +275,7 @@ pub fn conv3d_backward(x: &Tensor, w: &Tensor, dy: &Tensor, dx: &mut Tensor, dw:
         expect_dtype("conv3d_backward gradient", t, DType::F32)?;
     }
     expect_dtype("conv3d_backward db", db, DType::F32)?;
-    let wt = Tensor::from_f32(&transpose_taps(&w.to_f32_vec()?, k * k * k, ci, co), &[k * k * k * co, ci], DType::BF16, &dev)?;
+    let wt = Tensor::from_f32(&transpose_taps(&super::host_view(w)?, k * k * k, ci, co), &[k * k * k * co, ci], DType::BF16, &dev)?;
     let dv = [n, xs[1], xs[2], xs[3], ci, co, k, stride];
     let m_in = n * xs[1] * xs[2] * xs[3];
     Launch::new("conv3d_dgrad_f32")?

@@ -58,7 +58,7 @@ pub fn group_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: usize, fuse
     same_device("group_norm", &[x, gamma, beta, y])?;
     let dev = x.device().clone();
     if !dev.runs_kernels() {
-        let out = group_norm_ref(&x.to_f32_vec()?, n, c, groups, &gamma.to_f32_vec()?, &beta.to_f32_vec()?, fuse_silu);
+        let out = group_norm_ref(&super::host_view(x)?, n, c, groups, &super::host_view(gamma)?, &super::host_view(beta)?, fuse_silu);
         return y.buffer_mut().write(bytemuck::cast_slice(&out));
     }
     expect_dtype("group_norm", x, DType::BF16)?;
@@ -148,7 +148,7 @@ pub fn group_norm_backward(x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: us
     same_device("group_norm_backward", &[x, gamma, beta, dy, dx, dgamma, dbeta])?;
     let dev = x.device().clone();
     if !dev.runs_kernels() {
-        let (gx, gg, gb) = group_norm_backward_ref(&x.to_f32_vec()?, n, c, groups, &gamma.to_f32_vec()?, &beta.to_f32_vec()?, fuse_silu, &dy.to_f32_vec()?);
+        let (gx, gg, gb) = group_norm_backward_ref(&super::host_view(x)?, n, c, groups, &super::host_view(gamma)?, &super::host_view(beta)?, fuse_silu, &super::host_view(dy)?);
         let bytes = dx.dtype().encode(&gx);
         dx.buffer_mut().write(&bytes)?;
         dgamma.buffer_mut().write(bytemuck::cast_slice(&gg))?;

@@ -34,7 +34,7 @@ pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, y: &mut Tensor, silu_in: bool)
         if silu_in {
             xv.iter_mut().for_each(|v| *v = super::group_norm::silu(*v));
         }
-        let out = linear_ref(&xv, n, &w.to_f32_vec()?, &b.to_f32_vec()?, din, dout);
+        let out = linear_ref(&xv, n, &super::host_view(w)?, &super::host_view(b)?, din, dout);
         return y.buffer_mut().write(bytemuck::cast_slice(&out));
     }
     Launch::new("linear_f32")?
@@ -76,7 +76,7 @@ pub fn linear_backward(x: &Tensor, w: &Tensor, dy: &Tensor, silu_in: bool, dx: &
     if !dev.runs_kernels() {
         let xv = x.to_f32_vec()?;
         let f: Vec<f32> = if silu_in { xv.iter().map(|v| super::group_norm::silu(*v)).collect() } else { xv.clone() };
-        let (mut gx, gw, gb) = linear_backward_ref(&f, n, &w.to_f32_vec()?, din, dout, &dy.to_f32_vec()?);
+        let (mut gx, gw, gb) = linear_backward_ref(&f, n, &super::host_view(w)?, din, dout, &super::host_view(dy)?);
         if silu_in {
             gx.iter_mut().zip(&xv).for_each(|(g, v)| *g *= super::group_norm::silu_grad(*v));
         }

@@ -1,6 +1,7 @@
 //! Operations, one file each: the CPU reference (the truth that kernels are tested against) and
 //! the dispatch to the kernel of kernels/<op>.cu on emu and cuda. Outputs are passed in, so that
 //! callers (and tests, which poison them) control allocation.
+pub mod adamw;
 pub mod attention;
 pub mod cast;
 pub mod conv3d;
@@ -21,6 +22,15 @@ use crate::tensor::{DType, Tensor};
 pub(crate) fn stride_grid(n: usize, block: u32) -> [u32; 3] {
     let blocks = n.div_ceil(block as usize).clamp(1, 65535 * 4);
     [blocks as u32, 1, 1]
+}
+
+/// A tensor's values as f32 on the host: borrowed when it already is a host f32 tensor (the CPU
+/// references read their inputs in place), converted otherwise.
+pub(crate) fn host_view(t: &Tensor) -> Result<std::borrow::Cow<'_, [f32]>> {
+    match t.host_f32() {
+        Some(s) => Ok(std::borrow::Cow::Borrowed(s)),
+        None => Ok(std::borrow::Cow::Owned(t.to_f32_vec()?)),
+    }
 }
 
 pub(crate) fn same_device(op: &str, ts: &[&Tensor]) -> Result<()> {

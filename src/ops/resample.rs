@@ -16,7 +16,7 @@ pub fn upsample2(x: &Tensor, y: &mut Tensor) -> Result<()> {
     same_device("upsample2", &[x, y])?;
     let dev = x.device().clone();
     if !dev.runs_kernels() {
-        let out = upsample2_ref(&x.to_f32_vec()?, s[0], [s[1], s[2], s[3]], s[4]);
+        let out = upsample2_ref(&super::host_view(x)?, s[0], [s[1], s[2], s[3]], s[4]);
         return y.buffer_mut().write(&x.dtype().encode(&out));
     }
     Launch::new("upsample2_bf16")?
@@ -169,7 +169,7 @@ pub fn upsample2_backward(dy: &Tensor, dx: &mut Tensor) -> Result<()> {
     same_device("upsample2_backward", &[dy, dx])?;
     let dev = dy.device().clone();
     if !dev.runs_kernels() {
-        let out = upsample2_backward_ref(&dy.to_f32_vec()?, s[0], [s[1], s[2], s[3]], s[4]);
+        let out = upsample2_backward_ref(&super::host_view(dy)?, s[0], [s[1], s[2], s[3]], s[4]);
         let bytes = dx.dtype().encode(&out);
         return dx.buffer_mut().write(&bytes);
     }
