@@ -196,21 +196,33 @@ pub fn unet(dev: &Device, cfg: &crate::nn::UNetConfig, batch: usize) -> Result<R
     })
 }
 
-/// One training step's forward and backward over a batch of patches (random weights, inputs and
-/// targets): patches/s and achieved FLOP/s, counting the backward as twice the forward.
+/// One training step over a batch of patches (random weights, inputs and targets): forward,
+/// backward and the optimiser (AdamW and EMA on the device, the network's weights refreshed):
+/// patches/s and achieved FLOP/s, counting the backward as twice the forward.
 pub fn train(dev: &Device, cfg: &crate::nn::UNetConfig, batch: usize) -> Result<Row> {
+    use crate::nn::optim::{AdamConfig, Optimizer};
     use crate::nn::{Arch, UNet, Weights};
     cfg.validate()?;
     let arch = Arch::new(cfg);
     let flops = 3.0 * arch.total_flops() * batch as f64;
-    let net = UNet::new(arch, &Weights::random(&Arch::new(cfg), 7)?, dev)?;
+    let w = Weights::random(&arch, 7)?;
+    let mut net = UNet::new(arch.clone(), &w, dev)?;
+    let map = w.engine_map();
+    let mut opt = Optimizer::from_maps(&arch, [&map, &map, &Default::default(), &Default::default()])?;
+    opt.to_device(dev)?;
     let p = cfg.patch;
     let pv: usize = p.iter().product();
     let x = Tensor::from_f32(&random(batch * pv * cfg.in_channels, 3), &[batch, p[0], p[1], p[2], cfg.in_channels], net.act_dtype(), dev)?;
     let t = Tensor::from_f32(&(0..batch).map(|i| (i * 997 % 1000) as f32).collect::<Vec<_>>(), &[batch], DType::F32, dev)?;
     let target = random(batch * pv * cfg.out_channels, 4);
     let budget = if matches!(dev, Device::Cuda(_)) { 1.0 } else { 3.0 };
-    let seconds = time(dev, budget, || net.mse_backward(&x, &t, &target).map(|_| ()))?;
+    let adam = AdamConfig::default();
+    let mut step = 0;
+    let seconds = time(dev, budget, || {
+        let (_, grads) = net.mse_backward(&x, &t, &target)?;
+        step += 1;
+        opt.apply(&adam, step, &grads, &mut net).map(|_| ())
+    })?;
     let (peak, peak_note) = device_peak(dev);
     Ok(Row { what: format!("train {}x{:?} ({:.2} patches/s)", batch, p, batch as f64 / seconds), device: dev.name(), seconds, flops, peak, peak_note })
 }

@@ -2,7 +2,7 @@
 mod common;
 use common::*;
 use tomodiff::diffusion::train::{Data, TrainOptions, Trainer};
-use tomodiff::nn::optim::AdamConfig;
+use tomodiff::nn::optim::{AdamConfig, Optimizer};
 use tomodiff::ops::adamw::{adamw, AdamStep};
 use tomodiff::nn::{Arch, UNet, UNetConfig, Weights};
 use tomodiff::{DType, Device, Tensor};
@@ -18,21 +18,19 @@ fn a_fixed_batch_is_overfitted() {
     let arch = Arch::new(&cfg);
     let w = Weights::random(&arch, 1).unwrap();
     let cpu = Device::Cpu;
-    let t32 = |v: &[f32], s: &[usize]| Tensor::from_f32(v, s, DType::F32, &cpu).unwrap();
-    // (weights, m, v, ema) per parameter, updated in place by the optimiser operation.
-    let mut state: Vec<(String, [Tensor; 4])> =
-        w.iter().map(|(n, s, v)| (n.clone(), [t32(v, s), Tensor::zeros(s, DType::F32, &cpu).unwrap(), Tensor::zeros(s, DType::F32, &cpu).unwrap(), t32(v, s)])).collect();
+    let map = w.engine_map();
+    // The optimiser refreshes the network's weights in place after each update: the network is
+    // built once.
+    let mut opt = Optimizer::from_maps(&arch, [&map, &map, &Default::default(), &Default::default()]).unwrap();
+    let mut net = UNet::new(arch.clone(), &w, &cpu).unwrap();
     let x = uniform(&mut rng, 2 * 512 * 5, -1.0, 1.0);
     let target = uniform(&mut rng, 2 * 512, -1.0, 1.0);
-    let t = [100.0, 800.0];
+    let xt = Tensor::from_f32(&x, &[2, 8, 8, 8, 5], DType::F32, &cpu).unwrap();
+    let tt = Tensor::from_f32(&[100.0, 800.0], &[2], DType::F32, &cpu).unwrap();
     let adam = AdamConfig { lr: 2e-3, warmup_steps: 0, clip_norm: 0.0, ..AdamConfig::default() };
     let mut first = 0.0;
     let mut last = 0.0;
     for step in 0..150 {
-        let map = state.iter().map(|(n, s)| (n.clone(), s[0].to_f32_vec().unwrap())).collect();
-        let net = UNet::new(arch.clone(), &Weights::from_engine(&arch, &map).unwrap(), &cpu).unwrap();
-        let xt = Tensor::from_f32(&x, &[2, 8, 8, 8, 5], DType::F32, &cpu).unwrap();
-        let tt = Tensor::from_f32(&t, &[2], DType::F32, &cpu).unwrap();
         let (loss, grads) = net.mse_backward(&xt, &tt, &target).unwrap();
         if step == 0 {
             first = loss;
@@ -42,10 +40,7 @@ fn a_fixed_batch_is_overfitted() {
             eprintln!("overfit: loss {first:.4} -> {loss:.4} in {step} steps");
             return;
         }
-        let st = AdamStep::new(&adam, step + 1, 1.0);
-        for (name, [p, m, v, e]) in state.iter_mut() {
-            adamw(&st, p, &grads[name.as_str()], m, v, e).unwrap();
-        }
+        opt.apply(&adam, step + 1, &grads, &mut net).unwrap();
     }
     panic!("loss {first} -> {last}: not tenfold in 150 steps");
 }

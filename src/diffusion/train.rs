@@ -10,9 +10,7 @@ use super::schedule::{Schedule, T};
 use super::tiling;
 use crate::ct::{chest::MU_WATER, phantom, VolumeGrid};
 use crate::error::{Error, Result};
-use crate::nn::optim::AdamConfig;
-use crate::ops::adamw::{adamw, AdamStep};
-use crate::ops::{cast::cast_into, elementwise::scale, vector};
+use crate::nn::optim::{AdamConfig, Optimizer};
 use crate::nn::{Arch, UNet, UNetConfig, Weights};
 use crate::tensor::{safetensors, DType, Tensor};
 use crate::Device;
@@ -77,20 +75,12 @@ pub struct StepStats {
     pub lr: f32,
 }
 
-/// Per parameter, on the training device: master weights, EMA, Adam's first and second moments.
-struct ParamState {
-    p: Tensor,
-    ema: Tensor,
-    m: Tensor,
-    v: Tensor,
-}
-
 pub struct Trainer {
     pub arch: Arch,
     pub opts: TrainOptions,
     /// Optimisation steps taken.
     pub step: u64,
-    state: BTreeMap<String, ParamState>,
+    opt: Optimizer,
     /// The network on the device, its weights refreshed from the master weights after each step.
     net: Option<UNet>,
     sched: Schedule,
@@ -98,7 +88,7 @@ pub struct Trainer {
     dev: Device,
 }
 
-/// The checkpoint's four maps, in the order of its name prefixes.
+/// The checkpoint's four maps, in the order of its name prefixes (and of `Optimizer::host_map`).
 const PREFIXES: [&str; 4] = ["param", "ema", "adam_m", "adam_v"];
 
 fn sample_seed(seed: u64, step: u64, b: usize) -> u64 {
@@ -114,36 +104,12 @@ impl Trainer {
         }
         let arch = Arch::new(cfg);
         let params = Weights::random(&arch, opts.seed)?.engine_map();
-        let mut t = Trainer { arch, opts, step: 0, state: BTreeMap::new(), net: None, sched: Schedule::default(), volumes, dev: Device::Cpu };
-        t.set_state([&params, &params, &BTreeMap::new(), &BTreeMap::new()])?;
-        Ok(t)
+        let opt = Optimizer::from_maps(&arch, [&params, &params, &BTreeMap::new(), &BTreeMap::new()])?;
+        Ok(Trainer { arch, opts, step: 0, opt, net: None, sched: Schedule::default(), volumes, dev: Device::Cpu })
     }
 
-    /// Host maps (engine layout) -> the state on the CPU: master weights, EMA, moments (zero
-    /// where a map lacks the parameter).
-    fn set_state(&mut self, maps: [&BTreeMap<String, Vec<f32>>; 4]) -> Result<()> {
-        let w = Weights::from_engine(&self.arch, maps[0])?;
-        Weights::from_engine(&self.arch, maps[1])?;
-        self.state.clear();
-        for (name, shape, v) in w.iter() {
-            let t = |m: &BTreeMap<String, Vec<f32>>| match m.get(name) {
-                Some(x) if x.len() == v.len() => Tensor::from_f32(x, shape, DType::F32, &Device::Cpu),
-                Some(x) => Err(Error::Config(format!("{name}: {} optimiser values for {} weights", x.len(), v.len()))),
-                None => Tensor::zeros(shape, DType::F32, &Device::Cpu),
-            };
-            self.state.insert(name.clone(), ParamState { p: t(maps[0])?, ema: t(maps[1])?, m: t(maps[2])?, v: t(maps[3])? });
-        }
-        self.net = None;
-        self.dev = Device::Cpu;
-        Ok(())
-    }
-
-    /// One of the four maps on the host (0 weights, 1 EMA, 2 and 3 Adam's moments).
     fn host_map(&self, which: usize) -> Result<BTreeMap<String, Vec<f32>>> {
-        self.state
-            .iter()
-            .map(|(k, s)| Ok((k.clone(), [&s.p, &s.ema, &s.m, &s.v][which].to_f32_vec()?)))
-            .collect()
+        self.opt.host_map(which)
     }
 
     /// The master weights (engine layout), copied to the host.
@@ -204,11 +170,7 @@ impl Trainer {
     /// Where the network's forward and backward and the optimiser run (the CPU unless set): the
     /// whole state moves there.
     pub fn set_device(&mut self, dev: &Device) -> Result<()> {
-        for s in self.state.values_mut() {
-            for t in [&mut s.p, &mut s.ema, &mut s.m, &mut s.v] {
-                *t = t.to_device(dev)?;
-            }
-        }
+        self.opt.to_device(dev)?;
         self.dev = dev.clone();
         self.net = None;
         Ok(())
@@ -228,26 +190,10 @@ impl Trainer {
         if !loss.is_finite() {
             return Err(Error::Config(format!("the loss became {loss} at step {}: lower the learning rate", self.step)));
         }
-        let mut sq = 0.0;
-        for g in grads.values() {
-            sq += vector::dot(g, g)?;
-        }
-        let grad_norm = sq.sqrt();
         self.step += 1;
-        let st = AdamStep::new(&self.opts.adam, self.step, self.opts.adam.clip_scale(grad_norm));
-        for (name, s) in self.state.iter_mut() {
-            let g = grads.get(name).ok_or_else(|| Error::Config(format!("no gradient for {name}")))?;
-            adamw(&st, &mut s.p, g, &mut s.m, &mut s.v, &mut s.ema)?;
-            // The network's copy: bf16 convolution weights on kernel devices, f32 otherwise.
-            let w = net.params.get_mut(name).ok_or_else(|| Error::Config(format!("the network has no {name}")))?;
-            if w.dtype() == DType::F32 {
-                scale(1.0, &s.p, w)?;
-            } else {
-                cast_into(&s.p, w)?;
-            }
-        }
+        let (grad_norm, lr) = self.opt.apply(&self.opts.adam, self.step, &grads, &mut net)?;
         self.net = Some(net);
-        Ok(StepStats { loss, grad_norm, lr: st.lr })
+        Ok(StepStats { loss, grad_norm, lr })
     }
 
     /// The EMA weights, for `model run` and reconstruction.
@@ -281,7 +227,7 @@ impl Trainer {
     pub fn resume(dir: &Path, volumes: Vec<([usize; 3], Vec<f32>)>) -> Result<Trainer> {
         let (meta, maps) = read_checkpoint(dir)?;
         let mut t = Trainer::new(&meta.config, meta.options, volumes)?;
-        t.set_state([&maps[0], &maps[1], &maps[2], &maps[3]])?;
+        t.opt = Optimizer::from_maps(&t.arch, [&maps[0], &maps[1], &maps[2], &maps[3]])?;
         t.step = meta.step;
         Ok(t)
     }

@@ -1,6 +1,14 @@
-//! The optimiser's settings and schedules: AdamW with f32 master weights, global gradient-norm
-//! clipping, linear learning-rate warmup, and an exponential moving average of the weights with a
-//! warm-up. The update itself is an operation (src/ops/adamw.rs, kernels/adamw.cu).
+//! The optimiser: AdamW with f32 master weights, global gradient-norm clipping, linear
+//! learning-rate warmup, and an exponential moving average of the weights with a warm-up. Its
+//! state lives on the training device; the update is one operation per parameter tensor
+//! (src/ops/adamw.rs, kernels/adamw.cu).
+use super::{Arch, UNet, Weights};
+use crate::error::{Error, Result};
+use crate::ops::adamw::{adamw, AdamStep};
+use crate::ops::{cast::cast_into, elementwise::scale, vector};
+use crate::tensor::{DType, Tensor};
+use crate::Device;
+use std::collections::BTreeMap;
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct AdamConfig {
@@ -44,5 +52,76 @@ impl AdamConfig {
         } else {
             1.0
         }
+    }
+}
+
+/// Per parameter: master weights, EMA, Adam's first and second moments (f32, one device).
+struct ParamState {
+    p: Tensor,
+    ema: Tensor,
+    m: Tensor,
+    v: Tensor,
+}
+
+/// The optimiser's state for every parameter of a network, on one device.
+pub struct Optimizer {
+    state: BTreeMap<String, ParamState>,
+}
+
+impl Optimizer {
+    /// From host maps (engine layout): weights, EMA, first and second moments (zero where a map
+    /// lacks the parameter), on the CPU.
+    pub fn from_maps(arch: &Arch, maps: [&BTreeMap<String, Vec<f32>>; 4]) -> Result<Optimizer> {
+        let w = Weights::from_engine(arch, maps[0])?;
+        Weights::from_engine(arch, maps[1])?;
+        let mut state = BTreeMap::new();
+        for (name, shape, v) in w.iter() {
+            let t = |m: &BTreeMap<String, Vec<f32>>| match m.get(name) {
+                Some(x) if x.len() == v.len() => Tensor::from_f32(x, shape, DType::F32, &Device::Cpu),
+                Some(x) => Err(Error::Config(format!("{name}: {} optimiser values for {} weights", x.len(), v.len()))),
+                None => Tensor::zeros(shape, DType::F32, &Device::Cpu),
+            };
+            state.insert(name.clone(), ParamState { p: t(maps[0])?, ema: t(maps[1])?, m: t(maps[2])?, v: t(maps[3])? });
+        }
+        Ok(Optimizer { state })
+    }
+
+    /// Moves the whole state to `dev`.
+    pub fn to_device(&mut self, dev: &Device) -> Result<()> {
+        for s in self.state.values_mut() {
+            for t in [&mut s.p, &mut s.ema, &mut s.m, &mut s.v] {
+                *t = t.to_device(dev)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One of the four maps copied to the host: 0 weights, 1 EMA, 2 and 3 Adam's moments.
+    pub fn host_map(&self, which: usize) -> Result<BTreeMap<String, Vec<f32>>> {
+        self.state.iter().map(|(k, s)| Ok((k.clone(), [&s.p, &s.ema, &s.m, &s.v][which].to_f32_vec()?))).collect()
+    }
+
+    /// Step `step` (1-based) from `grads` (f32, on the state's device): the global gradient norm,
+    /// the clipped AdamW update and the EMA, then `net`'s weights refreshed from the master
+    /// weights (a cast to bf16 for convolution weights on kernel devices). Returns the norm before
+    /// clipping and the learning rate.
+    pub fn apply(&mut self, cfg: &AdamConfig, step: u64, grads: &crate::nn::unet_backward::TensorGrads, net: &mut UNet) -> Result<(f64, f32)> {
+        let mut sq = 0.0;
+        for g in grads.values() {
+            sq += vector::dot(g, g)?;
+        }
+        let norm = sq.sqrt();
+        let st = AdamStep::new(cfg, step, cfg.clip_scale(norm));
+        for (name, s) in self.state.iter_mut() {
+            let g = grads.get(name).ok_or_else(|| Error::Config(format!("no gradient for {name}")))?;
+            adamw(&st, &mut s.p, g, &mut s.m, &mut s.v, &mut s.ema)?;
+            let w = net.params.get_mut(name).ok_or_else(|| Error::Config(format!("the network has no {name}")))?;
+            if w.dtype() == DType::F32 {
+                scale(1.0, &s.p, w)?;
+            } else {
+                cast_into(&s.p, w)?;
+            }
+        }
+        Ok((norm, st.lr))
     }
 }
