@@ -103,6 +103,7 @@ fn bad_training_input_is_one_line() {
         (vec!["train", "--out", &out, "--steps", "1", "--data", "phantom:chest", "--device", "tpu"], "unknown device"),
         (vec!["train", "--out", &out, "--steps", "1", "--data", "phantom:chest", "--volume-shape", "8,8,8"], "smaller than the patch"),
         (vec!["train", "--out", &out, "--steps", "1", "--data", "phantom:chest", "--resume"], "checkpoint.json"),
+        (vec!["train", "--out", &out, "--steps", "1", "--data", "phantom:chest", "--minutes", "0"], "--minutes must be positive"),
     ] {
         let (code, _, e) = run(&args);
         assert_eq!(code, 1, "{args:?}: {e}");
@@ -134,4 +135,21 @@ fn sample_writes_a_volume_and_preview() {
     let (code, o, e) = run(&["sample", "--shape", "16,16,16", "--steps", "1", "--device", "cpu", "-o", &s(&out)]);
     assert_eq!(code, 0, "{e}");
     assert!(o.contains("1 passes"), "{o}");
+}
+
+#[test]
+fn a_time_limit_stops_with_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let mut args = vec!["train", "--out", "", "--steps", "100000", "--checkpoint-every", "1000", "--minutes", "0.0001", "--device", "cpu"];
+    let out_s = s(&out);
+    args[2] = &out_s;
+    args.extend_from_slice(SMALL);
+    let (code, o, e) = run(&args);
+    assert_eq!(code, 0, "{e}");
+    assert!(e.contains("stopping at step 1"), "{e}");
+    assert!(o.contains("1 steps"), "{o}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("checkpoint.json")).unwrap()).unwrap();
+    assert_eq!(v["step"].as_u64(), Some(1));
+    assert!(out.join("weights.safetensors").exists() && out.join("config.json").exists());
 }

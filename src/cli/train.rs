@@ -44,6 +44,9 @@ pub struct TrainArgs {
     /// HU window lo,hi mapped to [-1, 1] for folder data.
     #[arg(long, value_delimiter = ',', default_value = "-1000,1000")]
     window: Vec<f32>,
+    /// Stop after this many minutes (with a checkpoint and the EMA weights), even before --steps.
+    #[arg(long)]
+    minutes: Option<f64>,
     /// Where training runs: cpu (f32), emu or cuda (bf16 compute); the f32 master weights, Adam's
     /// moments and the EMA live on the same device.
     #[arg(long, default_value = "auto")]
@@ -51,6 +54,11 @@ pub struct TrainArgs {
 }
 
 pub fn run(a: TrainArgs) -> Result<()> {
+    if let Some(m) = a.minutes {
+        if !(m.is_finite() && m > 0.0) {
+            bail!("--minutes must be positive, got {m}");
+        }
+    }
     let dev = tomodiff::Device::parse(&a.device)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let window: [f32; 2] = a.window.as_slice().try_into().map_err(|_| anyhow::anyhow!("--window takes lo,hi"))?;
@@ -95,19 +103,25 @@ pub fn run(a: TrainArgs) -> Result<()> {
     pb.set_style(ProgressStyle::with_template("train [{bar:30}] {pos}/{len} {msg} {elapsed} (eta {eta})").unwrap());
     pb.set_position(start);
     let t0 = Instant::now();
+    let out_of_time = || a.minutes.is_some_and(|m| t0.elapsed().as_secs_f64() > m * 60.0);
     while tr.step < a.steps {
         let s = tr.step()?;
         let done = tr.step;
+        let stop = out_of_time();
         writeln!(csv, "{done},{:.6},{:.4},{:.3e},{:.2}", s.loss, s.grad_norm, s.lr, t0.elapsed().as_secs_f64())?;
         let rate = (done - start) as f64 / t0.elapsed().as_secs_f64();
         pb.set_position(done);
         pb.set_message(format!("loss {:.4}, {rate:.2} steps/s", s.loss));
-        if done % a.checkpoint_every == 0 || done == a.steps {
+        if done % a.checkpoint_every == 0 || done == a.steps || stop {
             csv.flush()?;
             tr.save_checkpoint(&a.out)?;
             // The run folder is a model folder at every checkpoint (sample from it mid-run).
             tr.ema_weights()?.save(&a.out.join("weights.safetensors"), &tr.arch)?;
             tomodiff::io::write_atomic(&a.out.join("config.json"), serde_json::to_string_pretty(&tr.arch.cfg)?.as_bytes())?;
+        }
+        if stop {
+            pb.suspend(|| eprintln!("--minutes {}: stopping at step {done}", a.minutes.unwrap_or(0.0)));
+            break;
         }
     }
     pb.finish_and_clear();
