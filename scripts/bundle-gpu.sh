@@ -2,9 +2,10 @@
 # Gathers what a GPU machine without Rust needs into .gpu-bundle/ (git-ignored through
 # .git/info/exclude): the release binary and every test binary, stripped, the peer scripts, and
 # run.sh, the one command to run there:
-#     bash .gpu-bundle/run.sh LOGDIR
-# which runs every test binary with GPU tests forced on (TOMODIFF_REQUIRE_GPU=1), then the
-# benchmarks and their PyTorch peers, each logged to LOGDIR.
+#     bash .gpu-bundle/run.sh LOGDIR [tests] [bench] [recon] [train]
+# which runs every test binary with GPU tests forced on (TOMODIFF_REQUIRE_GPU=1), the benchmarks
+# and their PyTorch peers, the reconstruction demo and benchmark, and can continue the shipped
+# prior's training, each logged to LOGDIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-nvcc.sh
@@ -24,35 +25,58 @@ for line in sys.stdin:
 strip "$out/tomodiff" "$out"/tests/*
 cp scripts/peer_gemm.py scripts/peer_unet_torch.py scripts/peer_train_torch.py "$out/"
 mkdir -p "$out/tools" && cp tools/unet_reference.py tools/safetensors_io.py tools/peer_common.py "$out/tools/"
+# The shipped prior's training run, so a GPU session can continue it (stage "train").
+cp -r weights/tiny-chest/run "$out/tiny-chest-run"
 cat > "$out/run.sh" <<'RUN'
 #!/usr/bin/env bash
-# Runs on the GPU machine: tests (GPU forced on), then benchmarks and peers. Logs in $1.
+# Runs on the GPU machine. Logs in $1; then the stages to run (default: tests bench recon):
+#   tests  every test binary with GPU tests forced on
+#   bench  GEMM, projector, U-Net and training step benchmarks with their PyTorch peers
+#   recon  the demo on the GPU and the reconstruction benchmark (paper preset, 512x512x256)
+#   train  continue the shipped prior's training run on the GPU for 5 minutes, then sample it
+# Each stage stays well inside one 10-minute command; run them in separate commands if needed.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-log=${1:?usage: run.sh LOGDIR}
+log=${1:?usage: run.sh LOGDIR [tests] [bench] [recon] [train]}
+shift
+stages=${*:-tests bench recon}
 mkdir -p "$log"
 export TOMODIFF_REQUIRE_GPU=1 TOMODIFF_BIN="$here/tomodiff"
 nvidia-smi > "$log/nvidia-smi.log" 2>&1
 "$here/tomodiff" info --kernels > "$log/info.log" 2>&1
 fail=0
-for t in "$here"/tests/*; do
-  echo "== $(basename "$t")"
-  "$t" --test-threads=4 --nocapture > "$log/test-$(basename "$t").log" 2>&1 || { fail=1; echo "FAILED: $(basename "$t")"; }
-  grep -E "^test result|max \|diff\|" "$log/test-$(basename "$t").log" | grep -v " emu " || true
+for stage in $stages; do
+  echo "=== stage $stage"
+  case $stage in
+  tests)
+    for t in "$here"/tests/*; do
+      echo "== $(basename "$t")"
+      "$t" --test-threads=4 --nocapture > "$log/test-$(basename "$t").log" 2>&1 || { fail=1; echo "FAILED: $(basename "$t")"; }
+      grep -E "^test result|max \|diff\|" "$log/test-$(basename "$t").log" | grep -v " emu " || true
+    done ;;
+  bench)
+    "$here/tomodiff" bench gemm --device cuda --size 4096 2>&1 | tee "$log/bench-gemm.log"
+    python3 "$here/peer_gemm.py" 4096 2>&1 | tee -a "$log/bench-gemm.log"
+    "$here/tomodiff" bench projector --device cuda --case cone 2>&1 | tee "$log/bench-projector.log"
+    "$here/tomodiff" bench unet --device cuda --config paper --batch 8 2>&1 | tee "$log/bench-unet.log"
+    python3 "$here/peer_unet_torch.py" --config paper --batch 8 --device cuda 2>&1 | tee -a "$log/bench-unet.log"
+    "$here/tomodiff" bench train --device cuda --config paper --batch 8 2>&1 | tee "$log/bench-train.log"
+    python3 "$here/peer_train_torch.py" --config paper --batch 8 --device cuda 2>&1 | tee -a "$log/bench-train.log" ;;
+  recon)
+    "$here/tomodiff" demo --out "$log/demo" --device cuda 2>&1 | tee "$log/demo.log"
+    "$here/tomodiff" bench recon --device cuda --config paper --shape 512,512,256 --steps 5 --rounds 1 --batch 32 2>&1 | tee "$log/bench-recon.log"
+    timeout 300 "$here/tomodiff" bench recon --device cuda --config paper --shape 512,512,256 --steps 50 --rounds 2 --batch 32 2>&1 | tee -a "$log/bench-recon.log" ;;
+  train)
+    rm -rf "$log/tiny-chest-run" && cp -r "$here/tiny-chest-run" "$log/tiny-chest-run"
+    "$here/tomodiff" train --out "$log/tiny-chest-run" --resume --data phantom:chest --steps 100000000 --minutes 5 \
+      --checkpoint-every 2000 --device cuda 2>&1 | tail -3 | tee "$log/train.log"
+    "$here/tomodiff" sample --weights "$log/tiny-chest-run/weights.safetensors" --device cuda -o "$log/tiny-chest-run/sample.npy" \
+      --preview "$log/tiny-chest-run/sample.png" 2>&1 | tee -a "$log/train.log" ;;
+  *) echo "unknown stage $stage"; fail=1 ;;
+  esac
 done
-"$here/tomodiff" bench gemm --device cuda --size 4096 2>&1 | tee "$log/bench-gemm.log"
-python3 "$here/peer_gemm.py" 4096 2>&1 | tee -a "$log/bench-gemm.log"
-"$here/tomodiff" bench projector --device cuda --case cone 2>&1 | tee "$log/bench-projector.log"
-"$here/tomodiff" bench unet --device cuda --config paper --batch 8 2>&1 | tee "$log/bench-unet.log"
-python3 "$here/peer_unet_torch.py" --config paper --batch 8 --device cuda 2>&1 | tee -a "$log/bench-unet.log"
-"$here/tomodiff" bench train --device cuda --config paper --batch 8 2>&1 | tee "$log/bench-train.log"
-python3 "$here/peer_train_torch.py" --config paper --batch 8 --device cuda 2>&1 | tee -a "$log/bench-train.log"
-# Reconstruction: the demo on the GPU (quality as on the CPU), then the issue's case, first short.
-"$here/tomodiff" demo --out "$log/demo" --device cuda 2>&1 | tee "$log/demo.log"
-"$here/tomodiff" bench recon --device cuda --config paper --shape 512,512,256 --steps 5 --rounds 1 --batch 32 2>&1 | tee "$log/bench-recon.log"
-timeout 300 "$here/tomodiff" bench recon --device cuda --config paper --shape 512,512,256 --steps 50 --rounds 2 --batch 32 2>&1 | tee -a "$log/bench-recon.log"
 exit $fail
 RUN
 chmod +x "$out/run.sh"
 du -sh "$out"
-echo "bundle ready: carry .gpu-bundle and run: bash .gpu-bundle/run.sh \$OUT"
+echo "bundle ready: carry .gpu-bundle and run: bash .gpu-bundle/run.sh \$OUT [tests] [bench] [recon] [train]"
