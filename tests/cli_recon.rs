@@ -56,6 +56,7 @@ fn demo_beats_the_baselines_and_feeds_reconstruct() {
         (vec!["-i".into(), p.clone(), "--memory-budget-gb".into(), "0.001".into()], "GiB"),
         (vec!["-i".into(), p.clone(), "--start".into(), "fdk:5000".into()], "--start"),
         (vec!["-i".into(), p.clone(), "--eta".into(), "2".into()], "eta"),
+        (vec!["-i".into(), p.clone(), "--gamma=-1".into()], "gamma"),
         (vec!["-i".into(), p.clone(), "--weights".into(), s(&bad)], "--config"),
     ];
     for (extra, want) in cases {

@@ -86,6 +86,9 @@ pub fn reconstruct(
             y.device().name()
         )));
     }
+    if !(opts.gamma.is_finite() && opts.gamma >= 0.0) {
+        return Err(Error::Config(format!("the CG damping gamma must be finite and >= 0, got {}", opts.gamma)));
+    }
     let mut so = opts.sampler.clone();
     let init = match opts.start {
         Start::Noise => None,
