@@ -32,14 +32,47 @@ pub fn out_len(n: usize, k: usize, stride: usize) -> usize {
 /// that the im2col buffer stays in cache-friendly sizes (rows x k^3 Ci floats).
 const ROWS_PER_GEMM: usize = 2048;
 
-/// CPU reference. `w` is repacked (k, k, k, Ci, Co); returns y and its spatial shape.
-/// Rows of the implicit im2col matrix are built in parallel in chunks, each chunk one sgemm.
-#[allow(clippy::too_many_arguments)]
-pub fn conv3d_ref(x: &[f32], n: usize, dims: [usize; 3], ci: usize, w: &[f32], bias: &[f32], co: usize, k: usize, stride: usize) -> (Vec<f32>, [usize; 3]) {
+/// Rows r0.. of the im2col matrix of a channels-last x (n, dims, ci) for a k^3 convolution with
+/// `stride` and "same" padding: one row of k^3 ci values per output voxel, zeros in the padding.
+/// Rows are built in parallel.
+fn im2col(x: &[f32], dims: [usize; 3], ci: usize, k: usize, stride: usize, r0: usize, cols: &mut [f32]) {
     use rayon::prelude::*;
     let [d, h, wd] = dims;
     let od = [out_len(d, k, stride), out_len(h, k, stride), out_len(wd, k, stride)];
     let pad = (k / 2) as isize;
+    cols.par_chunks_mut(k * k * k * ci).enumerate().for_each(|(i, row)| {
+        let r = r0 + i;
+        let (ox, t) = (r % od[2], r / od[2]);
+        let (oy, t) = (t % od[1], t / od[1]);
+        let (oz, b) = (t % od[0], t / od[0]);
+        // The k taps along x of one (tz, ty) are k consecutive voxels of x and k consecutive
+        // blocks of the row: one copy for the part inside the volume.
+        let x0 = (ox * stride) as isize - pad;
+        let (lo, hi) = ((-x0).clamp(0, k as isize) as usize, (wd as isize - x0).clamp(0, k as isize) as usize);
+        for tz in 0..k {
+            for ty in 0..k {
+                let z = (oz * stride) as isize + tz as isize - pad;
+                let yy = (oy * stride) as isize + ty as isize - pad;
+                let dst = &mut row[(tz * k + ty) * k * ci..(tz * k + ty + 1) * k * ci];
+                if z < 0 || yy < 0 || z >= d as isize || yy >= h as isize || lo >= hi {
+                    dst.fill(0.0);
+                    continue;
+                }
+                let s = (((b * d + z as usize) * h + yy as usize) * wd) as isize + x0;
+                dst[..lo * ci].fill(0.0);
+                dst[lo * ci..hi * ci].copy_from_slice(&x[(s + lo as isize) as usize * ci..(s + hi as isize) as usize * ci]);
+                dst[hi * ci..].fill(0.0);
+            }
+        }
+    });
+}
+
+/// CPU reference. `w` is repacked (k, k, k, Ci, Co); returns y and its spatial shape.
+/// Rows of the implicit im2col matrix are built in parallel in chunks, each chunk one sgemm.
+#[allow(clippy::too_many_arguments)]
+pub fn conv3d_ref(x: &[f32], n: usize, dims: [usize; 3], ci: usize, w: &[f32], bias: &[f32], co: usize, k: usize, stride: usize) -> (Vec<f32>, [usize; 3]) {
+    let [d, h, wd] = dims;
+    let od = [out_len(d, k, stride), out_len(h, k, stride), out_len(wd, k, stride)];
     let kk = k * k * k * ci;
     let rows = n * od.iter().product::<usize>();
     let mut y = vec![0f32; rows * co];
@@ -49,28 +82,7 @@ pub fn conv3d_ref(x: &[f32], n: usize, dims: [usize; 3], ci: usize, w: &[f32], b
     for r0 in (0..rows).step_by(ROWS_PER_GEMM) {
         let nr = ROWS_PER_GEMM.min(rows - r0);
         if !direct {
-            cols[..nr * kk].par_chunks_mut(kk).enumerate().for_each(|(i, row)| {
-                let r = r0 + i;
-                let (ox, t) = (r % od[2], r / od[2]);
-                let (oy, t) = (t % od[1], t / od[1]);
-                let (oz, b) = (t % od[0], t / od[0]);
-                for tz in 0..k {
-                    for ty in 0..k {
-                        for tx in 0..k {
-                            let z = (oz * stride) as isize + tz as isize - pad;
-                            let yy = (oy * stride) as isize + ty as isize - pad;
-                            let xx = (ox * stride) as isize + tx as isize - pad;
-                            let dst = &mut row[((tz * k + ty) * k + tx) * ci..((tz * k + ty) * k + tx + 1) * ci];
-                            if z < 0 || yy < 0 || xx < 0 || z >= d as isize || yy >= h as isize || xx >= wd as isize {
-                                dst.fill(0.0);
-                            } else {
-                                let s = (((b * d + z as usize) * h + yy as usize) * wd + xx as usize) * ci;
-                                dst.copy_from_slice(&x[s..s + ci]);
-                            }
-                        }
-                    }
-                }
-            });
+            im2col(x, dims, ci, k, stride, r0, &mut cols[..nr * kk]);
         }
         let a = if direct { &x[r0 * kk..(r0 + nr) * kk] } else { &cols[..nr * kk] };
         let out = &mut y[r0 * co..(r0 + nr) * co];
@@ -152,7 +164,6 @@ pub fn conv3d(x: &Tensor, w: &Tensor, bias: &Tensor, bias_n: Option<&Tensor>, re
 /// then dcols scattered back through the im2col map (col2im).
 #[allow(clippy::too_many_arguments)]
 pub fn conv3d_backward_ref(x: &[f32], n: usize, dims: [usize; 3], ci: usize, w: &[f32], dy: &[f32], co: usize, k: usize, stride: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    use rayon::prelude::*;
     let [d, h, wd] = dims;
     let od = [out_len(d, k, stride), out_len(h, k, stride), out_len(wd, k, stride)];
     let pad = (k / 2) as isize;
@@ -184,15 +195,7 @@ pub fn conv3d_backward_ref(x: &[f32], n: usize, dims: [usize; 3], ci: usize, w: 
     let mut dcols = vec![0f32; chunk * kk];
     for r0 in (0..rows).step_by(chunk) {
         let nr = chunk.min(rows - r0);
-        cols[..nr * kk].par_chunks_mut(kk).enumerate().for_each(|(i, row)| {
-            for t in 0..k * k * k {
-                let dst = &mut row[t * ci..(t + 1) * ci];
-                match tap(r0 + i, t) {
-                    Some(s) => dst.copy_from_slice(&x[s..s + ci]),
-                    None => dst.fill(0.0),
-                }
-            }
-        });
+        im2col(x, dims, ci, k, stride, r0, &mut cols[..nr * kk]);
         let g = &dy[r0 * co..(r0 + nr) * co];
         // dw (kk x co) += cols^T (kk x nr) g (nr x co)
         super::cpu_sgemm(kk, co, nr, &cols, 1, kk, g, co, 1, &mut dw, co, true);
