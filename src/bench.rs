@@ -246,7 +246,7 @@ pub fn recon(dev: &Device, cfg: &crate::nn::UNetConfig, case: &ReconCase) -> Res
     use crate::diffusion::sampler::SamplerOptions;
     use crate::nn::{Arch, UNet, Weights};
     cfg.validate()?;
-    let g = crate::ct::Geometry::from_json(&crate::ct::geometry::cone_scan_json(case.shape, case.views))?;
+    let g = crate::ct::Geometry::from_json(&crate::ct::geometry::cone_scan_json(case.shape, case.views, 360.0))?;
     let arch = Arch::new(cfg);
     let flops_per_patch = arch.total_flops();
     let net = UNet::new(arch, &Weights::random(&Arch::new(cfg), 7)?, dev)?;

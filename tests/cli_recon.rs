@@ -68,6 +68,15 @@ fn demo_beats_the_baselines_and_feeds_reconstruct() {
         assert!(!e.contains("panicked"), "{e}");
         assert!(!none.exists(), "{args:?} wrote its output");
     }
+    for (args, want) in [(vec!["--arc-deg", "400"], "--arc-deg"), (vec!["--eta", "3"], "eta"), (vec!["--start", "fdk:0"], "--start")] {
+        let mut all = vec!["demo", "--out"];
+        let d2 = s(&dir.path().join("d2"));
+        all.push(&d2);
+        all.extend(args);
+        let (code, _, e) = run(&all);
+        assert!(code != 0 && e.contains(want), "{all:?}: {e}");
+        assert!(!dir.path().join("d2").exists(), "a refused demo made its folder");
+    }
     let nan = dir.path().join("nan.npy");
     let mut proj = tomodiff::io::read_array(&demo.join("projections.npy")).unwrap();
     proj.data[7] = f32::NAN;

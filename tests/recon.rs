@@ -11,7 +11,7 @@ use tomodiff::nn::{model_files, Arch, UNet};
 use tomodiff::{DType, Device, Tensor};
 
 fn scan(n: usize, views: usize) -> (Geometry, Vec<f32>, Vec<f32>) {
-    let g = Geometry::from_json(&tomodiff::ct::geometry::cone_scan_json([n, n, n], views)).unwrap();
+    let g = Geometry::from_json(&tomodiff::ct::geometry::cone_scan_json([n, n, n], views, 360.0)).unwrap();
     let truth = tomodiff::ct::chest::chest(&g.volume, 424_242);
     let mut y = vec![0f32; g.n_rays()];
     tomodiff::ct::siddon::forward_ref(&g, &truth, &mut y);
@@ -63,7 +63,7 @@ fn the_paper_preset_at_512x512x256_fits_in_16_gb() {
     use tomodiff::diffusion::recon::memory_estimate;
     let cfg = tomodiff::nn::UNetConfig::paper();
     let params = Arch::new(&cfg).param_count();
-    let g = Geometry::from_json(&tomodiff::ct::geometry::cone_scan_json([512, 512, 256], 8)).unwrap();
+    let g = Geometry::from_json(&tomodiff::ct::geometry::cone_scan_json([512, 512, 256], 8, 360.0)).unwrap();
     let gib = |b: usize| b as f64 / (1u64 << 30) as f64;
     let est = |batch| memory_estimate(&cfg, params, 2, batch, g.volume.len(), g.n_rays());
     eprintln!("paper 512x512x256, 8 views: batch 16 {:.2} GiB, batch 32 {:.2} GiB", gib(est(16)), gib(est(32)));

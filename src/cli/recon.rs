@@ -34,7 +34,13 @@ pub struct PriorArgs {
 impl PriorArgs {
     fn options(&self) -> Result<ReconOptions> {
         let start = Start::parse(&self.start)?;
-        Ok(ReconOptions { sampler: self.sampler.options(2), cg_iters: self.cg_iters, gamma: self.gamma, start })
+        let sampler = self.sampler.options(2);
+        sampler.validate()?;
+        if !(self.gamma.is_finite() && self.gamma >= 0.0) {
+            bail!("--gamma must be finite and >= 0, got {}", self.gamma);
+        }
+        Device::parse(&self.sampler.device)?;
+        Ok(ReconOptions { sampler, cg_iters: self.cg_iters, gamma: self.gamma, start })
     }
 }
 
@@ -199,9 +205,12 @@ pub struct DemoArgs {
     /// Output folder: the geometry, projections, volumes, side-by-side PNG and metrics.
     #[arg(long, default_value = "tomodiff-demo")]
     out: PathBuf,
-    /// Cone-beam views over 360 degrees.
+    /// Cone-beam views, spread over --arc-deg.
     #[arg(long, default_value_t = 8)]
     views: usize,
+    /// The scan's arc in degrees: 360 for sparse-view, less for limited-angle (e.g. 120).
+    #[arg(long, default_value_t = 360.0)]
+    arc_deg: f64,
     /// Incident photons per ray (Poisson noise).
     #[arg(long, default_value_t = 1e5)]
     i0: f64,
@@ -216,12 +225,13 @@ pub struct DemoArgs {
 }
 
 pub fn demo(a: DemoArgs) -> Result<()> {
-    if a.views == 0 {
-        bail!("--views must be positive");
+    if a.views == 0 || !(a.arc_deg > 0.0 && a.arc_deg <= 360.0) {
+        bail!("--views must be positive and --arc-deg in (0, 360], got {} and {}", a.views, a.arc_deg);
     }
+    a.prior.options()?; // refuse bad settings before writing anything
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     // 64^3 voxels of 1 mm, as the shipped prior was trained on.
-    let text = tomodiff::ct::geometry::cone_scan_json([64, 64, 64], a.views);
+    let text = tomodiff::ct::geometry::cone_scan_json([64, 64, 64], a.views, a.arc_deg);
     let g = Geometry::from_json(&text)?;
     tomodiff::io::write_atomic(&a.out.join("geometry.json"), text.as_bytes())?;
     let (cfg, w, name) = load_model(None, None)?;
@@ -231,7 +241,7 @@ pub fn demo(a: DemoArgs) -> Result<()> {
     noise::poisson(&mut proj, g.det_shape[1], a.i0, a.phantom_seed)?;
     let [v, r, c] = g.proj_shape();
     tomodiff::io::npy::write(&a.out.join("projections.npy"), &[v, r, c], &proj)?;
-    println!("held-out chest phantom (seed {}), {} cone-beam views, I0 = {:.0e}; prior {name}", a.phantom_seed, a.views, a.i0);
+    println!("held-out chest phantom (seed {}), {} cone-beam views over {} degrees, I0 = {:.0e}; prior {name}", a.phantom_seed, a.views, a.arc_deg, a.i0);
     let dev = Device::parse(&a.prior.sampler.device)?;
     let (fdk, cgls) = baselines(&g, &proj, a.cgls_iters, &dev)?;
     let (mu, stats) = run_prior(&cfg, &w, &g, &proj, Some(&fdk), &a.prior)?;
@@ -243,7 +253,7 @@ pub fn demo(a: DemoArgs) -> Result<()> {
     tomodiff::io::preview::write(&a.out.join("side-by-side.png"), g.volume.shape, &vols.map(|v| v.1))?;
     let m: Vec<Metrics> = vols[1..].iter().map(|(_, d)| compare(g.volume.shape, d, &truth)).collect();
     table(&[("FDK (Hann)".into(), &m[0]), (format!("CGLS ({} iters)", a.cgls_iters), &m[1]), ("diffusion prior".into(), &m[2])]);
-    let json = serde_json::json!({ "fdk": m[0], "cgls": m[1], "diffusion": m[2], "views": a.views, "i0": a.i0, "phantom_seed": a.phantom_seed,
+    let json = serde_json::json!({ "fdk": m[0], "cgls": m[1], "diffusion": m[2], "views": a.views, "arc_deg": a.arc_deg, "i0": a.i0, "phantom_seed": a.phantom_seed,
         "seconds": stats.sample.total_s });
     tomodiff::io::write_atomic(&a.out.join("metrics.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
     println!("volumes, side-by-side.png (rows: truth, FDK, CGLS, prior) and metrics.json in {}", a.out.display());

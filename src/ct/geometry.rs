@@ -380,12 +380,13 @@ fn vectors(volume: VolumeGrid, kind: Kind, det_shape: [usize; 2], s: &ScanDoc) -
 }
 
 /// The circular cone-beam scan of a `shape` volume used by the demo, the reconstruction
-/// benchmark and tests: source at 3 n, detector at 1.5 n from the axis (n the widest transverse edge), pixels
-/// of 1.5 mm covering the magnified volume.
-pub fn cone_scan_json(shape: [usize; 3], views: usize) -> String {
+/// benchmark and tests: source at 3 n, detector at 1.5 n from the axis (n the widest transverse
+/// edge), pixels of 1.5 mm covering the magnified volume; `views` spread over `arc_deg` (below
+/// 360 a limited-angle scan).
+pub fn cone_scan_json(shape: [usize; 3], views: usize, arc_deg: f64) -> String {
     let n = shape[1].max(shape[2]);
     format!(
-        r#"{{"volume": {{"shape": [{}, {}, {}]}}, "scan": {{"type": "cone", "n_views": {views}, "source_origin": {}, "origin_detector": {},
+        r#"{{"volume": {{"shape": [{}, {}, {}]}}, "scan": {{"type": "cone", "n_views": {views}, "arc_deg": {arc_deg}, "source_origin": {}, "origin_detector": {},
              "det_shape": [{}, {}], "det_spacing": [1.5, 1.5]}}}}"#,
         shape[0],
         shape[1],

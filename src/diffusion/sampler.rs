@@ -64,6 +64,18 @@ impl Default for SamplerOptions {
     }
 }
 
+impl SamplerOptions {
+    pub fn validate(&self) -> Result<()> {
+        if self.steps == 0 || self.rounds == 0 || !(0.0..=1.0).contains(&self.eta) || self.t_start >= T {
+            return Err(Error::Config(format!(
+                "sampler: steps {} and rounds {} must be positive, eta {} in [0, 1], the start timestep {} below {T}",
+                self.steps, self.rounds, self.eta, self.t_start
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// The DDIM timesteps: `steps` values from `t_start` down to 0 (fewer when the span is shorter).
 pub fn timesteps(steps: usize, t_start: usize) -> Vec<usize> {
     if steps <= 1 {
@@ -121,12 +133,7 @@ pub fn sample(
     mut x0_hook: impl FnMut(&mut Tensor, usize) -> Result<()>,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<(Vec<f32>, SampleStats)> {
-    if opts.steps == 0 || opts.rounds == 0 || !(0.0..=1.0).contains(&opts.eta) || opts.t_start >= T {
-        return Err(Error::Config(format!(
-            "sampler: steps {} and rounds {} must be positive, eta {} in [0, 1], the start timestep {} below {T}",
-            opts.steps, opts.rounds, opts.eta, opts.t_start
-        )));
-    }
+    opts.validate()?;
     let n: usize = dims.iter().product();
     if let Some(v) = init {
         if v.len() != n {
