@@ -5,10 +5,11 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 use tomodiff::ct::{fbp, iterative, noise, siddon::Projector, Geometry};
 use tomodiff::diffusion::recon::{memory_estimate, reconstruct, ReconOptions, ReconStats, Start};
 use super::sample::SamplerArgs;
-use tomodiff::metrics::{compare, Metrics};
+use tomodiff::metrics::compare;
 use tomodiff::nn::{model_files, Arch, UNet, UNetConfig, Weights};
 use tomodiff::{DType, Device, Tensor};
 
@@ -145,24 +146,49 @@ fn print_stats(s: &ReconStats) {
     );
 }
 
-/// FDK (Hann) and CGLS from zero on the same data.
-fn baselines(g: &Geometry, proj: &[f32], cgls_iters: usize, dev: &Device) -> Result<(Vec<f32>, Vec<f32>)> {
+/// A reconstruction judged against the truth: its name in the table and the JSON, the volume, the
+/// seconds it took.
+struct Method {
+    name: String,
+    key: &'static str,
+    volume: Vec<f32>,
+    seconds: f64,
+}
+
+/// FDK (Hann) and CGLS from zero on the same data, timed.
+fn baselines(g: &Geometry, proj: &[f32], cgls_iters: usize, dev: &Device) -> Result<[Method; 2]> {
+    let t0 = Instant::now();
     let fdk = fbp::fbp(g, proj, fbp::Window::Hann)?;
+    let fdk_s = t0.elapsed().as_secs_f64();
+    let t0 = Instant::now();
     let p = Projector::new(g.clone(), dev)?;
     let y = Tensor::from_f32(proj, &g.proj_shape(), DType::F32, dev)?;
     let mut x = Tensor::zeros(&g.volume.shape, DType::F32, dev)?;
     iterative::cgls(&p, &y, &mut x, cgls_iters, |_, _| {})?;
-    Ok((fdk, x.to_f32_vec()?))
+    let cgls = x.to_f32_vec()?;
+    Ok([
+        Method { name: "FDK (Hann)".into(), key: "fdk", volume: fdk, seconds: fdk_s },
+        Method { name: format!("CGLS ({cgls_iters} iters)"), key: "cgls", volume: cgls, seconds: t0.elapsed().as_secs_f64() },
+    ])
 }
 
-fn table(rows: &[(String, &Metrics)]) {
-    println!("{:<22} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8}", "method", "PSNR", "axial", "coronal", "sagittal", "SSIM ax", "cor", "sag");
-    for (name, m) in rows {
+/// Prints PSNR and SSIM (whole and per plane) and the time of each method against `truth`, and
+/// writes them as JSON with `extra` fields to `path`.
+fn report(shape: [usize; 3], truth: &[f32], methods: &[&Method], mut extra: serde_json::Value, path: &Path) -> Result<()> {
+    println!("{:<22} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>9}", "method", "PSNR", "axial", "coronal", "sagittal", "SSIM ax", "cor", "sag", "seconds");
+    for me in methods {
+        let m = compare(shape, &me.volume, truth);
         println!(
-            "{name:<22} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>8.4} {:>8.4} {:>8.4}",
-            m.psnr, m.psnr_axial, m.psnr_coronal, m.psnr_sagittal, m.ssim_axial, m.ssim_coronal, m.ssim_sagittal
+            "{:<22} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>8.4} {:>8.4} {:>8.4} {:>9.1}",
+            me.name, m.psnr, m.psnr_axial, m.psnr_coronal, m.psnr_sagittal, m.ssim_axial, m.ssim_coronal, m.ssim_sagittal, me.seconds
         );
+        let mut v = serde_json::to_value(&m)?;
+        v["seconds"] = me.seconds.into();
+        extra[me.key] = v;
     }
+    tomodiff::io::write_atomic(path, serde_json::to_string_pretty(&extra)?.as_bytes())?;
+    println!("metrics written to {}", path.display());
+    Ok(())
 }
 
 pub fn reconstruct_cmd(a: ReconstructArgs) -> Result<()> {
@@ -182,13 +208,10 @@ pub fn reconstruct_cmd(a: ReconstructArgs) -> Result<()> {
     println!("reconstruction written to {}", a.output.display());
     if let Some(r) = reference {
         let dev = Device::parse(&a.prior.sampler.device)?;
-        let (fdk, cgls) = baselines(&g, &proj, a.cgls_iters, &dev)?;
-        let m = [compare(g.volume.shape, &mu, &r), compare(g.volume.shape, &fdk, &r), compare(g.volume.shape, &cgls, &r)];
-        table(&[("diffusion prior".into(), &m[0]), ("FDK (Hann)".into(), &m[1]), (format!("CGLS ({} iters)", a.cgls_iters), &m[2])]);
+        let [fdk, cgls] = baselines(&g, &proj, a.cgls_iters, &dev)?;
+        let prior = Method { name: "diffusion prior".into(), key: "diffusion", volume: mu, seconds: stats.sample.total_s };
         let path = a.metrics.clone().unwrap_or_else(|| metrics_path(&a.output));
-        let json = serde_json::json!({ "diffusion": m[0], "fdk": m[1], "cgls": m[2], "cgls_iters": a.cgls_iters });
-        tomodiff::io::write_atomic(&path, serde_json::to_string_pretty(&json)?.as_bytes())?;
-        println!("metrics written to {}", path.display());
+        report(g.volume.shape, &r, &[&fdk, &cgls, &prior], serde_json::json!({ "cgls_iters": a.cgls_iters }), &path)?;
     }
     Ok(())
 }
@@ -243,19 +266,17 @@ pub fn demo(a: DemoArgs) -> Result<()> {
     tomodiff::io::npy::write(&a.out.join("projections.npy"), &[v, r, c], &proj)?;
     println!("held-out chest phantom (seed {}), {} cone-beam views over {} degrees, I0 = {:.0e}; prior {name}", a.phantom_seed, a.views, a.arc_deg, a.i0);
     let dev = Device::parse(&a.prior.sampler.device)?;
-    let (fdk, cgls) = baselines(&g, &proj, a.cgls_iters, &dev)?;
-    let (mu, stats) = run_prior(&cfg, &w, &g, &proj, Some(&fdk), &a.prior)?;
+    let [fdk, cgls] = baselines(&g, &proj, a.cgls_iters, &dev)?;
+    let (mu, stats) = run_prior(&cfg, &w, &g, &proj, Some(&fdk.volume), &a.prior)?;
     print_stats(&stats);
-    let vols: [(&str, &[f32]); 4] = [("truth", &truth), ("fdk", &fdk), ("cgls", &cgls), ("diffusion", &mu)];
+    let prior = Method { name: "diffusion prior".into(), key: "diffusion", volume: mu, seconds: stats.sample.total_s };
+    let vols: [(&str, &[f32]); 4] = [("truth", &truth), ("fdk", &fdk.volume), ("cgls", &cgls.volume), ("diffusion", &prior.volume)];
     for (n, d) in vols {
         tomodiff::io::write_array(&a.out.join(format!("{n}.nii.gz")), &g.volume.shape, d, g.volume.voxel_size)?;
     }
     tomodiff::io::preview::write(&a.out.join("side-by-side.png"), g.volume.shape, &vols.map(|v| v.1))?;
-    let m: Vec<Metrics> = vols[1..].iter().map(|(_, d)| compare(g.volume.shape, d, &truth)).collect();
-    table(&[("FDK (Hann)".into(), &m[0]), (format!("CGLS ({} iters)", a.cgls_iters), &m[1]), ("diffusion prior".into(), &m[2])]);
-    let json = serde_json::json!({ "fdk": m[0], "cgls": m[1], "diffusion": m[2], "views": a.views, "arc_deg": a.arc_deg, "i0": a.i0, "phantom_seed": a.phantom_seed,
-        "seconds": stats.sample.total_s });
-    tomodiff::io::write_atomic(&a.out.join("metrics.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
-    println!("volumes, side-by-side.png (rows: truth, FDK, CGLS, prior) and metrics.json in {}", a.out.display());
+    let extra = serde_json::json!({ "views": a.views, "arc_deg": a.arc_deg, "i0": a.i0, "phantom_seed": a.phantom_seed, "cgls_iters": a.cgls_iters, "device": dev.name() });
+    report(g.volume.shape, &truth, &[&fdk, &cgls, &prior], extra, &a.out.join("metrics.json"))?;
+    println!("volumes and side-by-side.png (rows: truth, FDK, CGLS, prior) in {}", a.out.display());
     Ok(())
 }
