@@ -56,9 +56,11 @@ pub struct ReconstructArgs {
     config: Option<String>,
     #[arg(short, long)]
     geometry: PathBuf,
-    /// Projections (.npy), (views, rows, cols).
+    /// Projections (.npy), (views, rows, cols), or (rows, views, cols) with --astra-layout.
     #[arg(short, long)]
     input: PathBuf,
+    #[arg(long)]
+    astra_layout: bool,
     /// Output volume in attenuation (1/mm): .npy, .nii or .nii.gz.
     #[arg(short, long)]
     output: PathBuf,
@@ -193,7 +195,7 @@ fn report(shape: [usize; 3], truth: &[f32], methods: &[&Method], mut extra: serd
 
 pub fn reconstruct_cmd(a: ReconstructArgs) -> Result<()> {
     let g = Geometry::from_file(&a.geometry)?;
-    let proj = load_proj(&a.input, &g, false)?; // non-finite values are refused by the reader
+    let proj = load_proj(&a.input, &g, a.astra_layout)?; // non-finite values are refused by the reader
     let reference = match &a.reference {
         Some(r) => Some(super::ct::load_volume(r, &g.volume)?),
         None => None,
