@@ -57,6 +57,7 @@ fn demo_beats_the_baselines_and_feeds_reconstruct() {
         (vec!["-i".into(), p.clone(), "--start".into(), "fdk:5000".into()], "--start"),
         (vec!["-i".into(), p.clone(), "--eta".into(), "2".into()], "eta"),
         (vec!["-i".into(), p.clone(), "--gamma=-1".into()], "gamma"),
+        (vec!["-i".into(), p.clone(), "--astra-layout".into()], "(rows, views, cols)"),
         (vec!["-i".into(), p.clone(), "--weights".into(), s(&bad)], "--config"),
     ];
     for (extra, want) in cases {
