@@ -87,51 +87,66 @@ pub fn silu_grad(z: f32) -> f32 {
 /// Gradients of group_norm_ref: (dx, dgamma, dbeta) for dy.
 #[allow(clippy::too_many_arguments)]
 pub fn group_norm_backward_ref(x: &[f32], n: usize, c: usize, groups: usize, gamma: &[f32], beta: &[f32], fuse_silu: bool, dy: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    use rayon::prelude::*;
     let s = x.len() / (n * c);
     let cg = c / groups;
     let m = (s * cg) as f64;
     let mut dx = vec![0f32; x.len()];
+    // Samples in parallel; each returns its share of dgamma and dbeta, summed in sample order.
+    let parts: Vec<(Vec<f64>, Vec<f64>)> = dx
+        .par_chunks_mut(s * c)
+        .zip(x.par_chunks(s * c))
+        .zip(dy.par_chunks(s * c))
+        .map(|((dxs, xs), dys)| {
+            let mut stats = vec![(0.0f64, 0.0f64); groups];
+            for p in 0..s {
+                for (g, st) in stats.iter_mut().enumerate() {
+                    for v in &xs[p * c + g * cg..p * c + (g + 1) * cg] {
+                        st.0 += *v as f64;
+                        st.1 += (*v as f64) * (*v as f64);
+                    }
+                }
+            }
+            let (mean, inv): (Vec<f64>, Vec<f64>) = stats
+                .iter()
+                .map(|(sum, sq)| {
+                    let mean = sum / m;
+                    (mean, 1.0 / ((sq / m - mean * mean).max(0.0) + EPS).sqrt())
+                })
+                .unzip();
+            // xhat, and dxhat = dy silu'(z) gamma (or dy gamma) for z = xhat gamma + beta; with
+            // their group sums s1 = sum dxhat and s2 = sum dxhat xhat.
+            let (mut dg, mut db) = (vec![0f64; c], vec![0f64; c]);
+            let (mut s1, mut s2) = (vec![0f64; groups], vec![0f64; groups]);
+            let mut xh = vec![0f64; s * c];
+            let mut dxh = vec![0f64; s * c];
+            for p in 0..s {
+                for ch in 0..c {
+                    let (i, g) = (p * c + ch, ch / cg);
+                    let h = (xs[i] as f64 - mean[g]) * inv[g];
+                    let z = h as f32 * gamma[ch] + beta[ch];
+                    let dz = dys[i] as f64 * if fuse_silu { silu_grad(z) as f64 } else { 1.0 };
+                    dg[ch] += dz * h;
+                    db[ch] += dz;
+                    let d = dz * gamma[ch] as f64;
+                    s1[g] += d;
+                    s2[g] += d * h;
+                    (xh[i], dxh[i]) = (h, d);
+                }
+            }
+            for p in 0..s {
+                for ch in 0..c {
+                    let (i, g) = (p * c + ch, ch / cg);
+                    dxs[i] = (inv[g] / m * (m * dxh[i] - s1[g] - xh[i] * s2[g])) as f32;
+                }
+            }
+            (dg, db)
+        })
+        .collect();
     let (mut dg, mut dbt) = (vec![0f64; c], vec![0f64; c]);
-    for b in 0..n {
-        for g in 0..groups {
-            let idx = |p: usize, ch: usize| b * s * c + p * c + ch;
-            let (mut sum, mut sq) = (0.0f64, 0.0f64);
-            for p in 0..s {
-                for ch in g * cg..(g + 1) * cg {
-                    let v = x[idx(p, ch)] as f64;
-                    sum += v;
-                    sq += v * v;
-                }
-            }
-            let mean = sum / m;
-            let inv = 1.0 / ((sq / m - mean * mean).max(0.0) + EPS).sqrt();
-            // xhat, and dz = dy silu'(z) (or dy) for z = xhat gamma + beta.
-            let xh_dz = |i: usize, ch: usize| {
-                let xh = (x[i] as f64 - mean) * inv;
-                let z = xh as f32 * gamma[ch] + beta[ch];
-                (xh, dy[i] as f64 * if fuse_silu { silu_grad(z) as f64 } else { 1.0 })
-            };
-            let (mut s1, mut s2) = (0.0f64, 0.0f64);
-            for p in 0..s {
-                for ch in g * cg..(g + 1) * cg {
-                    let i = idx(p, ch);
-                    let (xh, dz) = xh_dz(i, ch);
-                    dg[ch] += dz * xh;
-                    dbt[ch] += dz;
-                    let dxh = dz * gamma[ch] as f64;
-                    s1 += dxh;
-                    s2 += dxh * xh;
-                }
-            }
-            for p in 0..s {
-                for ch in g * cg..(g + 1) * cg {
-                    let i = idx(p, ch);
-                    let (xh, dz) = xh_dz(i, ch);
-                    let dxh = dz * gamma[ch] as f64;
-                    dx[i] = (inv / m * (m * dxh - s1 - xh * s2)) as f32;
-                }
-            }
-        }
+    for (g, b) in &parts {
+        dg.iter_mut().zip(g).for_each(|(a, v)| *a += v);
+        dbt.iter_mut().zip(b).for_each(|(a, v)| *a += v);
     }
     (dx, dg.into_iter().map(|v| v as f32).collect(), dbt.into_iter().map(|v| v as f32).collect())
 }
