@@ -14,29 +14,35 @@ pub fn silu(v: f32) -> f32 {
 
 /// CPU reference: y = gamma (x - mean) / sqrt(var + eps) + beta per (sample, group), then SiLU.
 /// Statistics in f64; samples in parallel.
+/// Mean and 1/sqrt(var + eps) of each group of one sample xs (positions x c channels), in f64.
+fn group_stats(xs: &[f32], c: usize, groups: usize) -> (Vec<f64>, Vec<f64>) {
+    let cg = c / groups;
+    let mut stats = vec![(0.0f64, 0.0f64); groups];
+    for row in xs.chunks(c) {
+        for (g, st) in stats.iter_mut().enumerate() {
+            for v in &row[g * cg..(g + 1) * cg] {
+                st.0 += *v as f64;
+                st.1 += (*v as f64) * (*v as f64);
+            }
+        }
+    }
+    let m = (xs.len() / groups) as f64;
+    stats
+        .iter()
+        .map(|(sum, sq)| {
+            let mean = sum / m;
+            (mean, 1.0 / ((sq / m - mean * mean).max(0.0) + EPS).sqrt())
+        })
+        .unzip()
+}
+
 pub fn group_norm_ref(x: &[f32], n: usize, c: usize, groups: usize, gamma: &[f32], beta: &[f32], fuse_silu: bool) -> Vec<f32> {
     use rayon::prelude::*;
     let s = x.len() / (n * c);
     let cg = c / groups;
     let mut y = vec![0f32; x.len()];
     y.par_chunks_mut(s * c).zip(x.par_chunks(s * c)).for_each(|(ys, xs)| {
-        let mut stats = vec![(0.0f64, 0.0f64); groups];
-        for p in 0..s {
-            for (g, st) in stats.iter_mut().enumerate() {
-                for v in &xs[p * c + g * cg..p * c + (g + 1) * cg] {
-                    st.0 += *v as f64;
-                    st.1 += (*v as f64) * (*v as f64);
-                }
-            }
-        }
-        let m = (s * cg) as f64;
-        let (mean, inv): (Vec<f64>, Vec<f64>) = stats
-            .iter()
-            .map(|(sum, sq)| {
-                let mean = sum / m;
-                (mean, 1.0 / ((sq / m - mean * mean).max(0.0) + EPS).sqrt())
-            })
-            .unzip();
+        let (mean, inv) = group_stats(xs, c, groups);
         for p in 0..s {
             for ch in 0..c {
                 let g = ch / cg;
@@ -98,22 +104,7 @@ pub fn group_norm_backward_ref(x: &[f32], n: usize, c: usize, groups: usize, gam
         .zip(x.par_chunks(s * c))
         .zip(dy.par_chunks(s * c))
         .map(|((dxs, xs), dys)| {
-            let mut stats = vec![(0.0f64, 0.0f64); groups];
-            for p in 0..s {
-                for (g, st) in stats.iter_mut().enumerate() {
-                    for v in &xs[p * c + g * cg..p * c + (g + 1) * cg] {
-                        st.0 += *v as f64;
-                        st.1 += (*v as f64) * (*v as f64);
-                    }
-                }
-            }
-            let (mean, inv): (Vec<f64>, Vec<f64>) = stats
-                .iter()
-                .map(|(sum, sq)| {
-                    let mean = sum / m;
-                    (mean, 1.0 / ((sq / m - mean * mean).max(0.0) + EPS).sqrt())
-                })
-                .unzip();
+            let (mean, inv) = group_stats(xs, c, groups);
             // xhat, and dxhat = dy silu'(z) gamma (or dy gamma) for z = xhat gamma + beta; with
             // their group sums s1 = sum dxhat and s2 = sum dxhat xhat.
             let (mut dg, mut db) = (vec![0f64; c], vec![0f64; c]);
