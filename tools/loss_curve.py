@@ -11,9 +11,9 @@ def bins(path, width):
     rows = sorted({int(r["step"]): float(r["loss"]) for r in csv.DictReader(open(path))}.items())
     out = []
     for start in range(0, rows[-1][0], width):
-        vals = [l for s, l in rows if start < s <= start + width]
+        vals = [(s, l) for s, l in rows if start < s <= start + width]
         if vals:
-            out.append((start + width, sum(vals) / len(vals)))
+            out.append((vals[-1][0], sum(l for _, l in vals) / len(vals)))
     return out
 
 
