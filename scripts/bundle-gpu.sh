@@ -23,10 +23,12 @@ for line in sys.stdin:
         print(m["target"]["name"], m["executable"])
 ' | while read -r name exe; do cp "$exe" "$out/tests/$name"; done
 strip "$out/tomodiff" "$out"/tests/*
+# The binaries share most of their code: compressed they are a fifth of their size, which keeps
+# the carried folder well under the device tool's 64 MiB. run.sh unpacks them on the machine.
+tar -C "$out" -cf - tomodiff tests | xz -T0 -6 > "$out/payload.tar.xz"
+rm -rf "$out/tomodiff" "$out/tests"
 cp scripts/peer_gemm.py scripts/peer_unet_torch.py scripts/peer_train_torch.py "$out/"
 mkdir -p "$out/tools" && cp tools/unet_reference.py tools/safetensors_io.py tools/peer_common.py "$out/tools/"
-# The shipped prior's training run, so a GPU session can continue it (stage "train").
-cp -r weights/tiny-chest/run "$out/tiny-chest-run"
 cat > "$out/run.sh" <<'RUN'
 #!/usr/bin/env bash
 # Runs on the GPU machine. Logs in $1; then the stages to run (default: tests bench recon):
@@ -37,40 +39,44 @@ cat > "$out/run.sh" <<'RUN'
 # Each stage stays well inside one 10-minute command; run them in separate commands if needed.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
 log=${1:?usage: run.sh LOGDIR [tests] [bench] [recon] [train]}
+# Unpack the binaries (python's tarfile reads xz wherever python3 runs).
+bin=$(mktemp -d)
+python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" "$here/payload.tar.xz" "$bin" || exit 1
 shift
 stages=${*:-tests bench recon}
 mkdir -p "$log"
-export TOMODIFF_REQUIRE_GPU=1 TOMODIFF_BIN="$here/tomodiff"
+export TOMODIFF_REQUIRE_GPU=1 TOMODIFF_BIN="$bin/tomodiff" TOMODIFF_REPO="$repo"
 nvidia-smi > "$log/nvidia-smi.log" 2>&1
-"$here/tomodiff" info --kernels > "$log/info.log" 2>&1
+"$bin/tomodiff" info --kernels > "$log/info.log" 2>&1
 fail=0
 for stage in $stages; do
   echo "=== stage $stage"
   case $stage in
   tests)
-    for t in "$here"/tests/*; do
+    for t in "$bin"/tests/*; do
       echo "== $(basename "$t")"
       "$t" --test-threads=4 --nocapture > "$log/test-$(basename "$t").log" 2>&1 || { fail=1; echo "FAILED: $(basename "$t")"; }
       grep -E "^test result|max \|diff\|" "$log/test-$(basename "$t").log" | grep -v " emu " || true
     done ;;
   bench)
-    "$here/tomodiff" bench gemm --device cuda --size 4096 2>&1 | tee "$log/bench-gemm.log"
+    "$bin/tomodiff" bench gemm --device cuda --size 4096 2>&1 | tee "$log/bench-gemm.log"
     python3 "$here/peer_gemm.py" 4096 2>&1 | tee -a "$log/bench-gemm.log"
-    "$here/tomodiff" bench projector --device cuda --case cone 2>&1 | tee "$log/bench-projector.log"
-    "$here/tomodiff" bench unet --device cuda --config paper --batch 8 2>&1 | tee "$log/bench-unet.log"
+    "$bin/tomodiff" bench projector --device cuda --case cone 2>&1 | tee "$log/bench-projector.log"
+    "$bin/tomodiff" bench unet --device cuda --config paper --batch 8 2>&1 | tee "$log/bench-unet.log"
     python3 "$here/peer_unet_torch.py" --config paper --batch 8 --device cuda 2>&1 | tee -a "$log/bench-unet.log"
-    "$here/tomodiff" bench train --device cuda --config paper --batch 8 2>&1 | tee "$log/bench-train.log"
+    "$bin/tomodiff" bench train --device cuda --config paper --batch 8 2>&1 | tee "$log/bench-train.log"
     python3 "$here/peer_train_torch.py" --config paper --batch 8 --device cuda 2>&1 | tee -a "$log/bench-train.log" ;;
   recon)
-    "$here/tomodiff" demo --out "$log/demo" --device cuda 2>&1 | tee "$log/demo.log"
-    "$here/tomodiff" bench recon --device cuda --config paper --shape 512,512,256 --steps 5 --rounds 1 --batch 32 2>&1 | tee "$log/bench-recon.log"
-    timeout 300 "$here/tomodiff" bench recon --device cuda --config paper --shape 512,512,256 --steps 50 --rounds 2 --batch 32 2>&1 | tee -a "$log/bench-recon.log" ;;
+    "$bin/tomodiff" demo --out "$log/demo" --device cuda 2>&1 | tee "$log/demo.log"
+    "$bin/tomodiff" bench recon --device cuda --config paper --shape 512,512,256 --steps 5 --rounds 1 --batch 32 2>&1 | tee "$log/bench-recon.log"
+    timeout 300 "$bin/tomodiff" bench recon --device cuda --config paper --shape 512,512,256 --steps 50 --rounds 2 --batch 32 2>&1 | tee -a "$log/bench-recon.log" ;;
   train)
-    rm -rf "$log/tiny-chest-run" && cp -r "$here/tiny-chest-run" "$log/tiny-chest-run"
-    "$here/tomodiff" train --out "$log/tiny-chest-run" --resume --data phantom:chest --steps 100000000 --minutes 5 \
+    rm -rf "$log/tiny-chest-run" && cp -r "$repo/weights/tiny-chest/run" "$log/tiny-chest-run"
+    "$bin/tomodiff" train --out "$log/tiny-chest-run" --resume --data phantom:chest --steps 100000000 --minutes 5 \
       --checkpoint-every 2000 --device cuda 2>&1 | tail -3 | tee "$log/train.log"
-    "$here/tomodiff" sample --weights "$log/tiny-chest-run/weights.safetensors" --device cuda -o "$log/tiny-chest-run/sample.npy" \
+    "$bin/tomodiff" sample --weights "$log/tiny-chest-run/weights.safetensors" --device cuda -o "$log/tiny-chest-run/sample.npy" \
       --preview "$log/tiny-chest-run/sample.png" 2>&1 | tee -a "$log/train.log" ;;
   *) echo "unknown stage $stage"; fail=1 ;;
   esac

@@ -1,4 +1,5 @@
 //! `tomodiff model info` and `model run` end to end, against the PyTorch fixture.
+mod common;
 use std::path::Path;
 use std::process::Command;
 use tomodiff::tensor::safetensors;
@@ -11,7 +12,7 @@ fn run(args: &[&str]) -> (i32, String, String) {
 }
 
 fn fixture(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name).to_string_lossy().into_owned()
+    common::fixture(name).to_string_lossy().into_owned()
 }
 
 #[test]

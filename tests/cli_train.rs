@@ -1,4 +1,5 @@
 //! `tomodiff train` end to end: weights that `model run` loads, resume, an interrupted run, errors.
+mod common;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -114,7 +115,7 @@ fn bad_training_input_is_one_line() {
 #[test]
 fn sample_writes_a_volume_and_preview() {
     let dir = tempfile::tempdir().unwrap();
-    let w = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/unet_tiny_weights.safetensors");
+    let w = common::fixture("unet_tiny_weights.safetensors");
     let (out, png) = (dir.path().join("s.npy"), dir.path().join("s.png"));
     for dev in ["cpu"] {
         let (code, o, e) = run(&["sample", "--weights", &s(&w), "--config", "tiny", "--shape", "20,16,16", "--steps", "2", "--device", dev, "-o", &s(&out), "--preview", &s(&png)]);

@@ -1,7 +1,6 @@
 //! Patch inputs: tiling, padding, positional channels, and the global context's resampling
 //! against PyTorch's F.interpolate.
 mod common;
-use std::path::Path;
 use tomodiff::diffusion::tiling;
 use tomodiff::nn::ContextMode;
 use tomodiff::ops::resample;
@@ -10,7 +9,7 @@ use tomodiff::Device;
 
 #[test]
 fn resampling_matches_pytorch() {
-    let io = safetensors::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/unet_tiny_io.safetensors"), &Device::Cpu).unwrap();
+    let io = safetensors::load(&common::fixture("unet_tiny_io.safetensors"), &Device::Cpu).unwrap();
     let v = io["resample.volume"].to_f32_vec().unwrap();
     for (name, out) in [("resample.trilinear", [4, 5, 6]), ("resample.area", [4, 5, 6]), ("resample.trilinear_up", [20, 16, 12])] {
         let got = if name == "resample.area" { resample::area_ref(&v, [13, 11, 9], out) } else { resample::trilinear_ref(&v, [13, 11, 9], out) };

@@ -3,14 +3,13 @@
 //! bf16 on emu (and cuda when present) within 2e-2, relative to each tensor's largest value.
 mod common;
 use std::collections::BTreeMap;
-use std::path::Path;
 use tomodiff::nn::unet::{from_ncdhw, to_ncdhw};
 use tomodiff::nn::{Arch, UNet, UNetConfig, Weights};
 use tomodiff::tensor::safetensors;
 use tomodiff::{DType, Device, Tensor};
 
 fn fixture(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    common::fixture(name)
 }
 
 /// ||a - b|| / ||b|| (L2)

@@ -44,3 +44,10 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: impl Fn(usize) -
     }
     eprintln!("{what}: max |diff| {:.3e} at {}", worst.1, worst.0);
 }
+
+/// A file of tests/fixtures. The repository root is $TOMODIFF_REPO when set (test binaries run
+/// from a bundle on another machine), else where the tests were built.
+pub fn fixture(name: &str) -> std::path::PathBuf {
+    let root = std::env::var("TOMODIFF_REPO").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+    std::path::Path::new(&root).join("tests/fixtures").join(name)
+}
