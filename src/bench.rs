@@ -263,7 +263,7 @@ pub fn recon(dev: &Device, cfg: &crate::nn::UNetConfig, case: &ReconCase) -> Res
         start: Start::Noise,
     };
     let (_, s) = reconstruct(&net, &p, &y, cfg.mu_max, None, &opts, |_, _| {})?;
-    let patches: usize = (0..3).map(|a| case.shape[a] / cfg.patch[a] + 1).product();
+    let patches = crate::diffusion::tiling::tiling(case.shape, cfg.patch, [0; 3]).len();
     let net_flops = flops_per_patch * (patches * s.sample.passes) as f64;
     let (peak, note) = device_peak(dev);
     let floor = peak.map(|pk| format!("{:.2} s ({note})", net_flops / pk)).unwrap_or_else(|| "unknown".into());

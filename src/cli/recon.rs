@@ -35,13 +35,10 @@ pub struct PriorArgs {
 impl PriorArgs {
     fn options(&self) -> Result<ReconOptions> {
         let start = Start::parse(&self.start)?;
-        let sampler = self.sampler.options(2);
-        sampler.validate()?;
-        if !(self.gamma.is_finite() && self.gamma >= 0.0) {
-            bail!("--gamma must be finite and >= 0, got {}", self.gamma);
-        }
+        let opts = ReconOptions { sampler: self.sampler.options(2), cg_iters: self.cg_iters, gamma: self.gamma, start };
+        opts.validate()?;
         Device::parse(&self.sampler.device)?;
-        Ok(ReconOptions { sampler, cg_iters: self.cg_iters, gamma: self.gamma, start })
+        Ok(opts)
     }
 }
 
@@ -120,13 +117,7 @@ fn run_prior(cfg: &UNetConfig, w: &Weights, g: &Geometry, proj: &[f32], fdk: Opt
     let net = UNet::new(arch, w, &dev)?;
     let p = Projector::new(g.clone(), &dev)?;
     let y = Tensor::from_f32(proj, &g.proj_shape(), DType::F32, &dev)?;
-    let passes = tomodiff::diffusion::sampler::timesteps(opts.sampler.steps, match opts.start {
-        Start::Noise => 999,
-        Start::Noised(t) => t,
-    })
-    .len()
-        * opts.sampler.rounds;
-    let pb = ProgressBar::new(passes as u64);
+    let pb = ProgressBar::new(opts.sampler_options().passes() as u64);
     pb.set_style(ProgressStyle::with_template("prior on {msg} [{bar:30}] {pos}/{len} network passes {elapsed} (eta {eta})").unwrap());
     pb.set_message(dev.name());
     let out = reconstruct(&net, &p, &y, cfg.mu_max, fdk, &opts, |k, _| pb.set_position(k as u64))?;

@@ -68,9 +68,9 @@ pub fn run(a: SampleArgs) -> Result<()> {
     let dev = Device::parse(&a.sampler.device)?;
     let net = UNet::new(Arch::new(&cfg), &w, &dev)?;
     let opts = a.sampler.options(1);
-    let pb = ProgressBar::new((opts.steps * opts.rounds) as u64);
+    let pb = ProgressBar::new(opts.passes() as u64);
     pb.set_style(ProgressStyle::with_template("sample [{bar:30}] {pos}/{len} network passes {elapsed} (eta {eta})").unwrap());
-    let (x, _) = sample(&net, shape, &opts, None, |_, _| Ok(()), |p, _| pb.set_position(p as u64))?;
+    let (x, stats) = sample(&net, shape, &opts, None, |_, _| Ok(()), |p, _| pb.set_position(p as u64))?;
     pb.finish_and_clear();
     let mu: Vec<f32> = x.iter().map(|v| (v + 1.0) / 2.0 * cfg.mu_max).collect();
     let grid = VolumeGrid { shape, voxel_size: [1.0; 3], origin: [0.0; 3] };
@@ -78,6 +78,6 @@ pub fn run(a: SampleArgs) -> Result<()> {
     if let Some(p) = &a.preview {
         tomodiff::io::preview::write(p, shape, &[&mu])?;
     }
-    println!("sample {shape:?} written to {} ({} passes on {})", a.output.display(), opts.steps * opts.rounds, dev.name());
+    println!("sample {shape:?} written to {} ({} passes on {})", a.output.display(), stats.passes, dev.name());
     Ok(())
 }

@@ -50,6 +50,24 @@ impl Default for ReconOptions {
     }
 }
 
+impl ReconOptions {
+    /// The sampler's options with the start applied (a noised start begins at its timestep).
+    pub fn sampler_options(&self) -> SamplerOptions {
+        match self.start {
+            Start::Noise => self.sampler.clone(),
+            Start::Noised(t) => SamplerOptions { t_start: t, ..self.sampler.clone() },
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.sampler_options().validate()?;
+        if !(self.gamma.is_finite() && self.gamma >= 0.0) {
+            return Err(Error::Config(format!("the CG damping gamma must be finite and >= 0, got {}", self.gamma)));
+        }
+        Ok(())
+    }
+}
+
 /// Where the time of a reconstruction went.
 #[derive(Clone, Debug, Default)]
 pub struct ReconStats {
@@ -86,14 +104,11 @@ pub fn reconstruct(
             y.device().name()
         )));
     }
-    if !(opts.gamma.is_finite() && opts.gamma >= 0.0) {
-        return Err(Error::Config(format!("the CG damping gamma must be finite and >= 0, got {}", opts.gamma)));
-    }
-    let mut so = opts.sampler.clone();
+    opts.validate()?;
+    let so = opts.sampler_options();
     let init = match opts.start {
         Start::Noise => None,
-        Start::Noised(t) => {
-            so.t_start = t;
+        Start::Noised(_) => {
             let v = init.ok_or_else(|| Error::Config("starting from a noised volume needs the volume (FDK)".into()))?;
             Some(to_model_range(v, mu_max))
         }

@@ -65,6 +65,11 @@ impl Default for SamplerOptions {
 }
 
 impl SamplerOptions {
+    /// Network passes of a run: timesteps times rounds.
+    pub fn passes(&self) -> usize {
+        timesteps(self.steps, self.t_start).len() * self.rounds
+    }
+
     pub fn validate(&self) -> Result<()> {
         if self.steps == 0 || self.rounds == 0 || !(0.0..=1.0).contains(&self.eta) || self.t_start >= T {
             return Err(Error::Config(format!(
@@ -156,7 +161,7 @@ pub fn sample(
     let ab0 = if init.is_some() { sched.abar[opts.t_start] } else { 0.0 };
     ddim(&mut x, &x0, &eps, ab0.sqrt() as f32, 0.0, (1.0 - ab0).sqrt() as f32, opts.seed, stream)?;
     let ts = timesteps(opts.steps, opts.t_start);
-    let passes = ts.len() * opts.rounds;
+    let passes = opts.passes();
     for (i, &t) in ts.iter().enumerate() {
         let ab_t = sched.abar[t];
         for round in 0..opts.rounds {
