@@ -71,6 +71,7 @@ for stage in $stages; do
   recon)
     "$bin/tomodiff" demo --out "$log/demo" --device cuda 2>&1 | tee "$log/demo.log"
     "$bin/tomodiff" bench recon --device cuda --config paper --shape 512,512,256 --steps 5 --rounds 1 --batch 32 2>&1 | tee "$log/bench-recon.log"
+    "$bin/tomodiff" bench recon --device cuda --config paper --shape 512,512,256 --steps 5 --rounds 1 --batch 32 --no-graph 2>&1 | tee -a "$log/bench-recon.log"
     timeout 300 "$bin/tomodiff" bench recon --device cuda --config paper --shape 512,512,256 --steps 50 --rounds 2 --batch 32 2>&1 | tee -a "$log/bench-recon.log" ;;
   train)
     rm -rf "$log/tiny-chest-run" && cp -r "$repo/weights/tiny-chest/run" "$log/tiny-chest-run"

@@ -237,6 +237,8 @@ pub struct ReconCase {
     pub rounds: usize,
     pub cg_iters: usize,
     pub batch: usize,
+    /// Replay the network pass from a captured graph (emu, cuda).
+    pub graph: bool,
 }
 
 /// One reconstruction: wall time, network passes per second, and the split (network,
@@ -257,7 +259,7 @@ pub fn recon(dev: &Device, cfg: &crate::nn::UNetConfig, case: &ReconCase) -> Res
     p.forward(&vol, &mut y)?;
     drop(vol);
     let opts = ReconOptions {
-        sampler: SamplerOptions { steps: case.steps, rounds: case.rounds, batch: case.batch, ..SamplerOptions::default() },
+        sampler: SamplerOptions { steps: case.steps, rounds: case.rounds, batch: case.batch, graph: case.graph, ..SamplerOptions::default() },
         cg_iters: case.cg_iters,
         gamma: 0.0,
         start: Start::Noise,
@@ -270,7 +272,7 @@ pub fn recon(dev: &Device, cfg: &crate::nn::UNetConfig, case: &ReconCase) -> Res
     let t = &s.sample;
     Ok(format!(
         "recon {:?} {} views, {} steps x {} rounds, {} CG, batch {} on {}: {:.2} s, {:.3} passes/s ({} patches per pass); \
-         network {:.2} s ({:.1} GFLOP/s, floor {floor}), projector {:.2} s, CG vectors {:.2} s, rest {:.2} s",
+         network {:.2} s ({:.1} GFLOP/s, floor {floor}), projector {:.2} s, CG vectors {:.2} s, rest {:.2} s; {}",
         case.shape,
         case.views,
         case.steps,
@@ -285,6 +287,7 @@ pub fn recon(dev: &Device, cfg: &crate::nn::UNetConfig, case: &ReconCase) -> Res
         net_flops / t.network_s / 1e9,
         s.projector_s,
         (t.hook_s - s.projector_s).max(0.0),
-        (t.total_s - t.network_s - t.hook_s).max(0.0)
+        (t.total_s - t.network_s - t.hook_s).max(0.0),
+        t.graph_note()
     ))
 }

@@ -31,6 +31,8 @@ pub enum Error {
     Geometry(String),
     #[error("out of memory on {device}: {bytes} bytes requested")]
     OutOfMemory { device: String, bytes: usize },
+    #[error("graph capture: {0}")]
+    Capture(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -117,7 +117,7 @@ fn gaussian_data_is_sampled_with_its_statistics() {
     let m = Analytic { dev: Device::Cpu, gauss: Some((mu, s)), sched: Schedule::default() };
     let dims = [24, 24, 24];
     for (eta, rounds) in [(0.85, 1), (0.0, 1), (1.0, 2)] {
-        let opts = SamplerOptions { steps: 50, eta, rounds, batch: 64, seed: 9, clip_x0: false, t_start: 999 };
+        let opts = SamplerOptions { steps: 50, eta, rounds, batch: 64, seed: 9, clip_x0: false, t_start: 999, graph: true };
         let mut passes = 0;
         let (out, _) = sample(&m, dims, &opts, None, |_, _| Ok(()), |p, _| passes = p).unwrap();
         assert_eq!(passes, 50 * rounds);
@@ -165,7 +165,7 @@ fn hook_and_late_start_on(dev: Device) {
         tomodiff::ops::elementwise::affine_inplace(lambda as f32, ((1.0 - lambda) * y) as f32, x0)
     };
     for rounds in [1, 2] {
-        let opts = SamplerOptions { steps: 20, eta: 0.85, rounds, batch: 64, seed: 4, clip_x0: false, t_start: 999 };
+        let opts = SamplerOptions { steps: 20, eta: 0.85, rounds, batch: 64, seed: 4, clip_x0: false, t_start: 999, graph: true };
         let (out, stats) = sample(&m, dims, &opts, None, hook, |_, _| {}).unwrap();
         assert_eq!(stats.passes, 20 * rounds);
         let (mean, std) = mean_std(&out);
@@ -178,7 +178,7 @@ fn hook_and_late_start_on(dev: Device) {
     // A late start from a constant initial volume: the closed form starts from the noised
     // initial value, mean sqrt(ab) x_init and variance 1 - ab.
     let x_init = 0.8f64;
-    let opts = SamplerOptions { steps: 10, eta: 0.0, rounds: 1, batch: 64, seed: 5, clip_x0: false, t_start: 300 };
+    let opts = SamplerOptions { steps: 10, eta: 0.0, rounds: 1, batch: 64, seed: 5, clip_x0: false, t_start: 300, graph: true };
     let init = vec![x_init as f32; 24 * 24 * 24];
     let (out, stats) = sample(&m, dims, &opts, Some(&init), |_, _| Ok(()), |_, _| {}).unwrap();
     assert_eq!(stats.passes, 10);

@@ -69,6 +69,7 @@ fn sampler_kernels_match_references() {
         sampler::stitch_ref(&vals, &starts, patch, &mut want, dims);
         assert!(want.iter().all(|v| v.is_finite()), "the tiling covers the volume");
         let mut got = Tensor::full(&dims, f32::NAN, DType::F32, &dev).unwrap();
+        let starts = tomodiff::diffusion::tiling::Starts::new(&starts, &dev).unwrap();
         sampler::stitch(&t(&vals, &[starts.len(), patch[0], patch[1], patch[2]], &dev), &starts, &mut got).unwrap();
         assert_close(&format!("stitch {}", dev.name()), &got.to_f32_vec().unwrap(), &want, |_| 0.0);
         let bad = sampler::stitch(&t(&vals, &[starts.len(), pv], &dev), &starts, &mut got).unwrap_err().to_string();

@@ -77,8 +77,8 @@ fn device_context_and_patches_match_the_cpu() {
         }
         let ctx_c = tiling::context_tensor(&cpu, [8, 8, 8], ContextMode::Trilinear).unwrap();
         let ctx_d = tiling::context_tensor(&v, [8, 8, 8], ContextMode::Trilinear).unwrap();
-        let want = tiling::assemble_tensor(&cpu, &ctx_c, &starts, DType::BF16).unwrap();
-        let got = tiling::assemble_tensor(&v, &ctx_d, &starts, DType::BF16).unwrap();
+        let want = tiling::assemble_tensor(&cpu, &ctx_c, &tiling::Starts::new(&starts, &Device::Cpu).unwrap(), DType::BF16).unwrap();
+        let got = tiling::assemble_tensor(&v, &ctx_d, &tiling::Starts::new(&starts, &dev).unwrap(), DType::BF16).unwrap();
         assert_eq!(got.shape(), &[starts.len(), 8, 8, 8, 5]);
         // The same bf16 values, up to one rounding step where f32 context arithmetic differs.
         let (g, w) = (got.to_f32_vec().unwrap(), want.to_f32_vec().unwrap());

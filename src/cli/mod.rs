@@ -110,6 +110,9 @@ enum BenchCmd {
         rounds: usize,
         #[arg(long, default_value_t = 5)]
         cg_iters: usize,
+        /// Run every network pass as it comes instead of replaying a captured graph.
+        #[arg(long)]
+        no_graph: bool,
     },
     /// Siddon forward and adjoint: rays/s and voxel intersections/s.
     Projector {
@@ -150,9 +153,9 @@ pub fn run() -> Result<()> {
         Cmd::Sample(a) => sample::run(a)?,
         Cmd::Bench { what: BenchCmd::Unet(a) } => bench_net(a, tomodiff::bench::unet)?,
         Cmd::Bench { what: BenchCmd::Train(a) } => bench_net(a, tomodiff::bench::train)?,
-        Cmd::Bench { what: BenchCmd::Recon { net, shape, views, steps, rounds, cg_iters } } => {
+        Cmd::Bench { what: BenchCmd::Recon { net, shape, views, steps, rounds, cg_iters, no_graph } } => {
             let shape: [usize; 3] = shape.as_slice().try_into().map_err(|_| anyhow::anyhow!("--shape takes nz,ny,nx"))?;
-            let case = tomodiff::bench::ReconCase { shape, views, steps, rounds, cg_iters, batch: net.batch };
+            let case = tomodiff::bench::ReconCase { shape, views, steps, rounds, cg_iters, batch: net.batch, graph: !no_graph };
             let cfg = net_config(&net)?;
             for dev in bench_devices(net.devices)? {
                 println!("{}", tomodiff::bench::recon(&dev, &cfg, &case).with_context(|| format!("on {}", dev.name()))?);

@@ -128,14 +128,15 @@ fn run_prior(cfg: &UNetConfig, w: &Weights, g: &Geometry, proj: &[f32], fdk: Opt
 fn print_stats(s: &ReconStats) {
     let t = &s.sample;
     eprintln!(
-        "{} network passes in {:.1} s ({:.2} passes/s): network {:.1} s, projector {:.1} s, CG's vector work {:.1} s, the rest {:.1} s",
+        "{} network passes in {:.1} s ({:.2} passes/s): network {:.1} s, projector {:.1} s, CG's vector work {:.1} s, the rest {:.1} s; {}",
         t.passes,
         t.total_s,
         t.passes as f64 / t.total_s.max(1e-9),
         t.network_s,
         s.projector_s,
         (t.hook_s - s.projector_s).max(0.0),
-        (t.total_s - t.network_s - t.hook_s).max(0.0)
+        (t.total_s - t.network_s - t.hook_s).max(0.0),
+        t.graph_note()
     );
 }
 

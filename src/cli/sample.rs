@@ -27,12 +27,23 @@ pub struct SamplerArgs {
     /// cpu, emu, cuda, cuda:N or auto.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// On emu and cuda, run every network pass as it comes instead of replaying a captured graph.
+    #[arg(long)]
+    pub no_graph: bool,
 }
 
 impl SamplerArgs {
     pub fn options(&self, default_rounds: usize) -> SamplerOptions {
         let rounds = self.rounds.unwrap_or(default_rounds);
-        SamplerOptions { steps: self.steps, eta: self.eta, rounds, batch: self.batch, seed: self.seed, ..SamplerOptions::default() }
+        SamplerOptions {
+            steps: self.steps,
+            eta: self.eta,
+            rounds,
+            batch: self.batch,
+            seed: self.seed,
+            graph: !self.no_graph,
+            ..SamplerOptions::default()
+        }
     }
 }
 

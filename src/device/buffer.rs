@@ -1,29 +1,46 @@
-//! Untyped device memory. Tensors hold one; launches take their addresses.
+//! Untyped device memory. Tensors hold one; launches take their addresses. On emu and cuda the
+//! memory comes from the device's caching pool and goes back to it on drop.
 use super::cuda::{CudaDevice, CudaMem};
 use super::host::HostMem;
-use super::Device;
+use super::{emu, Device};
 use crate::error::{Error, Result};
 use std::sync::Arc;
 
 pub struct Buffer {
     device: Device,
+    len: usize,
     mem: Mem,
 }
 
 enum Mem {
     Host(HostMem),
+    /// A pool block of the emulated device and its size class.
+    Emu(HostMem, usize),
     Cuda(CudaMem),
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        if let Mem::Emu(m, class) = &mut self.mem {
+            emu::free(*class, std::mem::replace(m, HostMem::empty()));
+        }
+    }
 }
 
 impl Buffer {
     pub(super) fn host(device: Device, bytes: usize) -> Result<Buffer> {
         let mem = HostMem::new(bytes).ok_or_else(|| Error::OutOfMemory { device: device.name(), bytes })?;
-        Ok(Buffer { device, mem: Mem::Host(mem) })
+        Ok(Buffer { device, len: bytes, mem: Mem::Host(mem) })
+    }
+
+    pub(super) fn emu(bytes: usize) -> Result<Buffer> {
+        let (mem, class) = emu::alloc(bytes)?;
+        Ok(Buffer { device: Device::Emu, len: bytes, mem: Mem::Emu(mem, class) })
     }
 
     pub(super) fn cuda(dev: Arc<CudaDevice>, bytes: usize) -> Result<Buffer> {
         let mem = CudaMem::alloc(&dev, bytes)?;
-        Ok(Buffer { device: Device::Cuda(dev), mem: Mem::Cuda(mem) })
+        Ok(Buffer { device: Device::Cuda(dev), len: bytes, mem: Mem::Cuda(mem) })
     }
 
     pub fn device(&self) -> &Device {
@@ -31,20 +48,17 @@ impl Buffer {
     }
 
     pub fn len(&self) -> usize {
-        match &self.mem {
-            Mem::Host(h) => h.as_slice().len(),
-            Mem::Cuda(c) => c.len(),
-        }
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len == 0
     }
 
     /// The address a kernel sees: a host address on cpu/emu, a CUdeviceptr on cuda.
     pub fn addr(&self) -> u64 {
         match &self.mem {
-            Mem::Host(h) => h.addr(),
+            Mem::Host(h) | Mem::Emu(h, _) => h.addr(),
             Mem::Cuda(c) => c.addr(),
         }
     }
@@ -52,25 +66,39 @@ impl Buffer {
     /// The bytes, when they live in host memory (cpu, emu).
     pub fn host_slice(&self) -> Option<&[u8]> {
         match &self.mem {
-            Mem::Host(h) => Some(h.as_slice()),
+            Mem::Host(h) | Mem::Emu(h, _) => Some(&h.as_slice()[..self.len]),
             Mem::Cuda(_) => None,
         }
     }
 
     pub fn host_slice_mut(&mut self) -> Option<&mut [u8]> {
+        let len = self.len;
         match &mut self.mem {
-            Mem::Host(h) => Some(h.as_mut_slice()),
+            Mem::Host(h) | Mem::Emu(h, _) => Some(&mut h.as_mut_slice()[..len]),
             Mem::Cuda(_) => None,
         }
     }
 
+    /// Host transfers wait for the device, which a capture cannot do.
+    fn no_capture(&self, what: &str) -> Result<()> {
+        if self.device.capturing() {
+            return Err(Error::Capture(format!(
+                "{what} {} bytes between host and {} while capturing: upload before the capture, read after a replay",
+                self.len,
+                self.device.name()
+            )));
+        }
+        Ok(())
+    }
+
     /// Copies `data` (exactly `len()` bytes) into the buffer.
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
-        if data.len() != self.len() {
-            return Err(Error::Shape(format!("writing {} bytes into a buffer of {}", data.len(), self.len())));
+        if data.len() != self.len {
+            return Err(Error::Shape(format!("writing {} bytes into a buffer of {}", data.len(), self.len)));
         }
+        self.no_capture("copying")?;
         match &mut self.mem {
-            Mem::Host(h) => h.as_mut_slice().copy_from_slice(data),
+            Mem::Host(h) | Mem::Emu(h, _) => h.as_mut_slice()[..data.len()].copy_from_slice(data),
             Mem::Cuda(c) => c.write(data)?,
         }
         Ok(())
@@ -78,9 +106,32 @@ impl Buffer {
 
     /// Copies the buffer to host memory (waits for queued work on the device).
     pub fn read(&self) -> Result<Vec<u8>> {
+        self.no_capture("reading")?;
         match &self.mem {
-            Mem::Host(h) => Ok(h.as_slice().to_vec()),
-            Mem::Cuda(c) => c.read(),
+            Mem::Host(h) | Mem::Emu(h, _) => Ok(h.as_slice()[..self.len].to_vec()),
+            Mem::Cuda(c) => c.read(self.len),
         }
+    }
+
+    /// Copies `src` (same device, same length) into this buffer on the device, in stream order
+    /// (captured by a graph like a launch).
+    pub fn copy_from(&mut self, src: &Buffer) -> Result<()> {
+        if src.len != self.len || src.device.name() != self.device.name() {
+            return Err(Error::Shape(format!(
+                "device copy of {} bytes on {} into {} bytes on {}",
+                src.len,
+                src.device.name(),
+                self.len,
+                self.device.name()
+            )));
+        }
+        let (dst, len) = (self.addr(), self.len);
+        match (&mut self.mem, &src.mem) {
+            (Mem::Host(d), Mem::Host(s)) => d.as_mut_slice()[..len].copy_from_slice(&s.as_slice()[..len]),
+            (Mem::Emu(..), Mem::Emu(..)) => emu::copy(dst, src.addr(), len)?,
+            (Mem::Cuda(d), Mem::Cuda(s)) => d.copy_from(s, len)?,
+            _ => unreachable!("one device, one kind of memory"),
+        }
+        Ok(())
     }
 }

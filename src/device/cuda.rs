@@ -1,5 +1,6 @@
 //! The CUDA device through cudarc's driver API, loaded dynamically: a machine without libcuda
 //! builds and runs the binary, and is told that CUDA is absent instead of panicking.
+use super::pool::{self, Block, Pool};
 use crate::error::{Error, Result};
 use crate::kernels::{self, KERNELS, MODULES};
 use cudarc::driver::{result, sys, CudaContext, CudaEvent, CudaStream};
@@ -45,13 +46,36 @@ unsafe impl Send for Func {}
 struct Module(sys::CUmodule);
 unsafe impl Send for Module {}
 
+/// A device address owned by the pool.
+struct DevPtr(sys::CUdeviceptr);
+
+impl Block for DevPtr {
+    fn addr(&self) -> u64 {
+        self.0
+    }
+}
+
 pub struct CudaDevice {
     ordinal: usize,
     ctx: Arc<CudaContext>,
+    /// All work goes to one stream of our own: the legacy default stream cannot be captured.
     stream: Arc<CudaStream>,
     info: DeviceInfo,
     modules: Mutex<HashMap<usize, Module>>,
     funcs: Mutex<HashMap<usize, (Func, u32)>>, // kernel index -> (function, dynamic smem opted in)
+    pool: Mutex<Pool<DevPtr>>,
+}
+
+impl Drop for CudaDevice {
+    fn drop(&mut self) {
+        // Every buffer holds the device, so none is alive here; the cached blocks go back.
+        if self.bind().is_ok() && self.stream.synchronize().is_ok() {
+            for b in self.pool.get_mut().unwrap_or_else(|e| e.into_inner()).drain() {
+                // SAFETY: allocated by malloc_sync, owned by the pool, freed once.
+                let _ = unsafe { result::free_sync(b.0) };
+            }
+        }
+    }
 }
 
 impl CudaDevice {
@@ -61,7 +85,7 @@ impl CudaDevice {
             return Err(Error::NoCuda(format!("device cuda:{ordinal} requested, {n} found")));
         }
         let ctx = CudaContext::new(ordinal).map_err(|e| Error::cuda(e, "creating the context"))?;
-        let stream = ctx.default_stream();
+        let stream = ctx.new_stream().map_err(|e| Error::cuda(e, "cuStreamCreate"))?;
         let attr = |a| ctx.attribute(a).map_err(|e| Error::cuda(e, "cuDeviceGetAttribute"));
         let info = DeviceInfo {
             ordinal,
@@ -82,6 +106,7 @@ impl CudaDevice {
             info,
             modules: Mutex::new(HashMap::new()),
             funcs: Mutex::new(HashMap::new()),
+            pool: Mutex::new(Pool::default()),
         }))
     }
 
@@ -106,6 +131,94 @@ impl CudaDevice {
     pub fn synchronize(&self) -> Result<()> {
         self.bind()?;
         self.stream.synchronize().map_err(|e| Error::cuda(e, "synchronize"))
+    }
+
+    pub(super) fn capturing(&self) -> bool {
+        self.pool.lock().unwrap().capturing()
+    }
+
+    fn cu_stream(&self) -> sys::CUstream {
+        self.stream.cu_stream()
+    }
+
+    /// A block of size class `class` from the pool, or from the driver; on out-of-memory the
+    /// cached blocks are released and the allocation tried once more.
+    fn take_block(&self, class: usize) -> Result<sys::CUdeviceptr> {
+        if let Some(b) = self.pool.lock().unwrap().take(class) {
+            return Ok(b.0);
+        }
+        self.bind()?;
+        // SAFETY: plain allocations; the caller zeroes what it hands out.
+        let mut r = unsafe { result::malloc_sync(class) };
+        if matches!(&r, Err(e) if e.0 == sys::cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY) {
+            let cached = self.pool.lock().unwrap().drain();
+            if !cached.is_empty() {
+                self.synchronize()?;
+                for b in cached {
+                    // SAFETY: pool blocks are unused (their buffers were dropped) and freed once.
+                    let _ = unsafe { result::free_sync(b.0) };
+                }
+                r = unsafe { result::malloc_sync(class) };
+            }
+        }
+        let ptr = r.map_err(|e| {
+            if e.0 == sys::cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY {
+                Error::OutOfMemory { device: format!("cuda:{}", self.ordinal), bytes: class }
+            } else {
+                Error::cuda(e, "cuMemAlloc")
+            }
+        })?;
+        self.pool.lock().unwrap().handed_out(ptr);
+        Ok(ptr)
+    }
+
+    /// Starts capturing the stream's work into a graph (nothing runs until it is replayed).
+    pub(super) fn begin_capture(&self) -> Result<()> {
+        self.pool.lock().unwrap().begin_capture()?;
+        self.bind()?;
+        // Relaxed: a pool miss may still call cuMemAlloc during the capture.
+        // SAFETY: the stream is live.
+        let r = unsafe { result::stream::begin_capture(self.cu_stream(), sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED) };
+        if let Err(e) = r {
+            let _ = self.pool.lock().unwrap().end_capture();
+            return Err(Error::cuda(e, "cuStreamBeginCapture"));
+        }
+        Ok(())
+    }
+
+    /// Ends the capture: the instantiated graph and the blocks reserved for it.
+    pub(super) fn end_capture(&self) -> Result<(CudaGraphExec, Vec<(usize, u64)>)> {
+        self.bind()?;
+        // SAFETY: the stream is capturing (begin_capture).
+        let graph = unsafe { result::stream::end_capture(self.cu_stream()) };
+        let reserved = self.pool.lock().unwrap().end_capture();
+        let graph = graph.map_err(|e| Error::cuda(e, "cuStreamEndCapture (the captured work used an operation a graph cannot hold)"))?;
+        let mut exec = std::ptr::null_mut();
+        // SAFETY: graph is the live graph the capture produced; flags 0.
+        let r = unsafe { sys::cuGraphInstantiateWithFlags(&mut exec, graph, 0) }.result();
+        // SAFETY: the executable graph keeps what it needs; the template is no longer used.
+        let _ = unsafe { result::graph::destroy(graph) };
+        r.map_err(|e| Error::cuda(e, "cuGraphInstantiate"))?;
+        let reserved = reserved?.into_iter().map(|(c, b)| (c, b.0)).collect();
+        Ok((CudaGraphExec(exec), reserved))
+    }
+
+    pub(super) fn launch_graph(&self, g: &CudaGraphExec) -> Result<()> {
+        self.bind()?;
+        // SAFETY: g is a live executable graph of this context.
+        unsafe { result::graph::launch(g.0, self.cu_stream()) }.map_err(|e| Error::cuda(e, "cuGraphLaunch"))
+    }
+
+    /// Returns a graph's reserved blocks once its replays have finished, and destroys it.
+    pub(super) fn release_graph(&self, g: &CudaGraphExec, reserved: Vec<(usize, u64)>) {
+        if self.synchronize().is_ok() {
+            // SAFETY: no replay is in flight after the synchronize; destroyed once.
+            let _ = unsafe { result::graph::exec_destroy(g.0) };
+            let mut pool = self.pool.lock().unwrap();
+            for (class, ptr) in reserved {
+                pool.give(class, DevPtr(ptr));
+            }
+        }
     }
 
     fn module(&self, m: usize) -> Result<Module> {
@@ -169,7 +282,7 @@ impl CudaDevice {
                 (grid[0], grid[1], grid[2]),
                 (block[0], block[1], block[2]),
                 smem,
-                self.stream.cu_stream(),
+                self.cu_stream(),
                 args,
             )
         }
@@ -204,55 +317,56 @@ fn nvrtc_compile(src: &kernels::ModuleSource) -> Result<String> {
         .map_err(|e| Error::Launch { kernel: src.name.into(), msg: format!("NVRTC could not compile the module: {e}") })
 }
 
-/// Device memory, freed on drop.
+/// An executable CUDA graph.
+pub(super) struct CudaGraphExec(sys::CUgraphExec);
+
+/// Device memory from the device's pool, given back on drop. Transfers and fills are ordered on
+/// the device's stream.
 pub struct CudaMem {
     dev: Arc<CudaDevice>,
     ptr: sys::CUdeviceptr,
-    len: usize,
+    class: usize,
 }
 
 impl CudaMem {
     pub fn alloc(dev: &Arc<CudaDevice>, len: usize) -> Result<CudaMem> {
-        dev.bind()?;
-        // A zero-byte allocation is an error for the driver; keep one byte instead.
-        // SAFETY: plain allocation; zeroed below so that every buffer starts defined.
-        let ptr = unsafe { result::malloc_sync(len.max(1)) }.map_err(|e| {
-            if e.0 == sys::cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY {
-                Error::OutOfMemory { device: format!("cuda:{}", dev.ordinal), bytes: len }
-            } else {
-                Error::cuda(e, "cuMemAlloc")
-            }
-        })?;
-        // SAFETY: ptr holds at least len bytes.
-        unsafe { result::memset_d8_sync(ptr, 0, len) }.map_err(|e| Error::cuda(e, "cuMemsetD8"))?;
-        Ok(CudaMem { dev: dev.clone(), ptr, len })
-    }
-    pub fn len(&self) -> usize {
-        self.len
+        let class = pool::class(len);
+        let ptr = dev.take_block(class)?;
+        let mem = CudaMem { dev: dev.clone(), ptr, class };
+        // Every buffer starts defined; a fill on the stream is captured like a launch.
+        // SAFETY: ptr holds at least class >= len bytes.
+        unsafe { result::memset_d8_async(ptr, 0, len, dev.cu_stream()) }.map_err(|e| Error::cuda(e, "cuMemsetD8Async"))?;
+        Ok(mem)
     }
     pub fn addr(&self) -> u64 {
         self.ptr
     }
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
         self.dev.bind()?;
-        // SAFETY: data.len() == self.len (checked by Buffer::write).
-        unsafe { result::memcpy_htod_sync(self.ptr, data) }.map_err(|e| Error::cuda(e, "copy to device"))
+        // SAFETY: data.len() <= class (checked by Buffer::write); the synchronize keeps `data`
+        // borrowed until the copy is done.
+        unsafe { result::memcpy_htod_async(self.ptr, data, self.dev.cu_stream()) }.map_err(|e| Error::cuda(e, "copy to device"))?;
+        self.dev.synchronize()
     }
-    pub fn read(&self) -> Result<Vec<u8>> {
+    pub fn read(&self, len: usize) -> Result<Vec<u8>> {
         self.dev.bind()?;
-        let mut out = vec![0u8; self.len];
-        // SAFETY: out has self.len bytes; the synchronous copy orders after queued launches.
-        unsafe { result::memcpy_dtoh_sync(&mut out, self.ptr) }.map_err(|e| Error::cuda(e, "copy to host"))?;
+        let mut out = vec![0u8; len];
+        // SAFETY: out has len <= class bytes; the copy is ordered after queued work and awaited.
+        unsafe { result::memcpy_dtoh_async(&mut out, self.ptr, self.dev.cu_stream()) }.map_err(|e| Error::cuda(e, "copy to host"))?;
+        self.dev.synchronize()?;
         Ok(out)
+    }
+    pub fn copy_from(&mut self, src: &CudaMem, len: usize) -> Result<()> {
+        self.dev.bind()?;
+        // SAFETY: both blocks hold at least len bytes (checked by Buffer::copy_from).
+        unsafe { result::memcpy_dtod_async(self.ptr, src.ptr, len, self.dev.cu_stream()) }.map_err(|e| Error::cuda(e, "device copy"))
     }
 }
 
 impl Drop for CudaMem {
     fn drop(&mut self) {
-        if self.dev.bind().is_ok() {
-            // SAFETY: allocated by malloc_sync and freed once.
-            let _ = unsafe { result::free_sync(self.ptr) };
-        }
+        // Stream order makes the reuse safe: later work on the block runs after earlier work.
+        self.dev.pool.lock().unwrap().give(self.class, DevPtr(self.ptr));
     }
 }
 

@@ -1,7 +1,12 @@
-//! The emulated device's launch: the kernels of kernels/*.cu compiled as C++ (build.rs) and run
-//! by the emulator runtime (kernels/emu/emu.cpp).
+//! The emulated device: the kernels of kernels/*.cu compiled as C++ (build.rs) and run by the
+//! emulator runtime (kernels/emu/emu.cpp), memory from a per-thread caching pool, and graphs as
+//! recorded lists of launches, fills and copies, held to the same rules as CUDA's stream capture
+//! (nothing runs while recording, no host reads or writes, no buffer outlives the capture).
+use super::host::HostMem;
+use super::pool::{self, Block, Pool};
 use crate::error::{Error, Result};
 use crate::kernels::KERNELS;
+use std::cell::RefCell;
 use std::ffi::c_void;
 use std::sync::Mutex;
 
@@ -20,13 +25,119 @@ extern "C" {
 // run in parallel.
 static EMU: Mutex<()> = Mutex::new(());
 
-pub(super) fn launch(k: usize, grid: [u32; 3], block: [u32; 3], smem: u32, args: &mut [*mut c_void]) -> Result<()> {
+impl Block for HostMem {
+    fn addr(&self) -> u64 {
+        HostMem::addr(self)
+    }
+}
+
+/// One step of a recorded graph.
+pub(super) enum Op {
+    Launch { kernel: usize, grid: [u32; 3], block: [u32; 3], smem: u32, slots: Vec<u64> },
+    Zero { addr: u64, len: usize },
+    Copy { dst: u64, src: u64, len: usize },
+}
+
+// Per thread, so that tests running in parallel capture independently.
+thread_local! {
+    static POOL: RefCell<Pool<HostMem>> = RefCell::new(Pool::default());
+    static RECORDING: RefCell<Option<Vec<Op>>> = const { RefCell::new(None) };
+}
+
+pub(super) fn recording() -> bool {
+    RECORDING.with(|r| r.borrow().is_some())
+}
+
+/// Runs `op` now, or appends it to the graph being recorded.
+fn submit(op: Op) -> Result<()> {
+    let op = RECORDING.with(|r| match r.borrow_mut().as_mut() {
+        Some(ops) => {
+            ops.push(op);
+            None
+        }
+        None => Some(op),
+    });
+    match op {
+        Some(op) => run(&op),
+        None => Ok(()),
+    }
+}
+
+fn run(op: &Op) -> Result<()> {
+    match op {
+        Op::Launch { kernel, grid, block, smem, slots } => launch_now(*kernel, *grid, *block, *smem, slots),
+        // SAFETY: the addresses are live pool blocks of at least len bytes (a graph reserves the
+        // blocks it touched until it is dropped; buffers made before it must outlive it).
+        Op::Zero { addr, len } => unsafe {
+            std::ptr::write_bytes(*addr as *mut u8, 0, *len);
+            Ok(())
+        },
+        Op::Copy { dst, src, len } => unsafe {
+            std::ptr::copy(*src as *const u8, *dst as *mut u8, *len);
+            Ok(())
+        },
+    }
+}
+
+/// A zeroed block of at least `bytes` bytes, and its size class.
+pub(super) fn alloc(bytes: usize) -> Result<(HostMem, usize)> {
+    let class = pool::class(bytes);
+    let cached = POOL.with(|p| p.borrow_mut().take(class));
+    let mem = match cached {
+        Some(m) => m,
+        None => {
+            let m = HostMem::new(class).ok_or_else(|| Error::OutOfMemory { device: "emu".into(), bytes })?;
+            POOL.with(|p| p.borrow_mut().handed_out(m.addr()));
+            m
+        }
+    };
+    submit(Op::Zero { addr: mem.addr(), len: bytes })?;
+    Ok((mem, class))
+}
+
+/// Gives a block back to this thread's pool (or to the allocator while the thread shuts down).
+pub(super) fn free(class: usize, mem: HostMem) {
+    let mut mem = Some(mem);
+    let _ = POOL.try_with(|p| p.borrow_mut().give(class, mem.take().unwrap()));
+}
+
+pub(super) fn copy(dst: u64, src: u64, len: usize) -> Result<()> {
+    submit(Op::Copy { dst, src, len })
+}
+
+pub(super) fn launch(kernel: usize, grid: [u32; 3], block: [u32; 3], smem: u32, slots: &[u64]) -> Result<()> {
+    submit(Op::Launch { kernel, grid, block, smem, slots: slots.to_vec() })
+}
+
+pub(super) fn begin_capture() -> Result<()> {
+    POOL.with(|p| p.borrow_mut().begin_capture())?;
+    RECORDING.with(|r| *r.borrow_mut() = Some(Vec::new()));
+    Ok(())
+}
+
+/// The recorded steps and the blocks reserved for them.
+pub(super) fn end_capture() -> Result<(Vec<Op>, Vec<(usize, HostMem)>)> {
+    let ops = RECORDING.with(|r| r.borrow_mut().take()).unwrap_or_default();
+    let reserved = POOL.with(|p| p.borrow_mut().end_capture())?;
+    Ok((ops, reserved))
+}
+
+pub(super) fn replay(ops: &[Op]) -> Result<()> {
+    if recording() {
+        return Err(Error::Capture("a graph cannot be replayed while another is being captured on emu".into()));
+    }
+    ops.iter().try_for_each(run)
+}
+
+fn launch_now(k: usize, grid: [u32; 3], block: [u32; 3], smem: u32, slots: &[u64]) -> Result<()> {
+    let mut slots = slots.to_vec();
+    let mut ptrs: Vec<*mut c_void> = slots.iter_mut().map(|s| s as *mut u64 as *mut c_void).collect();
     let _guard = EMU.lock().unwrap_or_else(|e| e.into_inner());
     let mut failed = [0u32; 3];
-    // SAFETY: args has one slot per kernel parameter, of the parameter's type (checked by Launch);
-    // pointer arguments are addresses of live host buffers.
+    // SAFETY: one slot per kernel parameter, of the parameter's type (checked by Launch); pointer
+    // arguments are addresses of live host buffers.
     let rc = unsafe {
-        tomodiff_emu_launch(k as u32, grid.as_ptr(), block.as_ptr(), smem, args.as_mut_ptr(), failed.as_mut_ptr())
+        tomodiff_emu_launch(k as u32, grid.as_ptr(), block.as_ptr(), smem, ptrs.as_mut_ptr(), failed.as_mut_ptr())
     };
     let kernel = KERNELS[k].name.to_string();
     match rc {

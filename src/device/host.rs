@@ -23,6 +23,10 @@ impl HostMem {
         let ptr = unsafe { alloc_zeroed(layout) };
         (!ptr.is_null()).then_some(HostMem { ptr, len })
     }
+    /// No memory (what a buffer holds once its block went back to a pool).
+    pub fn empty() -> HostMem {
+        HostMem { ptr: std::ptr::null_mut(), len: 0 }
+    }
     pub fn as_slice(&self) -> &[u8] {
         if self.len == 0 {
             return &[];

@@ -153,11 +153,13 @@ impl<'a> Launch<'a> {
     pub fn run(self, dev: &Device) -> Result<()> {
         self.check(dev)?;
         let mut slots: Vec<u64> = self.args.iter().map(Arg::slot).collect();
-        let mut ptrs: Vec<*mut c_void> = slots.iter_mut().map(|s| s as *mut u64 as *mut c_void).collect();
         match dev {
             Device::Cpu => Err(self.fail("the cpu device runs Rust references, not kernels".into())),
-            Device::Emu => super::emu::launch(self.kernel, self.grid, self.block, self.smem, &mut ptrs),
-            Device::Cuda(d) => d.launch(self.kernel, self.grid, self.block, self.smem, &mut ptrs),
+            Device::Emu => super::emu::launch(self.kernel, self.grid, self.block, self.smem, &slots),
+            Device::Cuda(d) => {
+                let mut ptrs: Vec<*mut c_void> = slots.iter_mut().map(|s| s as *mut u64 as *mut c_void).collect();
+                d.launch(self.kernel, self.grid, self.block, self.smem, &mut ptrs)
+            }
         }
     }
 }

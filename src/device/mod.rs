@@ -4,11 +4,14 @@
 mod buffer;
 mod cuda;
 mod emu;
+mod graph;
 mod host;
 mod launch;
+mod pool;
 
 pub use buffer::Buffer;
 pub use cuda::{cuda_device_count, CudaDevice, DeviceInfo, GpuTimer};
+pub use graph::Graph;
 pub use launch::{Launch, MAX_SHARED_BYTES, MAX_THREADS};
 
 use crate::error::{Error, Result};
@@ -70,7 +73,8 @@ impl Device {
     /// Zeroed memory of `bytes` bytes on this device.
     pub fn alloc(&self, bytes: usize) -> Result<Buffer> {
         match self {
-            Device::Cpu | Device::Emu => Buffer::host(self.clone(), bytes),
+            Device::Cpu => Buffer::host(self.clone(), bytes),
+            Device::Emu => Buffer::emu(bytes),
             Device::Cuda(d) => Buffer::cuda(d.clone(), bytes),
         }
     }

@@ -5,9 +5,10 @@
 //! a DDIM step with eta, or a re-noising for the next recurrent round. Reconstruction adds data
 //! consistency on x0 through the `x0_hook` (the noise estimate is kept, as in DDS).
 use super::schedule::{Schedule, T};
-use super::tiling;
+use super::tiling::{self, Starts};
 use crate::error::{Error, Result};
 use crate::nn::{ContextMode, UNet};
+use crate::device::Graph;
 use crate::tensor::{DType, Tensor};
 use crate::Device;
 use crate::ops::sampler::{ddim, stitch, tweedie};
@@ -56,11 +57,14 @@ pub struct SamplerOptions {
     pub clip_x0: bool,
     /// The first timestep: 999 from pure noise, lower when starting from a noised initial volume.
     pub t_start: usize,
+    /// On emu and cuda, capture the network pass as a graph and replay it (same results, fewer
+    /// launch and host round trips).
+    pub graph: bool,
 }
 
 impl Default for SamplerOptions {
     fn default() -> Self {
-        SamplerOptions { steps: 50, eta: 0.85, rounds: 1, batch: 16, seed: 0, clip_x0: true, t_start: T - 1 }
+        SamplerOptions { steps: 50, eta: 0.85, rounds: 1, batch: 16, seed: 0, clip_x0: true, t_start: T - 1, graph: true }
     }
 }
 
@@ -98,30 +102,141 @@ pub struct SampleStats {
     pub network_s: f64,
     pub hook_s: f64,
     pub total_s: f64,
+    /// Passes that replayed a captured graph.
+    pub replayed: usize,
+    /// Why the pass could not be captured, when it could not.
+    pub graph_fallback: Option<String>,
+}
+
+impl SampleStats {
+    /// How the network passes ran: replayed from a graph, or as they came (and why).
+    pub fn graph_note(&self) -> String {
+        match (&self.graph_fallback, self.replayed) {
+            (Some(why), _) => format!("network passes run as they come (capture failed: {why})"),
+            (None, 0) => "network passes run as they come".into(),
+            (None, n) => format!("{n} of {} network passes replayed from a captured graph", self.passes),
+        }
+    }
 }
 
 /// eps (D, H, W) over the whole volume x (D, H, W) at timestep t, with a tiling offset drawn
-/// from `rng`; x and eps are f32 tensors on the model's device.
+/// from `rng`; x and eps are f32 tensors on the model's device. One pass, run as it comes; the
+/// sampler keeps an [`EpsPass`] instead.
 pub fn predict_eps(model: &dyn EpsModel, x: &Tensor, t: usize, batch: usize, rng: &mut impl Rng, eps: &mut Tensor) -> Result<()> {
-    let s = x.shape();
-    if s.len() != 3 || eps.shape() != s {
-        return Err(Error::Shape(format!("predict_eps: volume {s:?} and noise estimate {:?} must be one 3D shape", eps.shape())));
-    }
-    let dims = [s[0], s[1], s[2]];
-    let p = model.patch();
-    let offset: [usize; 3] = std::array::from_fn(|a| rng.random_range(0..p[a]));
-    let starts = tiling::tiling(dims, p, offset);
-    let ctx = tiling::context_tensor(x, p, model.context_mode())?;
-    let dev = model.device().clone();
-    for chunk in starts.chunks(batch.max(1)) {
-        let inp = tiling::assemble_tensor(x, &ctx, chunk, model.act_dtype())?;
-        let tt = Tensor::from_f32(&vec![t as f32; chunk.len()], &[chunk.len()], DType::F32, &dev)?;
-        let out = model.eps(&inp, &tt)?;
-        let out = if out.dtype() == DType::F32 { out } else { out.to_dtype(DType::F32)? };
-        if out.numel() != chunk.len() * p.iter().product::<usize>() {
-            return Err(Error::Shape(format!("the model returned {:?} for {} patches of {p:?}", out.shape(), chunk.len())));
+    let mut pass = EpsPass::new(model, x.shape(), batch, false)?;
+    let offset = pass.draw_offset(rng);
+    pass.run(model, x, t, offset, eps)
+}
+
+/// The network passes of a sampling run over one volume shape. Every tiling of the shape has the
+/// same number of patches, so the batches, their patch starts and timesteps live in device
+/// buffers rewritten before each pass and the pass itself queues the same launches every time:
+/// on emu and cuda it is captured once as a graph and replayed (`graph`), after a first pass run
+/// as it comes (which also fills the memory pool the capture then draws from).
+pub struct EpsPass {
+    dims: [usize; 3],
+    patch: [usize; 3],
+    starts: Vec<Starts>,
+    times: Vec<Tensor>,
+    graph: Option<Graph>,
+    /// The volumes the graph was captured with (a graph holds addresses).
+    captured_with: (u64, u64),
+    use_graph: bool,
+    passes: usize,
+    /// Why capturing failed, after which the passes run as they come (a model that computes on
+    /// the host, for one, cannot be captured).
+    pub fallback: Option<String>,
+}
+
+impl EpsPass {
+    pub fn new(model: &dyn EpsModel, shape: &[usize], batch: usize, use_graph: bool) -> Result<EpsPass> {
+        if shape.len() != 3 || shape.contains(&0) {
+            return Err(Error::Shape(format!("sampler: a (D, H, W) volume is needed, got {shape:?}")));
         }
-        stitch(&out.reshape(&[chunk.len(), p[0], p[1], p[2]])?, chunk, eps)?;
+        let dims = [shape[0], shape[1], shape[2]];
+        let patch = model.patch();
+        let dev = model.device().clone();
+        let all = tiling::tiling(dims, patch, [0; 3]);
+        let mut starts = Vec::new();
+        let mut times = Vec::new();
+        for chunk in all.chunks(batch.max(1)) {
+            starts.push(Starts::new(chunk, &dev)?);
+            times.push(Tensor::zeros(&[chunk.len()], DType::F32, &dev)?);
+        }
+        let use_graph = use_graph && dev.runs_kernels();
+        Ok(EpsPass { dims, patch, starts, times, graph: None, captured_with: (0, 0), use_graph, passes: 0, fallback: None })
+    }
+
+    /// A tiling offset, uniform in [0, patch) per axis.
+    pub fn draw_offset(&self, rng: &mut impl Rng) -> [usize; 3] {
+        std::array::from_fn(|a| rng.random_range(0..self.patch[a]))
+    }
+
+    /// Whether the passes now replay a captured graph.
+    pub fn replaying(&self) -> bool {
+        self.graph.is_some()
+    }
+
+    /// eps over x at timestep t for the tiling with `offset`.
+    pub fn run(&mut self, model: &dyn EpsModel, x: &Tensor, t: usize, offset: [usize; 3], eps: &mut Tensor) -> Result<()> {
+        if x.shape() != self.dims || eps.shape() != self.dims || x.dtype() != DType::F32 || eps.dtype() != DType::F32 {
+            return Err(Error::Shape(format!(
+                "sampler pass for {:?}: volume {:?} {} and noise estimate {:?} {} must be that shape in f32",
+                self.dims,
+                x.shape(),
+                x.dtype(),
+                eps.shape(),
+                eps.dtype()
+            )));
+        }
+        let all = tiling::tiling(self.dims, self.patch, offset);
+        let mut rest = &all[..];
+        for (s, tt) in self.starts.iter_mut().zip(self.times.iter_mut()) {
+            let (chunk, next) = rest.split_at(s.len());
+            s.set(chunk)?;
+            tt.buffer_mut().write(bytemuck::cast_slice(&vec![t as f32; chunk.len()]))?;
+            rest = next;
+        }
+        let volumes = (x.buffer().addr(), eps.buffer().addr());
+        if self.graph.is_some() && self.captured_with != volumes {
+            self.graph = None;
+        }
+        self.passes += 1;
+        if !self.use_graph || self.passes == 1 {
+            return network_pass(model, x, &self.starts, &self.times, eps);
+        }
+        if self.graph.is_none() {
+            let dev = model.device().clone();
+            let (starts, times) = (&self.starts, &self.times);
+            match dev.capture(|| network_pass(model, x, starts, times, eps)) {
+                Ok((g, ())) => {
+                    self.graph = Some(g);
+                    self.captured_with = volumes;
+                }
+                Err(e) => {
+                    self.use_graph = false;
+                    self.fallback = Some(e.to_string());
+                    return network_pass(model, x, &self.starts, &self.times, eps);
+                }
+            }
+        }
+        self.graph.as_ref().expect("captured above").replay()
+    }
+}
+
+/// The launches of one pass: the global context, then per batch the inputs, the network and the
+/// stitching of its eps into the volume.
+fn network_pass(model: &dyn EpsModel, x: &Tensor, starts: &[Starts], times: &[Tensor], eps: &mut Tensor) -> Result<()> {
+    let p = model.patch();
+    let ctx = tiling::context_tensor(x, p, model.context_mode())?;
+    for (s, tt) in starts.iter().zip(times) {
+        let inp = tiling::assemble_tensor(x, &ctx, s, model.act_dtype())?;
+        let out = model.eps(&inp, tt)?;
+        let out = if out.dtype() == DType::F32 { out } else { out.to_dtype(DType::F32)? };
+        if out.numel() != s.len() * p.iter().product::<usize>() {
+            return Err(Error::Shape(format!("the model returned {:?} for {} patches of {p:?}", out.shape(), s.len())));
+        }
+        stitch(&out.reshape(&[s.len(), p[0], p[1], p[2]])?, s, eps)?;
     }
     Ok(())
 }
@@ -162,11 +277,14 @@ pub fn sample(
     ddim(&mut x, &x0, &eps, ab0.sqrt() as f32, 0.0, (1.0 - ab0).sqrt() as f32, opts.seed, stream)?;
     let ts = timesteps(opts.steps, opts.t_start);
     let passes = opts.passes();
+    let mut pass = EpsPass::new(model, &dims, opts.batch, opts.graph)?;
     for (i, &t) in ts.iter().enumerate() {
         let ab_t = sched.abar[t];
         for round in 0..opts.rounds {
             let t0 = std::time::Instant::now();
-            predict_eps(model, &x, t, opts.batch, &mut rng, &mut eps)?;
+            let offset = pass.draw_offset(&mut rng);
+            pass.run(model, &x, t, offset, &mut eps)?;
+            stats.replayed += pass.replaying() as usize;
             dev.synchronize()?;
             stats.network_s += t0.elapsed().as_secs_f64();
             // With the clamp, eps becomes the noise consistent with the clamped x0 (as
@@ -180,6 +298,7 @@ pub fn sample(
             progress(stats.passes, passes);
             if i + 1 == ts.len() && round + 1 == opts.rounds {
                 let out = x0.to_f32_vec()?;
+                stats.graph_fallback = pass.fallback.clone();
                 stats.total_s = start.elapsed().as_secs_f64();
                 return Ok((out, stats));
             }

@@ -4,12 +4,61 @@
 //! For N a multiple of P that is METHOD.md's N / P + 1 patches; for other N the extra patch keeps
 //! the far edge covered for every offset.
 //! Input channels, channels-last per voxel: [noisy patch, global context, z, y, x].
+use crate::device::{Buffer, Device};
+use crate::error::{Error, Result};
 use crate::nn::ContextMode;
 use crate::ops::resample;
 
 /// Patch starts along one axis (may be negative: the padding).
 pub fn starts(n: usize, p: usize, offset: usize) -> Vec<isize> {
     (0..=n.div_ceil(p)).map(|j| (offset + j * p) as isize - p as isize).collect()
+}
+
+/// The patch starts of one batch: on the host for the CPU references, and on kernel devices also
+/// as i32 triples in a device buffer that the kernels read. `set` rewrites them in place between
+/// passes, so that a captured graph sees the new starts.
+pub struct Starts {
+    host: Vec<[isize; 3]>,
+    dev: Option<Buffer>,
+}
+
+impl Starts {
+    pub fn new(starts: &[[isize; 3]], dev: &Device) -> Result<Starts> {
+        let buf = if dev.runs_kernels() { Some(dev.alloc(starts.len() * 12)?) } else { None };
+        let mut s = Starts { host: starts.to_vec(), dev: buf };
+        s.set(starts)?;
+        Ok(s)
+    }
+
+    /// New starts, as many as before.
+    pub fn set(&mut self, starts: &[[isize; 3]]) -> Result<()> {
+        if starts.len() != self.host.len() {
+            return Err(Error::Shape(format!("{} patch starts given for a batch of {}", starts.len(), self.host.len())));
+        }
+        self.host.copy_from_slice(starts);
+        if let Some(b) = self.dev.as_mut() {
+            let flat: Vec<i32> = starts.iter().flat_map(|s| s.map(|v| v as i32)).collect();
+            b.write(bytemuck::cast_slice(&flat))?;
+        }
+        Ok(())
+    }
+
+    pub fn host(&self) -> &[[isize; 3]] {
+        &self.host
+    }
+
+    pub fn len(&self) -> usize {
+        self.host.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.host.is_empty()
+    }
+
+    /// The device copy (kernel devices only).
+    pub fn buffer(&self) -> Result<&Buffer> {
+        self.dev.as_ref().ok_or_else(|| Error::Config("patch starts on the cpu device have no device buffer".into()))
+    }
 }
 
 /// A batch of patch inputs, channels-last (N, D, H, W, C) in f32.
@@ -83,7 +132,7 @@ pub fn assemble(vol: &[f32], dims: [usize; 3], patch: [usize; 3], starts: &[[isi
 /// emu and cuda, the references above on the CPU).
 pub fn context_tensor(vol: &crate::Tensor, patch: [usize; 3], mode: ContextMode) -> crate::Result<crate::Tensor> {
     use crate::device::Launch;
-    use crate::{DType, Error, Tensor};
+    use crate::{DType, Tensor};
     let s = vol.shape();
     if s.len() != 3 || vol.dtype() != DType::F32 {
         return Err(Error::Shape(format!("context: a (D, H, W) f32 volume is needed, got {s:?} {}", vol.dtype())));
@@ -111,9 +160,9 @@ pub fn context_tensor(vol: &crate::Tensor, patch: [usize; 3], mode: ContextMode)
 
 /// The batch of inputs (N, pz, py, px, 5) on the volume's device, in `dtype` (f32 on the CPU,
 /// bf16 on emu and cuda), for patches starting at `starts`.
-pub fn assemble_tensor(vol: &crate::Tensor, ctx: &crate::Tensor, starts: &[[isize; 3]], dtype: crate::DType) -> crate::Result<crate::Tensor> {
+pub fn assemble_tensor(vol: &crate::Tensor, ctx: &crate::Tensor, starts: &Starts, dtype: crate::DType) -> crate::Result<crate::Tensor> {
     use crate::device::Launch;
-    use crate::{DType, Error, Tensor};
+    use crate::{DType, Tensor};
     let s = vol.shape();
     let patch = [ctx.shape()[0], ctx.shape().get(1).copied().unwrap_or(0), ctx.shape().get(2).copied().unwrap_or(0)];
     if s.len() != 3 || ctx.shape().len() != 3 || vol.dtype() != DType::F32 || ctx.dtype() != DType::F32 {
@@ -123,21 +172,19 @@ pub fn assemble_tensor(vol: &crate::Tensor, ctx: &crate::Tensor, starts: &[[isiz
     let dev = vol.device().clone();
     let shape = [starts.len(), patch[0], patch[1], patch[2], 5];
     if !dev.runs_kernels() {
-        let p = assemble(&vol.to_f32_vec()?, dims, patch, starts, &ctx.to_f32_vec()?);
+        let p = assemble(&vol.to_f32_vec()?, dims, patch, starts.host(), &ctx.to_f32_vec()?);
         return Tensor::from_f32(&p.data, &shape, dtype, &dev);
     }
     if dtype != DType::BF16 {
         return Err(Error::DType(format!("assemble on {}: patches are bf16, not {dtype}", dev.name())));
     }
-    let flat: Vec<i32> = starts.iter().flat_map(|s| s.map(|v| v as i32)).collect();
-    let st = dev.upload(bytemuck::cast_slice(&flat))?;
     let out = Tensor::zeros(&shape, DType::BF16, &dev)?;
     Launch::new("assemble_patches_bf16")?
         .grid(crate::ops::stride_grid(out.numel() / 5, 128))
         .block([128, 1, 1])
         .buf(vol.buffer())
         .buf(ctx.buffer())
-        .buf(&st)
+        .buf(starts.buffer()?)
         .buf(out.buffer())
         .i32s(&[starts.len()])
         .i32s(&dims)

@@ -99,6 +99,16 @@ impl UNet {
         }
     }
 
+    /// The blocks of one level, one after the other.
+    fn chain(&self, blocks: &[Block], x: &Tensor, emb: &Tensor) -> Result<Tensor> {
+        let (first, rest) = blocks.split_first().ok_or_else(|| Error::Config("a U-Net level without blocks".into()))?;
+        let mut h = self.block(first, x, emb)?;
+        for b in rest {
+            h = self.block(b, &h, emb)?;
+        }
+        Ok(h)
+    }
+
     /// eps (N, D, H, W, out_channels) for x (N, D, H, W, in_channels) in the activation dtype and
     /// t (N) f32, both on the network's device. With `keep`, the activations after the embedding
     /// ("act.emb"), every encoder and decoder entry and the middle block are kept under the names
@@ -125,28 +135,21 @@ impl UNet {
             Ok(())
         };
         record("act.emb".into(), &emb)?;
-        let mut skips = Vec::new();
-        let mut h = x.to_device(&self.dev)?;
+        // The encoder's outputs are the skips; each level reads the last one, so nothing is copied.
+        let mut skips: Vec<Tensor> = Vec::new();
         for (i, blocks) in self.arch.input_blocks.iter().enumerate() {
-            for b in blocks {
-                h = self.block(b, &h, &emb)?;
-            }
+            let h = self.chain(blocks, skips.last().unwrap_or(x), &emb)?;
             record(format!("act.input_blocks.{i}"), &h)?;
-            skips.push(h.to_device(&self.dev)?);
+            skips.push(h);
         }
-        for b in &self.arch.middle {
-            h = self.block(b, &h, &emb)?;
-        }
+        let mut h = self.chain(&self.arch.middle, skips.last().unwrap_or(x), &emb)?;
         record("act.middle_block".into(), &h)?;
         for (i, blocks) in self.arch.output_blocks.iter().enumerate() {
             let skip = skips.pop().expect("one skip per decoder block");
             let (hs, cs) = (h.shape().to_vec(), skip.shape()[4]);
             let mut cat = Tensor::zeros(&[hs[0], hs[1], hs[2], hs[3], hs[4] + cs], self.act, &self.dev)?;
             resample::concat(&h, &skip, &mut cat)?;
-            h = cat;
-            for b in blocks {
-                h = self.block(b, &h, &emb)?;
-            }
+            h = self.chain(blocks, &cat, &emb)?;
             record(format!("act.output_blocks.{i}"), &h)?;
         }
         let h = self.norm(&h, "out.0", true)?;

@@ -4,6 +4,7 @@
 //! count draws the same numbers (up to the last bits of log and cos).
 use super::{expect_dtype, same_device, stride_grid};
 use crate::device::Launch;
+use crate::diffusion::tiling::Starts;
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor};
 use rayon::prelude::*;
@@ -143,7 +144,7 @@ pub fn stitch_ref(patches: &[f32], starts: &[[isize; 3]], patch: [usize; 3], vol
 
 /// Writes patch outputs (N, pz, py, px[, 1]) back into the volume (D, H, W) at `starts`; voxels
 /// outside the volume are dropped. The patches must not overlap (one tiling's tiles do not).
-pub fn stitch(patches: &Tensor, starts: &[[isize; 3]], vol: &mut Tensor) -> Result<()> {
+pub fn stitch(patches: &Tensor, starts: &Starts, vol: &mut Tensor) -> Result<()> {
     let (ps, vs) = (patches.shape(), vol.shape());
     if ps.len() < 4 || ps[0] != starts.len() || ps.get(4).is_some_and(|c| *c != 1) || vs.len() != 3 {
         return Err(Error::Shape(format!("stitch: patches {ps:?} for {} starts into a volume {vs:?}", starts.len())));
@@ -154,16 +155,14 @@ pub fn stitch(patches: &Tensor, starts: &[[isize; 3]], vol: &mut Tensor) -> Resu
     let (patch, dims) = ([ps[1], ps[2], ps[3]], [vs[0], vs[1], vs[2]]);
     let dev = vol.device().clone();
     if !dev.runs_kernels() {
-        stitch_ref(host(patches)?, starts, patch, host_mut(vol)?, dims);
+        stitch_ref(host(patches)?, starts.host(), patch, host_mut(vol)?, dims);
         return Ok(());
     }
-    let flat: Vec<i32> = starts.iter().flat_map(|s| s.map(|v| v as i32)).collect();
-    let st = dev.upload(bytemuck::cast_slice(&flat))?;
     Launch::new("stitch_patches_f32")?
         .grid(stride_grid(patches.numel(), 256))
         .block([256, 1, 1])
         .buf(patches.buffer())
-        .buf(&st)
+        .buf(starts.buffer()?)
         .buf(vol.buffer())
         .i32s(&[starts.len()])
         .i32s(&dims)

@@ -96,7 +96,13 @@ impl Tensor {
         }
     }
 
+    /// A copy on `dev`: a device-side copy when `dev` is this tensor's own device.
     pub fn to_device(&self, dev: &Device) -> Result<Tensor> {
+        if dev.name() == self.device().name() {
+            let mut t = Tensor::zeros(&self.shape, self.dtype, dev)?;
+            t.buf.copy_from(&self.buf)?;
+            return Ok(t);
+        }
         Tensor::from_bytes(&self.to_bytes()?, &self.shape, self.dtype, dev)
     }
 

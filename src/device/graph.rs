@@ -1,0 +1,88 @@
+//! Device work captured once and replayed: a CUDA graph on cuda, a recorded list of launches,
+//! fills and copies on emu. Replays see the buffers' contents at replay time, so what changes
+//! between replays (a timestep, patch starts) goes into buffers written before each replay.
+//! Buffers a graph uses that were made before the capture must outlive the graph.
+use super::cuda::CudaGraphExec;
+use super::emu::{self, Op};
+use super::host::HostMem;
+use super::Device;
+use crate::error::{Error, Result};
+
+pub struct Graph {
+    dev: Device,
+    exec: Exec,
+}
+
+enum Exec {
+    Emu { ops: Vec<Op>, reserved: Vec<(usize, HostMem)> },
+    Cuda { exec: CudaGraphExec, reserved: Vec<(usize, u64)> },
+}
+
+impl Device {
+    /// Whether work on this device is being captured now (on this thread for emu).
+    pub fn capturing(&self) -> bool {
+        match self {
+            Device::Cpu => false,
+            Device::Emu => emu::recording(),
+            Device::Cuda(d) => d.capturing(),
+        }
+    }
+
+    /// Runs `f`, capturing the device work it queues into a graph instead of running it. In `f`
+    /// buffers may be made and dropped (none may outlive it), but nothing may be copied between
+    /// host and device.
+    pub fn capture<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<(Graph, T)> {
+        match self {
+            Device::Cpu => return Err(Error::Capture("the cpu device runs Rust code, which cannot be captured".into())),
+            Device::Emu => emu::begin_capture()?,
+            Device::Cuda(d) => d.begin_capture()?,
+        }
+        let value = f();
+        let exec = match self {
+            Device::Cpu => unreachable!("refused above"),
+            Device::Emu => emu::end_capture().map(|(ops, reserved)| Exec::Emu { ops, reserved }),
+            Device::Cuda(d) => d.end_capture().map(|(exec, reserved)| Exec::Cuda { exec, reserved }),
+        };
+        let value = value?;
+        Ok((Graph { dev: self.clone(), exec: exec? }, value))
+    }
+}
+
+impl std::fmt::Debug for Graph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Graph({}, {:?} steps)", self.dev.name(), self.len())
+    }
+}
+
+impl Graph {
+    /// Queues the captured work once more.
+    pub fn replay(&self) -> Result<()> {
+        match (&self.exec, &self.dev) {
+            (Exec::Emu { ops, .. }, _) => emu::replay(ops),
+            (Exec::Cuda { exec, .. }, Device::Cuda(d)) => d.launch_graph(exec),
+            _ => unreachable!("a graph is replayed on the device that captured it"),
+        }
+    }
+
+    /// Steps in the graph (emu: launches, fills and copies; cuda: not known without a query).
+    pub fn len(&self) -> Option<usize> {
+        match &self.exec {
+            Exec::Emu { ops, .. } => Some(ops.len()),
+            Exec::Cuda { .. } => None,
+        }
+    }
+}
+
+impl Drop for Graph {
+    fn drop(&mut self) {
+        match (&mut self.exec, &self.dev) {
+            (Exec::Emu { reserved, .. }, _) => {
+                for (class, mem) in reserved.drain(..) {
+                    emu::free(class, mem);
+                }
+            }
+            (Exec::Cuda { exec, reserved }, Device::Cuda(d)) => d.release_graph(exec, std::mem::take(reserved)),
+            _ => {}
+        }
+    }
+}
