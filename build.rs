@@ -38,7 +38,7 @@ fn main() {
     let nvcc_version = match &nvcc {
         Some(nvcc) => {
             let v = run(Command::new(nvcc).arg("--version"), "nvcc --version");
-            v.lines().filter(|l| l.contains("release")).last().unwrap_or("unknown").trim().to_string()
+            v.lines().rfind(|l| l.contains("release")).unwrap_or("unknown").trim().to_string()
         }
         None => {
             println!(
@@ -208,7 +208,7 @@ fn ptxas_report(nvcc: &Path, ptx: &Path) -> String {
         let mut func = String::new();
         for line in text.lines() {
             if let Some(i) = line.find("Compiling entry function '") {
-                func = line[i + 26..].trim_end_matches(|c| c == '\'' || c == ' ').trim_end_matches("' for").to_string();
+                func = line[i + 26..].trim_end_matches(['\'', ' ']).trim_end_matches("' for").to_string();
                 func = func.split('\'').next().unwrap_or("").to_string();
             } else if line.contains("Used ") || line.contains("spill") {
                 let info = line.trim_start_matches("ptxas info    :").trim();

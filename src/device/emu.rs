@@ -115,8 +115,11 @@ pub(super) fn begin_capture() -> Result<()> {
     Ok(())
 }
 
+/// Pool blocks with their size classes.
+pub(super) type Reserved = Vec<(usize, HostMem)>;
+
 /// The recorded steps and the blocks reserved for them.
-pub(super) fn end_capture() -> Result<(Vec<Op>, Vec<(usize, HostMem)>)> {
+pub(super) fn end_capture() -> Result<(Vec<Op>, Reserved)> {
     let ops = RECORDING.with(|r| r.borrow_mut().take()).unwrap_or_default();
     let reserved = POOL.with(|p| p.borrow_mut().end_capture())?;
     Ok((ops, reserved))

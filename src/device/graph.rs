@@ -3,8 +3,7 @@
 //! between replays (a timestep, patch starts) goes into buffers written before each replay.
 //! Buffers a graph uses that were made before the capture must outlive the graph.
 use super::cuda::CudaGraphExec;
-use super::emu::{self, Op};
-use super::host::HostMem;
+use super::emu::{self, Op, Reserved};
 use super::Device;
 use crate::error::{Error, Result};
 
@@ -14,7 +13,7 @@ pub struct Graph {
 }
 
 enum Exec {
-    Emu { ops: Vec<Op>, reserved: Vec<(usize, HostMem)> },
+    Emu { ops: Vec<Op>, reserved: Reserved },
     Cuda { exec: CudaGraphExec, reserved: Vec<(usize, u64)> },
 }
 
@@ -50,7 +49,7 @@ impl Device {
 
 impl std::fmt::Debug for Graph {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Graph({}, {:?} steps)", self.dev.name(), self.len())
+        write!(f, "Graph({}, {:?} steps)", self.dev.name(), self.steps())
     }
 }
 
@@ -65,7 +64,7 @@ impl Graph {
     }
 
     /// Steps in the graph (emu: launches, fills and copies; cuda: not known without a query).
-    pub fn len(&self) -> Option<usize> {
+    pub fn steps(&self) -> Option<usize> {
         match &self.exec {
             Exec::Emu { ops, .. } => Some(ops.len()),
             Exec::Cuda { .. } => None,
