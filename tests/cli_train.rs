@@ -31,11 +31,15 @@ fn train_resume_and_run_the_weights() {
     assert!(o.contains("3 steps"), "{o}");
     let csv = std::fs::read_to_string(out.join("loss.csv")).unwrap();
     assert_eq!(csv.lines().count(), 4, "{csv}");
-    // Resume to 5 steps: the log continues.
+    // A step logged after the last checkpoint (a run killed before its next one) is dropped on
+    // resume and logged again: the log continues with each step once.
+    std::fs::write(out.join("loss.csv"), format!("{csv}4,9.9,9.9,1e-4,9.9\n")).unwrap();
     let (code, _, e) = run(&["train", "--out", &s(&out), "--steps", "5", "--resume", "--data", "phantom:ellipsoids"]);
     assert_eq!(code, 0, "{e}");
     let csv = std::fs::read_to_string(out.join("loss.csv")).unwrap();
-    assert_eq!(csv.lines().last().unwrap().split(',').next(), Some("5"));
+    let steps: Vec<&str> = csv.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
+    assert_eq!(steps, ["1", "2", "3", "4", "5"], "{csv}");
+    assert!(!csv.contains("9.9"), "{csv}");
     // The EMA weights load into the network.
     let input = dir.path().join("in.safetensors");
     let x = tomodiff::Tensor::zeros(&[1, 5, 16, 16, 16], tomodiff::DType::F32, &tomodiff::Device::Cpu).unwrap();

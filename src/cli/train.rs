@@ -93,6 +93,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
         }
     }
     let csv_path = a.out.join("loss.csv");
+    if a.resume && csv_path.exists() {
+        trim_log(&csv_path, tr.step)?;
+    }
     let fresh = !csv_path.exists() || !a.resume;
     let mut csv = std::fs::OpenOptions::new().create(true).append(a.resume).write(true).truncate(!a.resume).open(&csv_path)?;
     if fresh {
@@ -148,5 +151,17 @@ pub fn export(a: ExportArgs) -> Result<()> {
     w.save(&a.out.join("weights.safetensors"), &tomodiff::nn::Arch::new(&cfg))?;
     tomodiff::io::write_atomic(&a.out.join("config.json"), serde_json::to_string_pretty(&cfg)?.as_bytes())?;
     println!("{} weights of step {step} written to {}", if a.raw { "raw" } else { "EMA" }, a.out.display());
+    Ok(())
+}
+
+/// Drops the log's rows after `step` (steps taken after the last checkpoint of a killed run,
+/// which the resumed run takes again).
+fn trim_log(path: &std::path::Path, step: u64) -> Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let keep = |l: &&str| l.split(',').next().and_then(|s| s.parse::<u64>().ok()).is_none_or(|s| s <= step);
+    let kept: String = text.lines().filter(keep).flat_map(|l| [l, "\n"]).collect();
+    if kept.len() != text.len() {
+        tomodiff::io::write_atomic(path, kept.as_bytes())?;
+    }
     Ok(())
 }

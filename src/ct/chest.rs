@@ -16,6 +16,23 @@ const BONE: f32 = 0.038;
 struct Tube {
     pts: Vec<[f64; 3]>,
     radius: Vec<f64>,
+    /// The box that holds the tube: most lung voxels are outside it, which spares them the
+    /// distance to every segment (a fifth of a training step's time went there).
+    lo: [f64; 3],
+    hi: [f64; 3],
+}
+
+impl Tube {
+    fn new(pts: Vec<[f64; 3]>, radius: Vec<f64>) -> Tube {
+        let r = radius.iter().cloned().fold(0.0, f64::max);
+        let lo = std::array::from_fn(|a| pts.iter().map(|p| p[a]).fold(f64::INFINITY, f64::min) - r);
+        let hi = std::array::from_fn(|a| pts.iter().map(|p| p[a]).fold(f64::NEG_INFINITY, f64::max) + r);
+        Tube { pts, radius, lo, hi }
+    }
+
+    fn may_hold(&self, p: [f64; 3]) -> bool {
+        (0..3).all(|a| p[a] >= self.lo[a] && p[a] <= self.hi[a])
+    }
 }
 
 struct Chest {
@@ -67,7 +84,7 @@ impl Chest {
                     pts.push(p);
                     radius.push(0.025 * (1.0 - s as f64 / 14.0) + 0.004);
                 }
-                tubes.push(Tube { pts, radius });
+                tubes.push(Tube::new(pts, radius));
             }
         }
         let nodules = (0..rng.random_range(1..=3))
@@ -116,7 +133,7 @@ impl Chest {
                     return SOFT;
                 }
             }
-            for t in &self.tubes {
+            for t in self.tubes.iter().filter(|t| t.may_hold(p)) {
                 for s in 0..t.pts.len() - 1 {
                     let (d2, u) = seg_dist2(p, t.pts[s], t.pts[s + 1]);
                     let r = t.radius[s] * (1.0 - u) + t.radius[s + 1] * u;
