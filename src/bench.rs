@@ -251,7 +251,10 @@ pub fn recon(dev: &Device, cfg: &crate::nn::UNetConfig, case: &ReconCase) -> Res
     let g = crate::ct::Geometry::from_json(&crate::ct::geometry::cone_scan_json(case.shape, case.views, 360.0))?;
     let arch = Arch::new(cfg);
     let flops_per_patch = arch.total_flops();
-    let net = UNet::new(arch, &Weights::random(&Arch::new(cfg), 7)?, dev)?;
+    let w = Weights::random(&Arch::new(cfg), 7)?;
+    let estimate = crate::diffusion::recon::memory_estimate(cfg, &w, case.batch, case.shape, g.n_rays(), dev)?;
+    dev.reset_peak_memory();
+    let net = UNet::new(arch, &w, dev)?;
     let p = crate::ct::siddon::Projector::new(g.clone(), dev)?;
     let truth = crate::ct::chest::chest(&g.volume, 1);
     let vol = Tensor::from_f32(&truth, &g.volume.shape, DType::F32, dev)?;
@@ -270,9 +273,14 @@ pub fn recon(dev: &Device, cfg: &crate::nn::UNetConfig, case: &ReconCase) -> Res
     let (peak, note) = device_peak(dev);
     let floor = peak.map(|pk| format!("{:.2} s ({note})", net_flops / pk)).unwrap_or_else(|| "unknown".into());
     let t = &s.sample;
+    let gib = |b: usize| b as f64 / (1u64 << 30) as f64;
+    let memory = match dev.memory_stats() {
+        Some(m) => format!("memory {:.2} GiB taken (peak {:.2} GiB in use), estimate {:.2} GiB", gib(m.allocated), gib(m.peak_in_use), gib(estimate)),
+        None => format!("memory estimate {:.2} GiB", gib(estimate)),
+    };
     Ok(format!(
         "recon {:?} {} views, {} steps x {} rounds, {} CG, batch {} on {}: {:.2} s, {:.3} passes/s ({} patches per pass); \
-         network {:.2} s ({:.1} GFLOP/s, floor {floor}), projector {:.2} s, CG vectors {:.2} s, rest {:.2} s; {}",
+         network {:.2} s ({:.1} GFLOP/s, floor {floor}), projector {:.2} s, CG vectors {:.2} s, rest {:.2} s; {}; {memory}",
         case.shape,
         case.views,
         case.steps,

@@ -103,18 +103,17 @@ fn gib(b: usize) -> f64 {
 fn run_prior(cfg: &UNetConfig, w: &Weights, g: &Geometry, proj: &[f32], fdk: Option<&[f32]>, a: &PriorArgs) -> Result<(Vec<f32>, ReconStats)> {
     let opts = a.options()?;
     let dev = Device::parse(&a.sampler.device)?;
-    let arch = Arch::new(cfg);
-    let act = if dev.runs_kernels() { 2 } else { 4 };
-    let need = memory_estimate(cfg, arch.param_count(), act, a.sampler.batch, g.volume.len(), g.n_rays());
+    if g.volume.shape.iter().zip(cfg.patch).any(|(n, p)| *n < p) {
+        bail!("the volume {:?} is smaller than the network's patch {:?}", g.volume.shape, cfg.patch);
+    }
+    let need = memory_estimate(cfg, w, a.sampler.batch, g.volume.shape, g.n_rays(), &dev)?;
     let have = budget(&dev, a.memory_budget_gb)?;
     eprintln!("memory: about {:.2} GiB on {} (network batch {}, volume {:?})", gib(need), dev.name(), a.sampler.batch, g.volume.shape);
     if need > have {
         bail!("the reconstruction needs about {:.2} GiB on {}, the budget is {:.2} GiB: lower --batch or raise --memory-budget-gb", gib(need), dev.name(), gib(have));
     }
-    if g.volume.shape.iter().zip(cfg.patch).any(|(n, p)| *n < p) {
-        bail!("the volume {:?} is smaller than the network's patch {:?}", g.volume.shape, cfg.patch);
-    }
-    let net = UNet::new(arch, w, &dev)?;
+    dev.reset_peak_memory();
+    let net = UNet::new(Arch::new(cfg), w, &dev)?;
     let p = Projector::new(g.clone(), &dev)?;
     let y = Tensor::from_f32(proj, &g.proj_shape(), DType::F32, &dev)?;
     let pb = ProgressBar::new(opts.sampler_options().passes() as u64);
@@ -122,6 +121,9 @@ fn run_prior(cfg: &UNetConfig, w: &Weights, g: &Geometry, proj: &[f32], fdk: Opt
     pb.set_message(dev.name());
     let out = reconstruct(&net, &p, &y, cfg.mu_max, fdk, &opts, |k, _| pb.set_position(k as u64))?;
     pb.finish_and_clear();
+    if let Some(m) = dev.memory_stats() {
+        eprintln!("memory: {:.2} GiB taken from {} (peak {:.2} GiB in use), estimate {:.2} GiB", gib(m.allocated), dev.name(), gib(m.peak_in_use), gib(need));
+    }
     Ok(out)
 }
 

@@ -1,6 +1,6 @@
 //! The CUDA device through cudarc's driver API, loaded dynamically: a machine without libcuda
 //! builds and runs the binary, and is told that CUDA is absent instead of panicking.
-use super::pool::{self, Block, Pool};
+use super::pool::{self, Block, MemoryStats, Pool};
 use crate::error::{Error, Result};
 use crate::kernels::{self, KERNELS, MODULES};
 use cudarc::driver::{result, sys, CudaContext, CudaEvent, CudaStream};
@@ -133,6 +133,14 @@ impl CudaDevice {
         self.stream.synchronize().map_err(|e| Error::cuda(e, "synchronize"))
     }
 
+    pub(super) fn memory_stats(&self) -> MemoryStats {
+        self.pool.lock().unwrap().stats()
+    }
+
+    pub(super) fn reset_peak(&self) {
+        self.pool.lock().unwrap().reset_peak()
+    }
+
     pub(super) fn capturing(&self) -> bool {
         self.pool.lock().unwrap().capturing()
     }
@@ -141,11 +149,12 @@ impl CudaDevice {
         self.stream.cu_stream()
     }
 
-    /// A block of size class `class` from the pool, or from the driver; on out-of-memory the
-    /// cached blocks are released and the allocation tried once more.
-    fn take_block(&self, class: usize) -> Result<sys::CUdeviceptr> {
-        if let Some(b) = self.pool.lock().unwrap().take(class) {
-            return Ok(b.0);
+    /// A block for a request of size class `class` from the pool, or from the driver, with the
+    /// block's own class; on out-of-memory the cached blocks are released and the allocation
+    /// tried once more.
+    fn take_block(&self, class: usize) -> Result<(sys::CUdeviceptr, usize)> {
+        if let Some((c, b)) = self.pool.lock().unwrap().take(class) {
+            return Ok((b.0, c));
         }
         self.bind()?;
         // SAFETY: plain allocations; the caller zeroes what it hands out.
@@ -168,8 +177,8 @@ impl CudaDevice {
                 Error::cuda(e, "cuMemAlloc")
             }
         })?;
-        self.pool.lock().unwrap().handed_out(ptr);
-        Ok(ptr)
+        self.pool.lock().unwrap().fresh(ptr, class);
+        Ok((ptr, class))
     }
 
     /// Starts capturing the stream's work into a graph (nothing runs until it is replayed).
@@ -330,8 +339,7 @@ pub struct CudaMem {
 
 impl CudaMem {
     pub fn alloc(dev: &Arc<CudaDevice>, len: usize) -> Result<CudaMem> {
-        let class = pool::class(len);
-        let ptr = dev.take_block(class)?;
+        let (ptr, class) = dev.take_block(pool::class(len))?;
         let mem = CudaMem { dev: dev.clone(), ptr, class };
         // Every buffer starts defined; a fill on the stream is captured like a launch.
         // SAFETY: ptr holds at least class >= len bytes.

@@ -3,7 +3,7 @@
 //! recorded lists of launches, fills and copies, held to the same rules as CUDA's stream capture
 //! (nothing runs while recording, no host reads or writes, no buffer outlives the capture).
 use super::host::HostMem;
-use super::pool::{self, Block, Pool};
+use super::pool::{self, Block, MemoryStats, Pool};
 use crate::error::{Error, Result};
 use crate::kernels::KERNELS;
 use std::cell::RefCell;
@@ -81,14 +81,14 @@ fn run(op: &Op) -> Result<()> {
 
 /// A zeroed block of at least `bytes` bytes, and its size class.
 pub(super) fn alloc(bytes: usize) -> Result<(HostMem, usize)> {
-    let class = pool::class(bytes);
-    let cached = POOL.with(|p| p.borrow_mut().take(class));
-    let mem = match cached {
-        Some(m) => m,
+    let want = pool::class(bytes);
+    let cached = POOL.with(|p| p.borrow_mut().take(want));
+    let (mem, class) = match cached {
+        Some((class, m)) => (m, class),
         None => {
-            let m = HostMem::new(class).ok_or_else(|| Error::OutOfMemory { device: "emu".into(), bytes })?;
-            POOL.with(|p| p.borrow_mut().handed_out(m.addr()));
-            m
+            let m = HostMem::new(want).ok_or_else(|| Error::OutOfMemory { device: "emu".into(), bytes })?;
+            POOL.with(|p| p.borrow_mut().fresh(m.addr(), want));
+            (m, want)
         }
     };
     submit(Op::Zero { addr: mem.addr(), len: bytes })?;
@@ -99,6 +99,14 @@ pub(super) fn alloc(bytes: usize) -> Result<(HostMem, usize)> {
 pub(super) fn free(class: usize, mem: HostMem) {
     let mut mem = Some(mem);
     let _ = POOL.try_with(|p| p.borrow_mut().give(class, mem.take().unwrap()));
+}
+
+pub(super) fn memory_stats() -> MemoryStats {
+    POOL.with(|p| p.borrow().stats())
+}
+
+pub(super) fn reset_peak() {
+    POOL.with(|p| p.borrow_mut().reset_peak())
 }
 
 pub(super) fn copy(dst: u64, src: u64, len: usize) -> Result<()> {

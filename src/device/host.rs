@@ -1,5 +1,7 @@
 //! Host memory for the cpu and emu devices: zeroed and 64-byte aligned, so that kernels may use
-//! 16-byte vector loads and cp.async chunks on it, as on a GPU.
+//! 16-byte vector loads and cp.async chunks on it, as on a GPU. From 1 MiB on the memory is mapped
+//! from the kernel, page aligned and zero until touched: a large buffer costs nothing until it is
+//! written (the emulator's dry runs of a network pass rely on that).
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 
 pub struct HostMem {
@@ -12,11 +14,19 @@ unsafe impl Send for HostMem {}
 unsafe impl Sync for HostMem {}
 
 const ALIGN: usize = 64;
+const MAPPED: usize = 1 << 20;
 
 impl HostMem {
     pub fn new(len: usize) -> Option<HostMem> {
         if len == 0 {
             return Some(HostMem { ptr: std::ptr::null_mut(), len });
+        }
+        if len >= MAPPED {
+            // SAFETY: an anonymous private mapping; checked for failure below.
+            let p = unsafe {
+                libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+            };
+            return (p != libc::MAP_FAILED).then_some(HostMem { ptr: p as *mut u8, len });
         }
         let layout = Layout::from_size_align(len, ALIGN).ok()?;
         // SAFETY: the layout has a non-zero size.
@@ -48,7 +58,10 @@ impl HostMem {
 
 impl Drop for HostMem {
     fn drop(&mut self) {
-        if self.len > 0 {
+        if self.len >= MAPPED {
+            // SAFETY: mapped in new() with this length, unmapped once.
+            unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
+        } else if self.len > 0 {
             // SAFETY: allocated in new() with this layout.
             unsafe { dealloc(self.ptr, Layout::from_size_align_unchecked(self.len, ALIGN)) }
         }

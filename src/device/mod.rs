@@ -12,6 +12,7 @@ mod pool;
 pub use buffer::Buffer;
 pub use cuda::{cuda_device_count, CudaDevice, DeviceInfo, GpuTimer};
 pub use graph::Graph;
+pub use pool::MemoryStats;
 pub use launch::{Launch, MAX_SHARED_BYTES, MAX_THREADS};
 
 use crate::error::{Error, Result};
@@ -84,6 +85,24 @@ impl Device {
         let mut b = self.alloc(data.len())?;
         b.write(data)?;
         Ok(b)
+    }
+
+    /// The memory pool's figures (emu: this thread's pool), None on the cpu.
+    pub fn memory_stats(&self) -> Option<MemoryStats> {
+        match self {
+            Device::Cpu => None,
+            Device::Emu => Some(emu::memory_stats()),
+            Device::Cuda(d) => Some(d.memory_stats()),
+        }
+    }
+
+    /// Starts a new peak of `memory_stats`.
+    pub fn reset_peak_memory(&self) {
+        match self {
+            Device::Cpu => {}
+            Device::Emu => emu::reset_peak(),
+            Device::Cuda(d) => d.reset_peak(),
+        }
     }
 
     /// Waits for all work queued on the device.

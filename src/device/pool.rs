@@ -8,7 +8,7 @@
 //! they are reserved for the graph until it is dropped, so nothing else can be given memory the
 //! graph writes to when it is replayed.
 use crate::error::{Error, Result};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 pub(super) trait Block {
     fn addr(&self) -> u64;
@@ -26,33 +26,62 @@ pub(super) fn class(bytes: usize) -> usize {
     }
 }
 
+/// A cached block may serve a request up to this much smaller than itself (FIT_NUM / FIT_DEN):
+/// without it every size class would hold its own peak, and the pool as a whole more than the
+/// peak of what is in use at once.
+const FIT_NUM: usize = 2;
+const FIT_DEN: usize = 1;
+
 #[derive(Default)]
 struct Capture {
     touched: HashSet<u64>,
     live: HashSet<u64>,
 }
 
+/// What a device's pool holds, in bytes (size classes, as the driver sees them).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct MemoryStats {
+    /// Taken from the driver and not released: in use, cached, or reserved for graphs.
+    pub allocated: usize,
+    /// Held by live buffers (and graphs' reserved blocks).
+    pub in_use: usize,
+    /// The most `in_use` has been since the pool was made or `reset_peak`.
+    pub peak_in_use: usize,
+}
+
 pub(super) struct Pool<B> {
-    free: HashMap<usize, Vec<B>>,
+    free: BTreeMap<usize, Vec<B>>,
     capture: Option<Capture>,
+    stats: MemoryStats,
 }
 
 impl<B: Block> Default for Pool<B> {
     fn default() -> Self {
-        Pool { free: HashMap::new(), capture: None }
+        Pool { free: BTreeMap::new(), capture: None, stats: MemoryStats::default() }
     }
 }
 
 impl<B: Block> Pool<B> {
-    /// A cached block of size class `class`, if one is free.
-    pub fn take(&mut self, class: usize) -> Option<B> {
-        let b = self.free.get_mut(&class)?.pop()?;
-        self.handed_out(b.addr());
-        Some(b)
+    /// A cached block for a request of size class `class`: the smallest free one of at most
+    /// FIT times the request, with its own class (what goes back with `give`).
+    pub fn take(&mut self, class: usize) -> Option<(usize, B)> {
+        let (c, b) = self
+            .free
+            .range_mut(class..=class.saturating_mul(FIT_NUM) / FIT_DEN)
+            .find_map(|(c, v)| v.pop().map(|b| (*c, b)))?;
+        self.handed_out(b.addr(), c);
+        Some((c, b))
     }
 
-    /// Notes a block that was freshly allocated and handed out.
-    pub fn handed_out(&mut self, addr: u64) {
+    /// Notes a block of `class` bytes freshly taken from the driver and handed out.
+    pub fn fresh(&mut self, addr: u64, class: usize) {
+        self.stats.allocated += class;
+        self.handed_out(addr, class);
+    }
+
+    fn handed_out(&mut self, addr: u64, class: usize) {
+        self.stats.in_use += class;
+        self.stats.peak_in_use = self.stats.peak_in_use.max(self.stats.in_use);
         if let Some(c) = self.capture.as_mut() {
             c.touched.insert(addr);
             c.live.insert(addr);
@@ -61,6 +90,7 @@ impl<B: Block> Pool<B> {
 
     /// Returns a block to its size class.
     pub fn give(&mut self, class: usize, b: B) {
+        self.stats.in_use -= class;
         if let Some(c) = self.capture.as_mut() {
             c.touched.insert(b.addr());
             c.live.remove(&b.addr());
@@ -70,7 +100,17 @@ impl<B: Block> Pool<B> {
 
     /// Every free block, to be released to the driver (on out-of-memory, or when the device goes).
     pub fn drain(&mut self) -> Vec<B> {
-        self.free.drain().flat_map(|(_, v)| v).collect()
+        let blocks: Vec<(usize, B)> = std::mem::take(&mut self.free).into_iter().flat_map(|(c, v)| v.into_iter().map(move |b| (c, b))).collect();
+        self.stats.allocated -= blocks.iter().map(|(c, _)| c).sum::<usize>();
+        blocks.into_iter().map(|(_, b)| b).collect()
+    }
+
+    pub fn stats(&self) -> MemoryStats {
+        self.stats
+    }
+
+    pub fn reset_peak(&mut self) {
+        self.stats.peak_in_use = self.stats.in_use;
     }
 
     pub fn capturing(&self) -> bool {
@@ -100,6 +140,9 @@ impl<B: Block> Pool<B> {
             *blocks = rest;
             reserved.extend(mine.into_iter().map(|b| (class, b)));
         }
+        // Reserved blocks count as in use until the graph gives them back.
+        self.stats.in_use += reserved.iter().map(|(c, _)| c).sum::<usize>();
+        self.stats.peak_in_use = self.stats.peak_in_use.max(self.stats.in_use);
         Ok(reserved)
     }
 }

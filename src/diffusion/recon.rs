@@ -2,13 +2,15 @@
 //! units. After every network pass Tweedie's x0 is mapped to attenuation, a few damped CG
 //! iterations on the projector pair pull it towards the measurements, and the result goes back
 //! to the model range for the DDIM update (the noise estimate is kept, as in DDS).
-use super::sampler::{sample, EpsModel, SampleStats, SamplerOptions};
+use super::sampler::{sample, EpsModel, EpsPass, SampleStats, SamplerOptions};
 use super::schedule::T;
 use super::train::to_model_range;
 use crate::ct::iterative::cgls_damped;
 use crate::ct::siddon::Projector;
 use crate::error::{Error, Result};
-use crate::nn::UNetConfig;
+use crate::nn::{Arch, UNet, UNetConfig, Weights};
+use crate::tensor::DType;
+use crate::Device;
 use crate::ops::elementwise::affine_inplace;
 use crate::tensor::Tensor;
 
@@ -120,21 +122,34 @@ pub fn reconstruct(
     Ok((mu, ReconStats { sample, projector_s: p.busy_seconds() - busy0 }))
 }
 
-/// Bytes a reconstruction holds on its device: the network's weights and one batch of patch
-/// activations (inference keeps the encoder's outputs for the skips plus a few working tensors),
-/// the sampler's volumes, and the projector's volumes and projections with CG's vectors.
-pub fn memory_estimate(cfg: &UNetConfig, param_count: usize, act_bytes: usize, batch: usize, volume: usize, rays: usize) -> usize {
-    let voxels: usize = cfg.patch.iter().product();
-    let mut skips = 0;
-    let mut widest = cfg.in_channels;
-    for (level, m) in cfg.channel_mult.iter().enumerate() {
-        let c = m * cfg.model_channels;
-        widest = widest.max(c * (voxels >> (3 * level)));
-        skips += (cfg.num_res_blocks + 1) * c * (voxels >> (3 * level));
-    }
-    let per_patch = (skips + 6 * widest.max(cfg.model_channels * voxels) + cfg.in_channels * voxels) * act_bytes;
-    let network = param_count * act_bytes + batch * per_patch;
-    let sampler = 4 * volume * 4;
-    let projector = (5 * volume + 3 * rays) * 4;
-    network + sampler + projector
+/// Bytes the network part of a reconstruction takes from a kernel device's memory pool: the
+/// network's weights, the sampler's x and eps, the patch starts and timesteps, and one network
+/// pass over `dims` in batches of `batch`, with the pool's size classes and reuse. Measured, not
+/// modelled: the pass is captured on the emulated device, which records the launches without
+/// running them and hands out host memory that is never touched (so the dry run costs neither
+/// compute nor physical memory), through the same buffers and pool as cuda. It runs on a thread
+/// of its own, whose pool starts empty and goes with it.
+pub fn network_memory(cfg: &UNetConfig, w: &Weights, batch: usize, dims: [usize; 3]) -> Result<usize> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let dev = Device::Emu;
+            let net = UNet::new(Arch::new(cfg), w, &dev)?;
+            let x = Tensor::zeros(&dims, DType::F32, &dev)?;
+            let mut eps = Tensor::zeros(&dims, DType::F32, &dev)?;
+            let mut pass = EpsPass::new(&net, &dims, batch, true)?;
+            pass.capture(&net, &x, &mut eps)?;
+            Ok(dev.memory_stats().map_or(0, |m| m.allocated))
+        })
+        .join()
+        .unwrap_or_else(|_| Err(Error::Config("the memory dry run panicked".into())))
+    })
+}
+
+/// Bytes a reconstruction holds on `dev`: the network part (`network_memory`; twice that on the
+/// cpu, whose activations are f32), the sampler's other volumes (x0, the start) and the
+/// projector's volume, projections and CG vectors.
+pub fn memory_estimate(cfg: &UNetConfig, w: &Weights, batch: usize, dims: [usize; 3], rays: usize, dev: &Device) -> Result<usize> {
+    let network = network_memory(cfg, w, batch, dims)? * if dev.runs_kernels() { 1 } else { 2 };
+    let volume: usize = dims.iter().product();
+    Ok(network + (2 + 5) * volume * 4 + 4 * rays * 4)
 }

@@ -177,6 +177,16 @@ impl EpsPass {
         self.graph.is_some()
     }
 
+    /// Captures the network pass over x into eps as this pass's graph, without running it.
+    pub fn capture(&mut self, model: &dyn EpsModel, x: &Tensor, eps: &mut Tensor) -> Result<()> {
+        self.graph = None;
+        let (starts, times) = (&self.starts, &self.times);
+        let (g, ()) = model.device().capture(|| network_pass(model, x, starts, times, eps))?;
+        self.graph = Some(g);
+        self.captured_with = (x.buffer().addr(), eps.buffer().addr());
+        Ok(())
+    }
+
     /// eps over x at timestep t for the tiling with `offset`.
     pub fn run(&mut self, model: &dyn EpsModel, x: &Tensor, t: usize, offset: [usize; 3], eps: &mut Tensor) -> Result<()> {
         if x.shape() != self.dims || eps.shape() != self.dims || x.dtype() != DType::F32 || eps.dtype() != DType::F32 {
@@ -206,18 +216,10 @@ impl EpsPass {
             return network_pass(model, x, &self.starts, &self.times, eps);
         }
         if self.graph.is_none() {
-            let dev = model.device().clone();
-            let (starts, times) = (&self.starts, &self.times);
-            match dev.capture(|| network_pass(model, x, starts, times, eps)) {
-                Ok((g, ())) => {
-                    self.graph = Some(g);
-                    self.captured_with = volumes;
-                }
-                Err(e) => {
-                    self.use_graph = false;
-                    self.fallback = Some(e.to_string());
-                    return network_pass(model, x, &self.starts, &self.times, eps);
-                }
+            if let Err(e) = self.capture(model, x, eps) {
+                self.use_graph = false;
+                self.fallback = Some(e.to_string());
+                return network_pass(model, x, &self.starts, &self.times, eps);
             }
         }
         self.graph.as_ref().expect("captured above").replay()

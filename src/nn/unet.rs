@@ -65,22 +65,30 @@ impl UNet {
         Ok(y)
     }
 
+    // Each intermediate is dropped as soon as the next one exists: the pool's footprint is the
+    // peak of what is alive at once (docs/RECONSTRUCTION.md, memory).
     fn res(&self, x: &Tensor, emb: &Tensor, name: &str, co: usize) -> Result<Tensor> {
         let eo = self.linear(emb, &format!("{name}.emb_layers.1"), true)?;
-        let h = self.norm(x, &format!("{name}.in_layers.0"), true)?;
-        let h = self.conv(&h, &format!("{name}.in_layers.2"), co, 3, 1, Some(&eo), None)?;
-        let h = self.norm(&h, &format!("{name}.out_layers.0"), true)?;
+        let h = {
+            let n = self.norm(x, &format!("{name}.in_layers.0"), true)?;
+            self.conv(&n, &format!("{name}.in_layers.2"), co, 3, 1, Some(&eo), None)?
+        };
+        let n = self.norm(&h, &format!("{name}.out_layers.0"), true)?;
+        drop(h);
         let ci = *x.shape().last().unwrap();
         let skip = if ci == co { None } else { Some(self.conv(x, &format!("{name}.skip_connection"), co, 1, 1, None, None)?) };
-        self.conv(&h, &format!("{name}.out_layers.3"), co, 3, 1, None, Some(skip.as_ref().unwrap_or(x)))
+        self.conv(&n, &format!("{name}.out_layers.3"), co, 3, 1, None, Some(skip.as_ref().unwrap_or(x)))
     }
 
     fn attn(&self, x: &Tensor, name: &str, heads: usize) -> Result<Tensor> {
         let c = *x.shape().last().unwrap();
-        let xn = self.norm(x, &format!("{name}.norm"), false)?;
-        let qkv = self.conv(&xn, &format!("{name}.qkv"), 3 * c, 1, 1, None, None)?;
+        let qkv = {
+            let xn = self.norm(x, &format!("{name}.norm"), false)?;
+            self.conv(&xn, &format!("{name}.qkv"), 3 * c, 1, 1, None, None)?
+        };
         let mut a = Tensor::zeros(x.shape(), self.act, &self.dev)?;
         attention::attention(&qkv, &mut a, heads)?;
+        drop(qkv);
         self.conv(&a, &format!("{name}.proj_out"), c, 1, 1, None, Some(x))
     }
 
@@ -149,6 +157,7 @@ impl UNet {
             let (hs, cs) = (h.shape().to_vec(), skip.shape()[4]);
             let mut cat = Tensor::zeros(&[hs[0], hs[1], hs[2], hs[3], hs[4] + cs], self.act, &self.dev)?;
             resample::concat(&h, &skip, &mut cat)?;
+            drop((h, skip));
             h = self.chain(blocks, &cat, &emb)?;
             record(format!("act.output_blocks.{i}"), &h)?;
         }
