@@ -159,7 +159,9 @@ impl CudaDevice {
         self.bind()?;
         // SAFETY: plain allocations; the caller zeroes what it hands out.
         let mut r = unsafe { result::malloc_sync(class) };
-        if matches!(&r, Err(e) if e.0 == sys::cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY) {
+        // Not while capturing: the synchronize would break the capture, and cached blocks may be
+        // ones the capture already uses.
+        if matches!(&r, Err(e) if e.0 == sys::cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY) && !self.capturing() {
             let cached = self.pool.lock().unwrap().drain();
             if !cached.is_empty() {
                 self.synchronize()?;
@@ -202,13 +204,26 @@ impl CudaDevice {
         let graph = unsafe { result::stream::end_capture(self.cu_stream()) };
         let reserved = self.pool.lock().unwrap().end_capture();
         let graph = graph.map_err(|e| Error::cuda(e, "cuStreamEndCapture (the captured work used an operation a graph cannot hold)"))?;
+        let reserved = match reserved {
+            Ok(r) => r.into_iter().map(|(c, b)| (c, b.0)).collect(),
+            Err(e) => {
+                // SAFETY: the template graph is not used again.
+                let _ = unsafe { result::graph::destroy(graph) };
+                return Err(e);
+            }
+        };
         let mut exec = std::ptr::null_mut();
         // SAFETY: graph is the live graph the capture produced; flags 0.
         let r = unsafe { sys::cuGraphInstantiateWithFlags(&mut exec, graph, 0) }.result();
         // SAFETY: the executable graph keeps what it needs; the template is no longer used.
         let _ = unsafe { result::graph::destroy(graph) };
-        r.map_err(|e| Error::cuda(e, "cuGraphInstantiate"))?;
-        let reserved = reserved?.into_iter().map(|(c, b)| (c, b.0)).collect();
+        if let Err(e) = r {
+            let mut pool = self.pool.lock().unwrap();
+            for (class, ptr) in reserved {
+                pool.give(class, DevPtr(ptr));
+            }
+            return Err(Error::cuda(e, "cuGraphInstantiate"));
+        }
         Ok((CudaGraphExec(exec), reserved))
     }
 
