@@ -119,3 +119,35 @@ fn the_replayed_network_pass_matches_the_pass_run_as_it_comes() {
         assert_eq!(e3.to_f32_vec().unwrap(), e1.to_f32_vec().unwrap(), "{}", dev.name());
     }
 }
+
+/// The emulated pool (the same pool as cuda's): blocks are reused, the smallest fitting block
+/// serves a request down to half its size, and the figures add up. On a thread of its own, whose
+/// pool starts empty.
+#[test]
+fn the_pool_reuses_blocks_and_counts_them() {
+    std::thread::spawn(|| {
+        let dev = Device::Emu;
+        const MIB: usize = 1 << 20;
+        let buf = |bytes: usize| Tensor::zeros(&[bytes / 4], DType::F32, &dev).unwrap();
+        let stats = || dev.memory_stats().unwrap();
+        let a = buf(4 * MIB);
+        let a_addr = a.buffer().addr();
+        drop(a);
+        assert_eq!((stats().allocated, stats().in_use, stats().peak_in_use), (4 * MIB, 0, 4 * MIB));
+        let b = buf(3 * MIB); // class 4 MiB: a's block
+        assert_eq!((b.buffer().addr(), stats().allocated), (a_addr, 4 * MIB));
+        let c = buf(3 * MIB / 2); // class 2 MiB: nothing free, a fresh block
+        let c_addr = c.buffer().addr();
+        assert_eq!((stats().allocated, stats().in_use), (6 * MIB, 6 * MIB));
+        drop((b, c));
+        dev.reset_peak_memory();
+        let d = buf(2 * MIB); // the smallest that fits: c's block
+        let e = buf(2 * MIB); // then a's, twice its size
+        assert_eq!((d.buffer().addr(), e.buffer().addr()), (c_addr, a_addr));
+        let f = buf(MIB); // nothing free: fresh
+        assert_eq!((stats().allocated, stats().in_use, stats().peak_in_use), (7 * MIB, 7 * MIB, 7 * MIB));
+        assert!(f.to_f32_vec().unwrap().iter().all(|v| *v == 0.0) && e.to_f32_vec().unwrap().iter().all(|v| *v == 0.0));
+    })
+    .join()
+    .unwrap();
+}
