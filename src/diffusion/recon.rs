@@ -130,7 +130,7 @@ pub fn reconstruct(
 /// compute nor physical memory), through the same buffers and pool as cuda. It runs on a thread
 /// of its own, whose pool starts empty and goes with it.
 pub fn network_memory(cfg: &UNetConfig, w: &Weights, batch: usize, dims: [usize; 3]) -> Result<usize> {
-    std::thread::scope(|s| {
+    let measured = std::thread::scope(|s| {
         s.spawn(|| {
             let dev = Device::Emu;
             let net = UNet::new(Arch::new(cfg), w, &dev)?;
@@ -141,8 +141,9 @@ pub fn network_memory(cfg: &UNetConfig, w: &Weights, batch: usize, dims: [usize;
             Ok(dev.memory_stats().map_or(0, |m| m.allocated))
         })
         .join()
-        .unwrap_or_else(|_| Err(Error::Config("the memory dry run panicked".into())))
-    })
+        .unwrap_or_else(|_| Err(Error::Config("it panicked".into())))
+    });
+    measured.map_err(|e| Error::Config(format!("estimating the memory of a network pass (a dry run on emu): {e}")))
 }
 
 /// Bytes a reconstruction holds on `dev`: the network part (`network_memory`; twice that on the
