@@ -90,7 +90,9 @@ impl<B: Block> Pool<B> {
 
     /// Returns a block to its size class.
     pub fn give(&mut self, class: usize, b: B) {
-        self.stats.in_use -= class;
+        // Saturating: an emulated buffer dropped on another thread than the one that made it
+        // returns to that thread's pool.
+        self.stats.in_use = self.stats.in_use.saturating_sub(class);
         if let Some(c) = self.capture.as_mut() {
             c.touched.insert(b.addr());
             c.live.remove(&b.addr());
@@ -101,7 +103,7 @@ impl<B: Block> Pool<B> {
     /// Every free block, to be released to the driver (on out-of-memory, or when the device goes).
     pub fn drain(&mut self) -> Vec<B> {
         let blocks: Vec<(usize, B)> = std::mem::take(&mut self.free).into_iter().flat_map(|(c, v)| v.into_iter().map(move |b| (c, b))).collect();
-        self.stats.allocated -= blocks.iter().map(|(c, _)| c).sum::<usize>();
+        self.stats.allocated = self.stats.allocated.saturating_sub(blocks.iter().map(|(c, _)| c).sum::<usize>());
         blocks.into_iter().map(|(_, b)| b).collect()
     }
 
