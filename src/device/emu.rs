@@ -86,7 +86,7 @@ pub(super) fn alloc(bytes: usize) -> Result<(HostMem, usize)> {
     let (mem, class) = match cached {
         Some((class, m)) => (m, class),
         None => {
-            let m = HostMem::new(want).ok_or_else(|| Error::OutOfMemory { device: "emu".into(), bytes })?;
+            let m = HostMem::mapped(want).ok_or_else(|| Error::OutOfMemory { device: "emu".into(), bytes })?;
             POOL.with(|p| p.borrow_mut().fresh(m.addr(), want));
             (m, want)
         }

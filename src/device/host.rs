@@ -1,12 +1,14 @@
 //! Host memory for the cpu and emu devices: zeroed and 64-byte aligned, so that kernels may use
-//! 16-byte vector loads and cp.async chunks on it, as on a GPU. From 1 MiB on the memory is mapped
+//! 16-byte vector loads and cp.async chunks on it, as on a GPU. `mapped` memory comes straight
 //! from the kernel, page aligned and zero until touched: a large buffer costs nothing until it is
-//! written (the emulator's dry runs of a network pass rely on that).
+//! written (the emulator's pool uses it, and its dry runs of a network pass rely on that); the
+//! cpu device, which allocates per op without a pool, keeps the allocator's reuse.
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 
 pub struct HostMem {
     ptr: *mut u8,
     len: usize,
+    mapped: bool,
 }
 
 // The memory is owned uniquely; access goes through &self/&mut self.
@@ -19,23 +21,28 @@ const MAPPED: usize = 1 << 20;
 impl HostMem {
     pub fn new(len: usize) -> Option<HostMem> {
         if len == 0 {
-            return Some(HostMem { ptr: std::ptr::null_mut(), len });
+            return Some(HostMem { ptr: std::ptr::null_mut(), len, mapped: false });
         }
+        let layout = Layout::from_size_align(len, ALIGN).ok()?;
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { alloc_zeroed(layout) };
+        (!ptr.is_null()).then_some(HostMem { ptr, len, mapped: false })
+    }
+
+    /// Zeroed memory mapped from the kernel from 1 MiB on (below, as `new`).
+    pub fn mapped(len: usize) -> Option<HostMem> {
         if len >= MAPPED {
             // SAFETY: an anonymous private mapping; checked for failure below.
             let p = unsafe {
                 libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
             };
-            return (p != libc::MAP_FAILED).then_some(HostMem { ptr: p as *mut u8, len });
+            return (p != libc::MAP_FAILED).then_some(HostMem { ptr: p as *mut u8, len, mapped: true });
         }
-        let layout = Layout::from_size_align(len, ALIGN).ok()?;
-        // SAFETY: the layout has a non-zero size.
-        let ptr = unsafe { alloc_zeroed(layout) };
-        (!ptr.is_null()).then_some(HostMem { ptr, len })
+        HostMem::new(len)
     }
     /// No memory (what a buffer holds once its block went back to a pool).
     pub fn empty() -> HostMem {
-        HostMem { ptr: std::ptr::null_mut(), len: 0 }
+        HostMem { ptr: std::ptr::null_mut(), len: 0, mapped: false }
     }
     pub fn as_slice(&self) -> &[u8] {
         if self.len == 0 {
@@ -58,7 +65,7 @@ impl HostMem {
 
 impl Drop for HostMem {
     fn drop(&mut self) {
-        if self.len >= MAPPED {
+        if self.mapped {
             // SAFETY: mapped in new() with this length, unmapped once.
             unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
         } else if self.len > 0 {
