@@ -9,10 +9,9 @@ use crate::ct::iterative::cgls_damped;
 use crate::ct::siddon::Projector;
 use crate::error::{Error, Result};
 use crate::nn::{Arch, UNet, UNetConfig, Weights};
-use crate::tensor::DType;
-use crate::Device;
 use crate::ops::elementwise::affine_inplace;
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
+use crate::Device;
 
 /// Where the sampler starts.
 #[derive(Clone, Copy, Debug, PartialEq)]
