@@ -19,15 +19,14 @@ __device__ __forceinline__ float normal_at(long long seed, long long stream, lon
     return sqrtf(-2.0f * logf(u1)) * cosf(6.28318530718f * u2);
 }
 
-// x0 = (x - sb eps) / sa, clamped to [-1, 1] when clip != 0, and then eps = (x - sa x0) / sb, the
-// noise consistent with the clamped x0 (sa = sqrt(abar), sb = sqrt(1 - abar)).
-KERNEL tweedie_f32(long long n, const float* x, float* eps, float* x0, float sa, float sb, int clip) {
+// x0 = cx x - co out from the network's output (eps or v), clamped to [-1, 1] when clip != 0;
+// out then becomes eps = (x - sa x0) / sb, the noise consistent with x0 (sa = sqrt(abar),
+// sb = sqrt(1 - abar)).
+KERNEL tweedie_f32(long long n, const float* x, float* out, float* x0, float cx, float co, float sa, float sb, int clip) {
     for (long long i = grid_start(); i < n; i += grid_stride()) {
-        float a = (x[i] - sb * eps[i]) / sa;
-        if (clip) {
-            a = fminf(fmaxf(a, -1.0f), 1.0f);
-            eps[i] = (x[i] - sa * a) / sb;
-        }
+        float a = cx * x[i] - co * out[i];
+        if (clip) a = fminf(fmaxf(a, -1.0f), 1.0f);
+        out[i] = (x[i] - sa * a) / sb;
         x0[i] = a;
     }
 }

@@ -65,6 +65,21 @@ fn train_resume_and_run_the_weights() {
     assert!(raw.iter().zip(&a).any(|((_, t1), (_, t2))| t1.to_f32_vec().unwrap() != t2.to_f32_vec().unwrap()));
     let (code, _, e) = run(&["export", &s(&dir.path().join("nothing")), "-o", &s(&model)]);
     assert!(code != 0 && e.contains("checkpoint.json"), "{e}");
+    // Fine-tuning the exported model to predict v: the run's config says so, and the sampler
+    // reads it from there.
+    let tuned = dir.path().join("tuned");
+    let mut args = vec!["train", "--init", "", "--prediction", "v", "--out", "", "--steps", "1", "--device", "cpu"];
+    let (model_s, tuned_s) = (s(&model), s(&tuned));
+    (args[2], args[6]) = (&model_s, &tuned_s);
+    args.extend_from_slice(SMALL);
+    let (code, _, e) = run(&args);
+    assert_eq!(code, 0, "{e}");
+    let cfg: tomodiff::nn::UNetConfig = serde_json::from_str(&std::fs::read_to_string(tuned.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg, tomodiff::nn::UNetConfig { prediction: tomodiff::nn::Prediction::V, ..tomodiff::nn::UNetConfig::tiny() });
+    let vol = dir.path().join("v.npy");
+    let (code, o, e) = run(&["sample", "--weights", &s(&tuned.join("weights.safetensors")), "--shape", "16,16,16", "--steps", "2", "--device", "cpu", "-o", &s(&vol)]);
+    assert_eq!(code, 0, "{e}");
+    assert!(o.contains("2 passes"), "{o}");
 }
 
 #[test]
@@ -109,6 +124,8 @@ fn bad_training_input_is_one_line() {
         (vec!["train", "--out", &out, "--steps", "1", "--data", "phantom:chest", "--volume-shape", "8,8,8"], "smaller than the patch"),
         (vec!["train", "--out", &out, "--steps", "1", "--data", "phantom:chest", "--resume"], "checkpoint.json"),
         (vec!["train", "--out", &out, "--steps", "1", "--data", "phantom:chest", "--minutes", "0"], "--minutes must be positive"),
+        (vec!["train", "--out", &out, "--steps", "1", "--data", "phantom:chest", "--init", "/nonexistent/model"], "/nonexistent/model"),
+        (vec!["train", "--out", &out, "--steps", "1", "--data", "phantom:chest", "--prediction", "x0"], "expected eps or v"),
     ] {
         let (code, _, e) = run(&args);
         assert_eq!(code, 1, "{args:?}: {e}");

@@ -106,7 +106,8 @@ fn the_shipped_prior_denoises_held_out_phantoms() {
         let eps = eps.to_f32_vec().unwrap();
         let mse = |f: &dyn Fn(usize) -> f64| (0..x0.len()).map(|i| (f(i) - x0[i] as f64).powi(2)).sum::<f64>() / x0.len() as f64;
         let naive = mse(&|i| xt[i] as f64 / ab.sqrt());
-        let model = mse(&|i| (xt[i] as f64 - (1.0 - ab).sqrt() * eps[i] as f64) / ab.sqrt());
+        let (cx, co) = cfg.prediction.x0_coefficients(ab);
+        let model = mse(&|i| cx * xt[i] as f64 - co * eps[i] as f64);
         eprintln!("t {t}: Tweedie MSE {model:.4}, x_t / sqrt(abar) MSE {naive:.4} (ratio {:.3})", model / naive);
         assert!(model < 0.2 * naive, "t {t}: {model} vs {naive}");
     }

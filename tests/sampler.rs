@@ -2,7 +2,7 @@
 //! and sampling Gaussian data with its exact denoiser, whose output statistics are closed-form.
 use tomodiff::diffusion::sampler::{predict_eps, sample, timesteps, EpsModel, SamplerOptions};
 use tomodiff::diffusion::schedule::Schedule;
-use tomodiff::nn::ContextMode;
+use tomodiff::nn::{ContextMode, Prediction};
 use tomodiff::{DType, Device, Result, Tensor};
 mod common;
 
@@ -12,6 +12,8 @@ struct Analytic {
     dev: Device,
     gauss: Option<(f64, f64)>,
     sched: Schedule,
+    /// Answer v = sqrt(ab) eps - sqrt(1 - ab) E[x0 | x_t] instead of eps (Gaussian data only).
+    pred: Prediction,
 }
 
 impl EpsModel for Analytic {
@@ -28,6 +30,9 @@ impl EpsModel for Analytic {
     fn context_mode(&self) -> ContextMode {
         ContextMode::Trilinear
     }
+    fn prediction(&self) -> Prediction {
+        self.pred
+    }
     fn eps(&self, x: &Tensor, t: &Tensor) -> Result<Tensor> {
         let (xv, tv) = (x.to_f32_vec()?, t.to_f32_vec()?);
         let per = 512;
@@ -38,7 +43,10 @@ impl EpsModel for Analytic {
                 None => v[0],
                 Some((mu, s)) => {
                     let ab = self.sched.abar[tv[i / per] as usize];
-                    ((1.0 - ab).sqrt() * (v[0] as f64 - ab.sqrt() * mu) / (ab * s * s + 1.0 - ab)) as f32
+                    let (sa, sb) = (ab.sqrt(), (1.0 - ab).sqrt());
+                    let eps = sb * (v[0] as f64 - sa * mu) / (ab * s * s + 1.0 - ab);
+                    let x0 = (v[0] as f64 - sb * eps) / sa;
+                    (if self.pred == Prediction::V { sa * eps - sb * x0 } else { eps }) as f32
                 }
             })
             .collect();
@@ -48,7 +56,7 @@ impl EpsModel for Analytic {
 
 #[test]
 fn stitching_returns_each_voxel_from_its_patch() {
-    let m = Analytic { dev: Device::Cpu, gauss: None, sched: Schedule::default() };
+    let m = Analytic { dev: Device::Cpu, gauss: None, sched: Schedule::default(), pred: Prediction::Eps };
     let dims = [13, 9, 20];
     let x: Vec<f32> = (0..13 * 9 * 20).map(|i| i as f32 * 0.01 - 5.0).collect();
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(3);
@@ -114,13 +122,22 @@ fn expected(opts: &SamplerOptions, mu: f64, s: f64, dc: (f64, f64), x_init: Opti
 #[test]
 fn gaussian_data_is_sampled_with_its_statistics() {
     let (mu, s) = (0.3f64, 0.5f64);
-    let m = Analytic { dev: Device::Cpu, gauss: Some((mu, s)), sched: Schedule::default() };
+    let m = Analytic { dev: Device::Cpu, gauss: Some((mu, s)), sched: Schedule::default(), pred: Prediction::Eps };
     let dims = [24, 24, 24];
-    for (eta, rounds) in [(0.85, 1), (0.0, 1), (1.0, 2)] {
+    // A v-predicting model with the same denoiser samples the same volume.
+    let v = Analytic { dev: Device::Cpu, gauss: Some((mu, s)), sched: Schedule::default(), pred: Prediction::V };
+    let mut first: Vec<f32> = vec![];
+    for (m, eta, rounds) in [(&m, 0.85, 1), (&m, 0.0, 1), (&m, 1.0, 2), (&v, 0.85, 1)] {
         let opts = SamplerOptions { steps: 50, eta, rounds, batch: 64, seed: 9, clip_x0: false, t_start: 999, graph: true };
         let mut passes = 0;
-        let (out, _) = sample(&m, dims, &opts, None, |_, _| Ok(()), |p, _| passes = p).unwrap();
+        let (out, _) = sample(m, dims, &opts, None, |_, _| Ok(()), |p, _| passes = p).unwrap();
         assert_eq!(passes, 50 * rounds);
+        if m.pred == Prediction::V {
+            let d = out.iter().zip(&first).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(d < 1e-3, "v and eps models of one denoiser sample {d} apart");
+        } else if first.is_empty() {
+            first = out.clone();
+        }
         let n = out.len() as f64;
         let mean = out.iter().map(|v| *v as f64).sum::<f64>() / n;
         let std = (out.iter().map(|v| (*v as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
@@ -158,7 +175,7 @@ fn data_consistency_hook_and_late_start_follow_the_closed_form() {
 
 fn hook_and_late_start_on(dev: Device) {
     let (mu, s) = (0.3f64, 0.5f64);
-    let m = Analytic { dev: dev.clone(), gauss: Some((mu, s)), sched: Schedule::default() };
+    let m = Analytic { dev: dev.clone(), gauss: Some((mu, s)), sched: Schedule::default(), pred: Prediction::Eps };
     let dims = [24, 24, 24];
     let (lambda, y) = (0.6f64, -0.4f64);
     let hook = |x0: &mut Tensor, _t: usize| -> Result<()> {

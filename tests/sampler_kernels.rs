@@ -4,6 +4,7 @@ mod common;
 use common::*;
 use rand::Rng;
 use tomodiff::ops::{elementwise, sampler};
+use tomodiff::nn::Prediction;
 use tomodiff::{DType, Device, Tensor};
 
 fn t(v: &[f32], shape: &[usize], dev: &Device) -> Tensor {
@@ -36,16 +37,17 @@ fn sampler_kernels_match_references() {
             let x = uniform(&mut rng, n, -3.0, 3.0);
             let e = uniform(&mut rng, n, -3.0, 3.0);
             let abar = rng.random_range(0.001..0.999f64);
-            for clip in [false, true] {
+            for (clip, pred) in [(false, Prediction::Eps), (true, Prediction::Eps), (false, Prediction::V), (true, Prediction::V)] {
                 let (mut we, mut w0) = (e.clone(), vec![0f32; n]);
-                let (sa, sb) = (abar.sqrt() as f32, (1.0 - abar).sqrt() as f32);
-                sampler::tweedie_ref(&x, &mut we, &mut w0, sa, sb, clip);
+                sampler::tweedie_ref(&x, &mut we, &mut w0, sampler::tweedie_coefficients(abar, pred), clip);
                 let mut et = t(&e, &[n], &dev);
                 let mut x0 = Tensor::full(&[n], f32::NAN, DType::F32, &dev).unwrap();
-                sampler::tweedie(&t(&x, &[n], &dev), &mut et, &mut x0, abar, clip).unwrap();
-                let what = format!("tweedie {} n={n} clip={clip}", dev.name());
+                sampler::tweedie(&t(&x, &[n], &dev), &mut et, &mut x0, abar, pred, clip).unwrap();
+                let what = format!("tweedie {} n={n} clip={clip} {pred:?}", dev.name());
                 assert_close(&what, &x0.to_f32_vec().unwrap(), &w0, |i| 1e-6 * (1.0 + w0[i].abs()));
-                assert_close(&what, &et.to_f32_vec().unwrap(), &we, |i| 1e-6 * (1.0 + we[i].abs()));
+                // eps = (x - sqrt(abar) x0) / sqrt(1 - abar) divides x0's rounding (FMA on a GPU) by sqrt(1 - abar).
+                let sb = (1.0 - abar).sqrt() as f32;
+                assert_close(&what, &et.to_f32_vec().unwrap(), &we, |i| 1e-6 * (1.0 + we[i].abs() + x[i].abs() / sb));
             }
             let (a, c, sigma, seed, stream) = (0.7f32, -0.4f32, 0.9f32, rng.random::<u64>(), rng.random_range(0..1000u64));
             let mut want = vec![0f32; n];

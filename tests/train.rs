@@ -4,7 +4,7 @@ use common::*;
 use tomodiff::diffusion::train::{Data, TrainOptions, Trainer};
 use tomodiff::nn::optim::{AdamConfig, Optimizer};
 use tomodiff::ops::adamw::{adamw, AdamStep};
-use tomodiff::nn::{Arch, UNet, UNetConfig, Weights};
+use tomodiff::nn::{Arch, Prediction, UNet, UNetConfig, Weights};
 use tomodiff::{DType, Device, Tensor};
 
 fn small() -> UNetConfig {
@@ -100,6 +100,39 @@ fn batches_follow_the_method() {
             assert_eq!((v[0], target[i]), (0.0, 0.0));
         }
     }
+}
+
+/// With v-prediction the batch is the same draw (volumes, t, noise, starts) with the target
+/// v = sqrt(abar) eps - sqrt(1 - abar) x0, x0 recovered from the input and the eps target.
+#[test]
+fn v_targets_follow_from_the_same_draw() {
+    let v_cfg = UNetConfig { prediction: Prediction::V, ..small() };
+    let (e, v) = (Trainer::new(&small(), opts(), vec![]).unwrap(), Trainer::new(&v_cfg, opts(), vec![]).unwrap());
+    let ((x, eps, ts), (xv, vt, tv)) = (e.batch(7).unwrap(), v.batch(7).unwrap());
+    assert_eq!((&x, &ts), (&xv, &tv));
+    let sched = tomodiff::diffusion::schedule::Schedule::default();
+    let mut worst = 0f64;
+    for (i, want) in vt.iter().enumerate() {
+        let ab = sched.abar[ts[i / 512] as usize];
+        let (sa, sb) = (ab.sqrt(), (1.0 - ab).sqrt());
+        let x0 = (x[i * 5] as f64 - sb * eps[i] as f64) / sa;
+        worst = worst.max((sa * eps[i] as f64 - sb * x0 - *want as f64).abs());
+        // and the sampler's coefficients map (x_t, v) back to x0
+        let (cx, co) = Prediction::V.x0_coefficients(ab);
+        assert!((cx * x[i * 5] as f64 - co * *want as f64 - x0).abs() < 1e-3 / sa.max(1e-3), "x0 at {i}");
+    }
+    assert!(worst < 1e-4, "v target off by {worst}");
+    assert!(vt != eps, "the targets differ");
+}
+
+/// Fine-tuning starts from the given weights, with the EMA equal to them.
+#[test]
+fn a_run_starts_from_given_weights() {
+    let arch = Arch::new(&small());
+    let w = Weights::random(&arch, 77).unwrap();
+    let t = Trainer::from_weights(&UNetConfig { prediction: Prediction::V, ..small() }, opts(), vec![], &w).unwrap();
+    assert!(t.params().unwrap() == w.engine_map() && t.ema().unwrap() == w.engine_map());
+    assert!(Trainer::new(&small(), opts(), vec![]).unwrap().params().unwrap() != w.engine_map());
 }
 
 #[test]

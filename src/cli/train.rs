@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 use tomodiff::diffusion::train::{load_folder, Data, TrainOptions, Trainer};
 use tomodiff::nn::optim::AdamConfig;
-use tomodiff::nn::UNetConfig;
+use tomodiff::nn::{Prediction, UNetConfig};
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -25,8 +25,17 @@ pub struct TrainArgs {
     #[arg(long)]
     steps: u64,
     /// Continue the run in --out from its last checkpoint.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["init", "prediction"])]
     resume: bool,
+    /// Start from trained weights (fine-tuning): a model folder (weights.safetensors and
+    /// config.json, such as weights/tiny-chest or a run folder) or a weights file with its
+    /// config.json beside it; the network's config comes from there.
+    #[arg(long, conflicts_with = "config")]
+    init: Option<PathBuf>,
+    /// What the network learns to predict: eps (the paper) or v (learns the layout at high noise
+    /// much sooner); default: the config's (eps for the presets).
+    #[arg(long)]
+    prediction: Option<String>,
     #[arg(long, default_value_t = 8)]
     batch: usize,
     #[arg(long, default_value_t = 2e-4)]
@@ -82,9 +91,23 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let mut tr = if a.resume {
         Trainer::resume(&a.out, volumes)?
     } else {
-        let cfg = UNetConfig::load(&a.config)?;
         let adam = AdamConfig { lr: a.lr, warmup_steps: a.warmup, ..AdamConfig::default() };
-        Trainer::new(&cfg, TrainOptions { batch: a.batch, seed: a.seed, adam, data, window }, volumes)?
+        let opts = TrainOptions { batch: a.batch, seed: a.seed, adam, data, window };
+        let (mut cfg, init) = match &a.init {
+            Some(p) => {
+                let file = if p.is_dir() { p.join("weights.safetensors") } else { p.clone() };
+                let (cfg, w) = tomodiff::nn::model_files::load(&file, None)?;
+                (cfg, Some(w))
+            }
+            None => (UNetConfig::load(&a.config)?, None),
+        };
+        if let Some(p) = &a.prediction {
+            cfg.prediction = Prediction::parse(p)?;
+        }
+        match init {
+            Some(w) => Trainer::from_weights(&cfg, opts, volumes, &w)?,
+            None => Trainer::new(&cfg, opts, volumes)?,
+        }
     };
     tr.set_device(&dev)?;
     if let Data::Phantom { shape, .. } = &tr.opts.data {

@@ -7,7 +7,7 @@
 use super::schedule::{Schedule, T};
 use super::tiling::{self, Starts};
 use crate::error::{Error, Result};
-use crate::nn::{ContextMode, UNet};
+use crate::nn::{ContextMode, Prediction, UNet};
 use crate::device::Graph;
 use crate::tensor::{DType, Tensor};
 use crate::Device;
@@ -21,8 +21,13 @@ pub trait EpsModel {
     fn act_dtype(&self) -> DType;
     fn patch(&self) -> [usize; 3];
     fn context_mode(&self) -> ContextMode;
-    /// eps (N, P, 1) for inputs (N, P, 5) and timesteps t (N), tensors on `device()`.
+    /// The network's output (N, P, 1) for inputs (N, P, 5) and timesteps t (N), tensors on
+    /// `device()`: eps, or v (see `prediction`).
     fn eps(&self, x: &Tensor, t: &Tensor) -> Result<Tensor>;
+    /// What `eps` returns.
+    fn prediction(&self) -> Prediction {
+        Prediction::Eps
+    }
 }
 
 impl EpsModel for UNet {
@@ -40,6 +45,9 @@ impl EpsModel for UNet {
     }
     fn eps(&self, x: &Tensor, t: &Tensor) -> Result<Tensor> {
         self.forward(x, t, None)
+    }
+    fn prediction(&self) -> Prediction {
+        self.arch.cfg.prediction
     }
 }
 
@@ -292,7 +300,7 @@ pub fn sample(
             // With the clamp, eps becomes the noise consistent with the clamped x0 (as
             // guided-diffusion's DDIM): at high noise 1/sqrt(abar) amplifies eps errors into x0
             // values far outside the data range, and stepping with the raw eps would undo the clip.
-            tweedie(&x, &mut eps, &mut x0, ab_t, opts.clip_x0)?;
+            tweedie(&x, &mut eps, &mut x0, ab_t, model.prediction(), opts.clip_x0)?;
             let t0 = std::time::Instant::now();
             x0_hook(&mut x0, t)?;
             stats.hook_s += t0.elapsed().as_secs_f64();

@@ -11,7 +11,7 @@ use super::tiling;
 use crate::ct::{chest::MU_WATER, phantom, VolumeGrid};
 use crate::error::{Error, Result};
 use crate::nn::optim::{AdamConfig, Optimizer};
-use crate::nn::{Arch, UNet, UNetConfig, Weights};
+use crate::nn::{Arch, Prediction, UNet, UNetConfig, Weights};
 use crate::tensor::{safetensors, DType, Tensor};
 use crate::Device;
 use rand::{Rng, SeedableRng};
@@ -98,12 +98,20 @@ fn sample_seed(seed: u64, step: u64, b: usize) -> u64 {
 impl Trainer {
     /// A fresh run: seeded random weights (the EMA starts equal to them).
     pub fn new(cfg: &UNetConfig, opts: TrainOptions, volumes: Vec<([usize; 3], Vec<f32>)>) -> Result<Trainer> {
+        let w = Weights::random(&Arch::new(cfg), opts.seed)?;
+        Trainer::from_weights(cfg, opts, volumes, &w)
+    }
+
+    /// A fresh run from given weights (fine-tuning; the EMA starts equal to them, Adam's moments
+    /// at zero). `cfg` must describe the same network; its `prediction` may differ from the one
+    /// the weights were trained for (the network then learns the new target).
+    pub fn from_weights(cfg: &UNetConfig, opts: TrainOptions, volumes: Vec<([usize; 3], Vec<f32>)>, w: &Weights) -> Result<Trainer> {
         cfg.validate()?;
         if opts.batch == 0 {
             return Err(Error::Config("batch must be at least 1".into()));
         }
         let arch = Arch::new(cfg);
-        let params = Weights::random(&arch, opts.seed)?.engine_map();
+        let params = w.engine_map();
         let opt = Optimizer::from_maps(&arch, [&params, &params, &BTreeMap::new(), &BTreeMap::new()])?;
         Ok(Trainer { arch, opts, step: 0, opt, net: None, sched: Schedule::default(), volumes, dev: Device::Cpu })
     }
@@ -159,8 +167,11 @@ impl Trainer {
             // Starts whose patch overlaps the volume and lies in the P-padded volume: [-P+1, N-1].
             let start: [isize; 3] = std::array::from_fn(|a| rng.random_range(-(p[a] as i64) + 1..dims[a] as i64) as isize);
             x.extend(tiling::assemble(&xt, dims, p, &[start], &ctx).data);
-            // The target is the same patch of the zero-padded noise.
-            target.extend(tiling::assemble(&eps, dims, p, &[start], &ctx).data.chunks(5).map(|v| v[0]));
+            // The target is the same patch of the zero-padded noise (and volume, for v).
+            let patch_of = |v: &[f32]| tiling::assemble(v, dims, p, &[start], &ctx).data.chunks(5).map(|c| c[0]).collect::<Vec<f32>>();
+            let pred = self.arch.cfg.prediction;
+            let x0p = if pred == Prediction::Eps { vec![0.0; pv] } else { patch_of(&x0) };
+            target.extend(patch_of(&eps).iter().zip(&x0p).map(|(e, a)| pred.target(*a, *e, ab)));
             ts.push(t as f32);
             debug_assert_eq!(target.len(), (b + 1) * pv);
         }

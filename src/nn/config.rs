@@ -12,6 +12,44 @@ pub enum ContextMode {
     Area,
 }
 
+/// What the network's output is (METHOD.md section 5): the noise eps (the paper, guided-diffusion),
+/// or v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans and Ho 2022), which is close to -x0 at
+/// high noise, so that the loss there teaches the volume's layout instead of weighting it by abar.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Prediction {
+    #[default]
+    Eps,
+    V,
+}
+
+impl Prediction {
+    pub fn parse(s: &str) -> Result<Prediction> {
+        match s {
+            "eps" => Ok(Prediction::Eps),
+            "v" => Ok(Prediction::V),
+            _ => Err(Error::Config(format!("prediction {s:?}: expected eps or v"))),
+        }
+    }
+
+    /// (cx, co) with x0 = cx x_t - co out, for the network output `out` at abar.
+    pub fn x0_coefficients(self, abar: f64) -> (f64, f64) {
+        let (sa, sb) = (abar.sqrt(), (1.0 - abar).sqrt());
+        match self {
+            Prediction::Eps => (1.0 / sa, sb / sa),
+            Prediction::V => (sa, sb),
+        }
+    }
+
+    /// The training target for clean x0 and noise eps at abar.
+    pub fn target(self, x0: f32, eps: f32, abar: f64) -> f32 {
+        match self {
+            Prediction::Eps => eps,
+            Prediction::V => (abar.sqrt() * eps as f64 - (1.0 - abar).sqrt() * x0 as f64) as f32,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UNetConfig {
@@ -30,6 +68,13 @@ pub struct UNetConfig {
     pub context: ContextMode,
     /// Attenuation that maps to x = 1 (x = 2 mu / mu_max - 1).
     pub mu_max: f32,
+    /// What the output is; configs without the field predict eps.
+    #[serde(default, skip_serializing_if = "is_eps")]
+    pub prediction: Prediction,
+}
+
+fn is_eps(p: &Prediction) -> bool {
+    *p == Prediction::Eps
 }
 
 impl UNetConfig {
@@ -47,6 +92,7 @@ impl UNetConfig {
             patch: [32, 32, 32],
             context: ContextMode::Trilinear,
             mu_max: 0.04,
+            prediction: Prediction::Eps,
         }
     }
 

@@ -6,6 +6,7 @@ use super::{expect_dtype, same_device, stride_grid};
 use crate::device::Launch;
 use crate::diffusion::tiling::Starts;
 use crate::error::{Error, Result};
+use crate::nn::Prediction;
 use crate::tensor::{DType, Tensor};
 use rayon::prelude::*;
 
@@ -43,29 +44,37 @@ fn check(op: &str, n: usize, ts: &[&Tensor]) -> Result<()> {
     Ok(())
 }
 
+/// Tweedie's coefficients at abar for a network predicting `pred`: [cx, co, sa, sb] with
+/// x0 = cx x - co out, sa = sqrt(abar), sb = sqrt(1 - abar).
+pub fn tweedie_coefficients(abar: f64, pred: Prediction) -> [f32; 4] {
+    let (cx, co) = pred.x0_coefficients(abar);
+    [cx as f32, co as f32, abar.sqrt() as f32, (1.0 - abar).sqrt() as f32]
+}
+
 /// CPU reference of `tweedie`.
-pub fn tweedie_ref(x: &[f32], eps: &mut [f32], x0: &mut [f32], sa: f32, sb: f32, clip: bool) {
-    x0.par_chunks_mut(CHUNK).zip(eps.par_chunks_mut(CHUNK)).zip(x.par_chunks(CHUNK)).for_each(|((x0, eps), x)| {
+pub fn tweedie_ref(x: &[f32], out: &mut [f32], x0: &mut [f32], [cx, co, sa, sb]: [f32; 4], clip: bool) {
+    x0.par_chunks_mut(CHUNK).zip(out.par_chunks_mut(CHUNK)).zip(x.par_chunks(CHUNK)).for_each(|((x0, out), x)| {
         for i in 0..x.len() {
-            let mut a = (x[i] - sb * eps[i]) / sa;
+            let mut a = cx * x[i] - co * out[i];
             if clip {
                 a = a.clamp(-1.0, 1.0);
-                eps[i] = (x[i] - sa * a) / sb;
             }
+            out[i] = (x[i] - sa * a) / sb;
             x0[i] = a;
         }
     });
 }
 
-/// Tweedie's x0 = (x - sqrt(1 - abar) eps) / sqrt(abar); with `clip`, x0 is clamped to [-1, 1]
-/// and eps replaced by the noise consistent with it.
-pub fn tweedie(x: &Tensor, eps: &mut Tensor, x0: &mut Tensor, abar: f64, clip: bool) -> Result<()> {
+/// Tweedie's x0 from the network's output `out` (eps, or v; see `Prediction`), clamped to
+/// [-1, 1] with `clip`; `out` is then replaced by eps = (x - sqrt(abar) x0) / sqrt(1 - abar), the
+/// noise consistent with x0 (for eps without the clamp, the same values up to rounding).
+pub fn tweedie(x: &Tensor, out: &mut Tensor, x0: &mut Tensor, abar: f64, pred: Prediction, clip: bool) -> Result<()> {
     let n = x.numel();
-    check("tweedie", n, &[x, eps, x0])?;
-    let (sa, sb) = (abar.sqrt() as f32, (1.0 - abar).sqrt() as f32);
+    check("tweedie", n, &[x, out, x0])?;
+    let c = tweedie_coefficients(abar, pred);
     let dev = x.device().clone();
     if !dev.runs_kernels() {
-        tweedie_ref(host(x)?, host_mut(eps)?, host_mut(x0)?, sa, sb, clip);
+        tweedie_ref(host(x)?, host_mut(out)?, host_mut(x0)?, c, clip);
         return Ok(());
     }
     Launch::new("tweedie_f32")?
@@ -73,10 +82,12 @@ pub fn tweedie(x: &Tensor, eps: &mut Tensor, x0: &mut Tensor, abar: f64, clip: b
         .block([256, 1, 1])
         .i64(n as i64)
         .buf(x.buffer())
-        .buf(eps.buffer())
+        .buf(out.buffer())
         .buf(x0.buffer())
-        .f32(sa)
-        .f32(sb)
+        .f32(c[0])
+        .f32(c[1])
+        .f32(c[2])
+        .f32(c[3])
         .i32(clip as i32)
         .run(&dev)
 }
