@@ -80,6 +80,9 @@ fn train_resume_and_run_the_weights() {
     let (code, o, e) = run(&["sample", "--weights", &s(&tuned.join("weights.safetensors")), "--shape", "16,16,16", "--steps", "2", "--device", "cpu", "-o", &s(&vol)]);
     assert_eq!(code, 0, "{e}");
     assert!(o.contains("2 passes"), "{o}");
+    let (code, o, e) = run(&["model", "run", "--config", &s(&tuned.join("config.json")), "--weights", &s(&tuned.join("weights.safetensors")), "--input", &s(&input), "--output", &s(&dir.path().join("v.safetensors")), "--device", "cpu"]);
+    assert_eq!(code, 0, "{e}");
+    assert!(o.contains("v [1, 1, 16, 16, 16]"), "{o}");
 }
 
 #[test]

@@ -15,7 +15,8 @@ pub enum ModelCmd {
         #[arg(long, default_value = "paper")]
         config: String,
     },
-    /// Evaluate the network: `x` (N, C, D, H, W) f32 and `t` (N) in, `eps` (N, 1, D, H, W) out.
+    /// Evaluate the network: `x` (N, C, D, H, W) f32 and `t` (N) in, `eps` (N, 1, D, H, W) out
+    /// (`v` for a config with "prediction": "v").
     Run {
         #[arg(long)]
         config: String,
@@ -99,7 +100,9 @@ fn model_run(config: &str, weights: &std::path::Path, input: &std::path::Path, o
     let eps = net.forward(&xt, &tt, None)?.to_f32_vec()?;
     let co = cfg.out_channels;
     let out = Tensor::from_f32(&to_ncdhw(&eps, s[0], co, sp), &[s[0], co, s[2], s[3], s[4]], DType::F32, &Device::Cpu)?;
-    safetensors::save(output, &[("eps", &out)])?;
-    println!("eps {:?} written to {} ({})", out.shape(), output.display(), dev.name());
+    // Named for what the config says the network predicts.
+    let name = if cfg.prediction == tomodiff::nn::Prediction::V { "v" } else { "eps" };
+    safetensors::save(output, &[(name, &out)])?;
+    println!("{name} {:?} written to {} ({})", out.shape(), output.display(), dev.name());
     Ok(())
 }
