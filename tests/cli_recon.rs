@@ -69,7 +69,8 @@ fn demo_beats_the_baselines_and_feeds_reconstruct() {
         assert!(!e.contains("panicked"), "{e}");
         assert!(!none.exists(), "{args:?} wrote its output");
     }
-    for (args, want) in [(vec!["--arc-deg", "400"], "--arc-deg"), (vec!["--eta", "3"], "eta"), (vec!["--start", "fdk:0"], "--start")] {
+    let bad_s = s(&bad);
+    for (args, want) in [(vec!["--arc-deg", "400"], "--arc-deg"), (vec!["--eta", "3"], "eta"), (vec!["--start", "fdk:0"], "--start"), (vec!["--weights", &bad_s], "--config")] {
         let mut all = vec!["demo", "--out"];
         let d2 = s(&dir.path().join("d2"));
         all.push(&d2);

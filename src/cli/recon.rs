@@ -239,6 +239,13 @@ pub struct DemoArgs {
     phantom_seed: u64,
     #[arg(long, default_value_t = 20)]
     cgls_iters: usize,
+    /// A prior to compare instead of the shipped one (safetensors, with the config.json beside
+    /// them unless --config names one); it should know 64^3 chests of 1 mm voxels.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// A preset (paper, tiny) or a JSON config for --weights.
+    #[arg(long)]
+    config: Option<String>,
     #[command(flatten)]
     prior: PriorArgs,
 }
@@ -248,12 +255,12 @@ pub fn demo(a: DemoArgs) -> Result<()> {
         bail!("--views must be positive and --arc-deg in (0, 360], got {} and {}", a.views, a.arc_deg);
     }
     a.prior.options()?; // refuse bad settings before writing anything
+    let (cfg, w, name) = load_model(a.weights.as_deref(), a.config.as_deref())?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     // 64^3 voxels of 1 mm, as the shipped prior was trained on.
     let text = tomodiff::ct::geometry::cone_scan_json([64, 64, 64], a.views, a.arc_deg);
     let g = Geometry::from_json(&text)?;
     tomodiff::io::write_atomic(&a.out.join("geometry.json"), text.as_bytes())?;
-    let (cfg, w, name) = load_model(None, None)?;
     let truth = tomodiff::ct::chest::chest(&g.volume, a.phantom_seed);
     let mut proj = vec![0f32; g.n_rays()];
     tomodiff::ct::siddon::forward_ref(&g, &truth, &mut proj);
