@@ -1,6 +1,7 @@
 //! The tiled sampler (METHOD.md sections 6 and 7): per network pass a fresh random tiling offset,
-//! patches evaluated in batches with one shared global context, the output (eps or v) stitched back (the tiles of
-//! one tiling are disjoint and cover the volume, so every voxel comes from exactly one patch),
+//! patches evaluated in batches with one shared global context, the output (eps or v) stitched
+//! back (the tiles of one tiling are disjoint and cover the volume, so every voxel comes from
+//! exactly one patch),
 //! Tweedie's x0 (clamped to the data range, with the noise estimate made consistent with it), then
 //! a DDIM step with eta, or a re-noising for the next recurrent round. Reconstruction adds data
 //! consistency on x0 through the `x0_hook` (the noise estimate is kept, as in DDS).
