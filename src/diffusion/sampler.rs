@@ -128,9 +128,10 @@ impl SampleStats {
     }
 }
 
-/// eps (D, H, W) over the whole volume x (D, H, W) at timestep t, with a tiling offset drawn
-/// from `rng`; x and eps are f32 tensors on the model's device. One pass, run as it comes; the
-/// sampler keeps an [`EpsPass`] instead.
+/// The network's output (D, H, W) over the whole volume x (D, H, W) at timestep t, with a tiling
+/// offset drawn from `rng`: eps, or v for a v-predicting model (`EpsModel::prediction`; `tweedie`
+/// turns either into x0 and eps); x and the output are f32 tensors on the model's device. One
+/// pass, run as it comes; the sampler keeps an [`EpsPass`] instead.
 pub fn predict_eps(model: &dyn EpsModel, x: &Tensor, t: usize, batch: usize, rng: &mut impl Rng, eps: &mut Tensor) -> Result<()> {
     let mut pass = EpsPass::new(model, x.shape(), batch, false)?;
     let offset = pass.draw_offset(rng);
