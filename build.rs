@@ -1,8 +1,13 @@
 //! Builds the kernels: every kernels/*.cu becomes
-//! - PTX for compute_80 (nvcc), checked by ptxas for sm_80 and sm_90, embedded in the binary; or,
-//!   with no nvcc, the CUDA source itself, embedded for NVRTC at run time;
+//! - a fatbin (nvcc): SASS for sm_80 and sm_90, plus compute_80 PTX that newer GPUs JIT-compile,
+//!   embedded in the binary and loaded with cuModuleLoadData (no JIT on the listed targets);
+//! - its source with every project header inlined, embedded for NVRTC (the fallback when the
+//!   build had no nvcc, or on request with TOMODIFF_JIT=nvrtc);
 //! - C++ compiled against the emulator (kernels/emu) into a static library;
 //! - rows of the one kernel table (name, module, parameters), parsed from `KERNEL void name(...)`.
+//!
+//! The compiler is the pinned CUDA 13.0 one in .cache/cuda-13.0 (scripts/install-nvcc.sh) unless
+//! NVCC names another on purpose: a newer nvcc writes PTX that the R580 driver cannot load.
 use std::env;
 use std::fmt::Write as _;
 use std::fs;
@@ -10,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const PTX_ARCH: &str = "compute_80";
+/// No kernel uses Hopper-only instructions (wgmma, TMA, setmaxnreg), so sm_90 needs no `a`.
 const SASS_ARCHS: &[&str] = &["sm_80", "sm_90"];
 
 struct Kernel {
@@ -28,7 +34,7 @@ fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
     let kdir = root.join("kernels");
     println!("cargo:rerun-if-changed=kernels");
-    for v in ["NVCC", "TOMODIFF_NO_NVCC", "PATH", "TOMODIFF_CUDA_CACHE"] {
+    for v in ["NVCC", "TOMODIFF_NO_NVCC", "TOMODIFF_CUDA_CACHE"] {
         println!("cargo:rerun-if-env-changed={v}");
     }
 
@@ -38,11 +44,12 @@ fn main() {
     let nvcc_version = match &nvcc {
         Some(nvcc) => {
             let v = run(Command::new(nvcc).arg("--version"), "nvcc --version");
-            v.lines().rfind(|l| l.contains("release")).unwrap_or("unknown").trim().to_string()
+            let v = v.lines().rfind(|l| l.contains("release")).unwrap_or("unknown").trim().to_string();
+            format!("{v} ({})", nvcc.display())
         }
         None => {
             println!(
-                "cargo:warning=tomodiff: no nvcc found (NVCC, PATH, .cache/cuda-13.0): embedding CUDA sources for NVRTC at run time; run scripts/install-nvcc.sh for PTX"
+                "cargo:warning=tomodiff: no nvcc (NVCC unset, no pinned compiler in .cache/cuda-13.0): embedding CUDA sources for NVRTC at run time; run scripts/install-nvcc.sh for machine code"
             );
             String::new()
         }
@@ -50,21 +57,22 @@ fn main() {
     writeln!(gen, "pub const NVCC_VERSION: Option<&str> = {};", opt_str(&nvcc_version)).unwrap();
     writeln!(gen, "pub const PTX_ARCH: &str = {PTX_ARCH:?};").unwrap();
     writeln!(gen, "pub const SASS_ARCHS: &[&str] = &{SASS_ARCHS:?};").unwrap();
-    writeln!(gen, "pub const COMMON_CUH: &str = include_str!({:?});", kdir.join("common.cuh")).unwrap();
 
     writeln!(gen, "pub static MODULES: &[ModuleSource] = &[").unwrap();
     for m in &modules {
-        let (ptx, report) = match &nvcc {
+        let flat = out.join(format!("{}.nvrtc.cu", m.stem));
+        fs::write(&flat, flatten(&m.path, &kdir, &mut Vec::new())).unwrap();
+        let (fatbin, report) = match &nvcc {
             Some(nvcc) => {
-                let ptx = compile_ptx(nvcc, &kdir, &m.path, &out.join(format!("{}.ptx", m.stem)));
-                (format!("Some(include_str!({ptx:?}))"), ptxas_report(nvcc, &ptx))
+                let (fatbin, report) = compile_fatbin(nvcc, &kdir, &m.path, &out.join(format!("{}.fatbin", m.stem)));
+                (format!("Some(include_bytes!({fatbin:?}))"), report)
             }
             None => ("None".to_string(), String::new()),
         };
         writeln!(
             gen,
-            "    ModuleSource {{ name: {:?}, source: include_str!({:?}), ptx: {ptx}, ptxas_report: {report:?} }},",
-            m.stem, m.path
+            "    ModuleSource {{ name: {:?}, source: include_str!({flat:?}), fatbin: {fatbin}, ptxas_report: {report:?} }},",
+            m.stem
         )
         .unwrap();
     }
@@ -153,21 +161,42 @@ fn param_kind(decl: &str, kernel: &str, path: &Path) -> String {
     .into()
 }
 
+/// NVCC when set (on purpose), else the pinned compiler; nvcc on PATH is not used, since its
+/// version is unknown.
 fn find_nvcc(root: &Path) -> Option<PathBuf> {
     if let Some(p) = env::var_os("NVCC") {
         return Some(PathBuf::from(p));
     }
-    if let Some(path) = env::var_os("PATH") {
-        for dir in env::split_paths(&path) {
-            let c = dir.join("nvcc");
-            if c.is_file() {
-                return Some(c);
-            }
-        }
-    }
     let cache = env::var_os("TOMODIFF_CUDA_CACHE").map(PathBuf::from).unwrap_or_else(|| root.join(".cache/cuda-13.0"));
     let c = cache.join("nvidia/cu13/bin/nvcc");
     c.is_file().then_some(c)
+}
+
+/// The source with every project header (`#include "..."`, found beside the including file or
+/// in kernels/) inlined once, as NVRTC cannot see the kernels/ folder.
+fn flatten(path: &Path, kdir: &Path, seen: &mut Vec<PathBuf>) -> String {
+    let canon = path.canonicalize().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    if seen.contains(&canon) {
+        return String::new();
+    }
+    seen.push(canon);
+    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut out = String::new();
+    for line in text.lines() {
+        let inc = line.trim_start().strip_prefix("#include \"").and_then(|r| r.split('"').next());
+        match inc {
+            Some(name) => {
+                let beside = path.parent().unwrap().join(name);
+                let target = if beside.is_file() { beside } else { kdir.join(name) };
+                writeln!(out, "// begin {name}").unwrap();
+                out.push_str(&flatten(&target, kdir, seen));
+                writeln!(out, "// end {name}").unwrap();
+            }
+            None if line.trim() == "#pragma once" => {}
+            None => writeln!(out, "{line}").unwrap(),
+        }
+    }
+    out
 }
 
 fn run(cmd: &mut Command, what: &str) -> String {
@@ -185,38 +214,34 @@ fn cuda_includes(nvcc: &Path) -> Vec<PathBuf> {
     inc.into_iter().flat_map(|i| [i.join("cccl"), i]).filter(|p| p.is_dir()).collect()
 }
 
-fn compile_ptx(nvcc: &Path, kdir: &Path, src: &Path, ptx: &Path) -> PathBuf {
+/// nvcc to a fatbin (SASS per target, PTX for the oldest); ptxas's resource report, one line
+/// per target and entry point, goes into `tomodiff info --kernels`. An error fails the build.
+fn compile_fatbin(nvcc: &Path, kdir: &Path, src: &Path, fatbin: &Path) -> (PathBuf, String) {
     let mut cmd = Command::new(nvcc);
-    cmd.args(["-ptx", &format!("-arch={PTX_ARCH}"), "-std=c++17", "-O3", "-lineinfo", "-I"]).arg(kdir);
+    cmd.arg("-fatbin");
+    for sass in SASS_ARCHS {
+        cmd.arg("-gencode").arg(format!("arch=compute_{0},code={sass}", &sass[3..]));
+    }
+    cmd.arg("-gencode").arg(format!("arch={PTX_ARCH},code={PTX_ARCH}"));
+    cmd.args(["-std=c++17", "-O3", "-lineinfo", "-Xptxas", "-v", "-I"]).arg(kdir);
     for i in cuda_includes(nvcc) {
         cmd.arg("-I").arg(i);
     }
-    cmd.arg("-o").arg(ptx).arg(src);
-    run(&mut cmd, &format!("nvcc {}", src.display()));
-    ptx.to_path_buf()
-}
-
-/// ptxas on every target: an error fails the build; the resource report goes into `tomodiff info`.
-fn ptxas_report(nvcc: &Path, ptx: &Path) -> String {
-    let ptxas = nvcc.with_file_name("ptxas");
+    cmd.arg("-o").arg(fatbin).arg(src);
+    let text = run(&mut cmd, &format!("nvcc {}", src.display()));
     let mut report = String::new();
-    for arch in SASS_ARCHS {
-        let text = run(
-            Command::new(&ptxas).args([&format!("-arch={arch}"), "-v", "-o", "/dev/null"]).arg(ptx),
-            &format!("ptxas -arch={arch} {}", ptx.display()),
-        );
-        let mut func = String::new();
-        for line in text.lines() {
-            if let Some(i) = line.find("Compiling entry function '") {
-                func = line[i + 26..].trim_end_matches(['\'', ' ']).trim_end_matches("' for").to_string();
-                func = func.split('\'').next().unwrap_or("").to_string();
-            } else if line.contains("Used ") || line.contains("spill") {
-                let info = line.trim_start_matches("ptxas info    :").trim();
-                writeln!(report, "{arch} {func}: {info}").unwrap();
-            }
+    let (mut func, mut arch) = (String::new(), String::new());
+    for line in text.lines() {
+        if let Some(i) = line.find("Compiling entry function '") {
+            let mut parts = line[i + 26..].split('\'');
+            func = parts.next().unwrap_or("").to_string();
+            arch = parts.nth(1).unwrap_or("").to_string();
+        } else if line.contains("Used ") || line.contains("spill") {
+            let info = line.trim_start_matches("ptxas info    :").trim();
+            writeln!(report, "{arch} {func}: {info}").unwrap();
         }
     }
-    report
+    (fatbin.to_path_buf(), report)
 }
 
 fn build_emulator(kdir: &Path, out: &Path, modules: &[Module]) {

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Gathers what a GPU machine without Rust needs into .gpu-bundle/ (git-ignored through
-# .git/info/exclude): the release binary and every test binary, stripped, the peer scripts, and
+# .git/info/exclude): the release binary and every test binary, stripped, the commit they were
+# built from (COMMIT), scripts/gpu-check.sh with its report writer and the peer scripts, and
 # run.sh, the one command to run there:
-#     bash .gpu-bundle/run.sh LOGDIR [tests] [bench] [recon] [train]
-# which runs every test binary with GPU tests forced on (TOMODIFF_REQUIRE_GPU=1), the benchmarks
-# and their PyTorch peers, the reconstruction demo and benchmark, and can continue the shipped
-# prior's training, each logged to LOGDIR.
+#     bash .gpu-bundle/run.sh LOGDIR            # = run.sh LOGDIR check
+# which runs gpu-check.sh (every check under its own timeout, under 8 minutes on an H200) and
+# leaves report.json, report.md and logs.tar.gz in LOGDIR. Its older stages stay available:
+#     bash .gpu-bundle/run.sh LOGDIR [check] [tests] [bench] [recon] [train]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-nvcc.sh
@@ -27,11 +28,22 @@ strip "$out/tomodiff" "$out"/tests/*
 # the carried folder well under the device tool's 64 MiB. run.sh unpacks them on the machine.
 tar -C "$out" -cf - tomodiff tests | xz -T0 -6 > "$out/payload.tar.xz"
 rm -rf "$out/tomodiff" "$out/tests"
-cp scripts/peer_gemm.py scripts/peer_unet_torch.py scripts/peer_train_torch.py "$out/"
+cp scripts/gpu-check.sh scripts/gpu_report.py scripts/peer_gemm.py scripts/peer_unet_torch.py scripts/peer_train_torch.py \
+  scripts/peer_conv3d_torch.py scripts/peer_astra_cuda.py "$out/"
+# What the binaries were built from: gpu-check.sh reports it (the device's copy has no .git).
+{
+  git rev-parse HEAD
+  [[ -n $(git status --porcelain --untracked-files=no) ]] && echo "with uncommitted changes to tracked files"
+  echo "bundled $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+} > "$out/COMMIT"
 mkdir -p "$out/tools" && cp tools/unet_reference.py tools/safetensors_io.py tools/peer_common.py "$out/tools/"
 cat > "$out/run.sh" <<'RUN'
 #!/usr/bin/env bash
-# Runs on the GPU machine. Logs in $1; then the stages to run (default: tests bench recon):
+# Runs on the GPU machine. Logs in $1; then the stages to run (default: check):
+#   check  gpu-check.sh: env, correctness, bench, recon, train, ncu, each under its own timeout,
+#          under 8 minutes; report.json, report.md and logs.tar.gz land in $1 after every stage
+#          (its full output folder stays in a temporary folder: the device tool brings back only
+#          a few files)
 #   tests  every test binary with GPU tests forced on
 #   bench  GEMM, projector, U-Net and training step benchmarks with their PyTorch peers
 #   recon  the demo on the GPU and the reconstruction benchmark (paper preset, 512x512x256)
@@ -40,21 +52,26 @@ cat > "$out/run.sh" <<'RUN'
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
-log=${1:?usage: run.sh LOGDIR [tests] [bench] [recon] [train]}
+log=${1:?usage: run.sh LOGDIR [check] [tests] [bench] [recon] [train]}
 # Unpack the binaries (python's tarfile reads xz wherever python3 runs).
 bin=$(mktemp -d)
 python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" "$here/payload.tar.xz" "$bin" || exit 1
 shift
-stages=${*:-tests bench recon}
+stages=${*:-check}
 mkdir -p "$log"
-export TOMODIFF_REQUIRE_GPU=1 TOMODIFF_BIN="$bin/tomodiff" TOMODIFF_REPO="$repo"
-nvidia-smi > "$log/nvidia-smi.log" 2>&1
-"$bin/tomodiff" info --kernels > "$log/info.log" 2>&1
+export TOMODIFF_BIN="$bin/tomodiff" TOMODIFF_REPO="$repo"
+if [[ $stages != check ]]; then
+  nvidia-smi > "$log/nvidia-smi.log" 2>&1
+  "$bin/tomodiff" info --kernels > "$log/info.log" 2>&1
+fi
 fail=0
 for stage in $stages; do
   echo "=== stage $stage"
   case $stage in
+  check)
+    GPU_CHECK_MIRROR="$log" TOMODIFF_TEST_BINS="$bin/tests" bash "$here/gpu-check.sh" "$(mktemp -d)/check" || fail=1 ;;
   tests)
+    export TOMODIFF_REQUIRE_GPU=1
     for t in "$bin"/tests/*; do
       echo "== $(basename "$t")"
       "$t" --test-threads=4 --nocapture > "$log/test-$(basename "$t").log" 2>&1 || { fail=1; echo "FAILED: $(basename "$t")"; }
@@ -86,4 +103,4 @@ exit $fail
 RUN
 chmod +x "$out/run.sh"
 du -sh "$out"
-echo "bundle ready: carry .gpu-bundle and run: bash .gpu-bundle/run.sh \$OUT [tests] [bench] [recon] [train]"
+echo "bundle ready: carry .gpu-bundle and run: bash .gpu-bundle/run.sh \$OUT   (gpu-check.sh; or: \$OUT [check] [tests] [bench] [recon] [train])"

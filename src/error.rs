@@ -8,8 +8,10 @@ pub enum Error {
     BadDevice(String),
     #[error("CUDA is not available: {0}")]
     NoCuda(String),
+    /// A driver call failed: its code, the driver's name and description of it, and what was
+    /// being done.
     #[error("CUDA error {name} in {during}")]
-    Cuda { name: String, during: String },
+    Cuda { code: i32, name: String, during: String },
     #[error("kernel {kernel}: {msg}")]
     Launch { kernel: String, msg: String },
     #[error("unknown kernel {0:?}")]
@@ -38,10 +40,6 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    pub(crate) fn cuda(e: cudarc::driver::DriverError, during: impl Into<String>) -> Self {
-        let name = e.error_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|_| format!("{:?}", e.0));
-        Error::Cuda { name, during: during.into() }
-    }
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io { path: path.into(), cause: source }
     }

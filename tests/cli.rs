@@ -26,8 +26,10 @@ fn info_reports_build_devices_and_kernels() {
     if tomodiff::Device::cuda(0).is_err() {
         assert!(out.contains("cuda: none") && out.contains("no CUDA driver found"), "{out}");
     }
-    if tomodiff::kernels::NVCC_VERSION.is_some() {
+    if let Some(nvcc) = tomodiff::kernels::NVCC_VERSION {
         assert!(out.contains("sm_90 gemm_bf16_f32_vec: Used"), "{out}");
+        // Which compiler built the kernels, and the targets read back from the fatbins.
+        assert!(out.contains("fatbins with compute_80 PTX, sm_80 SASS, sm_90 SASS, from nvcc") && out.contains(nvcc), "{out}");
     }
 }
 

@@ -21,7 +21,7 @@ fn warp_shuffles_and_votes() {
         let input: Vec<i32> = (0..n).map(|_| rand::Rng::random_range(&mut rng, 0..1000)).collect();
         let inb = ints(&input, &dev);
         let out = ints(&vec![-7; n * 8], &dev);
-        Launch::new("selftest_warp").unwrap().block([n as u32, 1, 1]).buf(&inb).buf(&out).run(&dev).unwrap();
+        unsafe { Launch::new("selftest_warp").unwrap().block([n as u32, 1, 1]).buf(&inb).buf(&out).launch(&dev) }.unwrap();
         let got = read_ints(&out);
         for t in 0..n {
             let (w, lane) = (t / 32 * 32, t % 32);
@@ -55,7 +55,7 @@ fn blocks_shared_memory_barriers_atomics() {
         let out = Tensor::full(&[total], f32::NAN, DType::F32, &dev).unwrap();
         let fsum = Tensor::zeros(&[1], DType::F32, &dev).unwrap();
         let counters = ints(&[0, -1, 0, -1, 0], &dev);
-        Launch::new("selftest_block")
+        unsafe { Launch::new("selftest_block")
             .unwrap()
             .grid(grid)
             .block(block)
@@ -64,7 +64,7 @@ fn blocks_shared_memory_barriers_atomics() {
             .buf(out.buffer())
             .buf(fsum.buffer())
             .buf(&counters)
-            .run(&dev)
+            .launch(&dev) }
             .unwrap();
         let got = out.to_f32_vec().unwrap();
         for b in 0..12 {
@@ -92,7 +92,7 @@ fn tensor_core_tile_row_and_col_major() {
         let a = Tensor::from_f32(&uniform(&mut rng, 256, -1.0, 1.0), &[16, 16], DType::BF16, &dev).unwrap();
         let b = Tensor::from_f32(&uniform(&mut rng, 256, -1.0, 1.0), &[16, 16], DType::BF16, &dev).unwrap();
         let d = Tensor::full(&[16, 16], f32::NAN, DType::F32, &dev).unwrap();
-        Launch::new("selftest_tc").unwrap().block([32, 1, 1]).buf(a.buffer()).buf(b.buffer()).buf(d.buffer()).run(&dev).unwrap();
+        unsafe { Launch::new("selftest_tc").unwrap().block([32, 1, 1]).buf(a.buffer()).buf(b.buffer()).buf(d.buffer()).launch(&dev) }.unwrap();
         let (av, bv) = (a.to_f32_vec().unwrap(), b.to_f32_vec().unwrap());
         let mut want = vec![0f32; 256];
         for i in 0..16 {
@@ -109,7 +109,7 @@ fn tensor_core_tile_row_and_col_major() {
 fn divergent_barrier_is_an_error_and_the_emulator_recovers() {
     let dev = Device::Emu;
     let out = ints(&[0; 64], &dev);
-    let e = Launch::new("selftest_divergent_barrier").unwrap().block([64, 1, 1]).buf(&out).run(&dev).unwrap_err();
+    let e = unsafe { Launch::new("selftest_divergent_barrier").unwrap().block([64, 1, 1]).buf(&out).launch(&dev) }.unwrap_err();
     assert!(e.to_string().contains("barrier deadlock"), "{e}");
     // The next launch starts from a clean scheduler.
     let x = Tensor::from_f32(&[1.0, 2.0, 3.0], &[3], DType::F32, &dev).unwrap();
@@ -123,20 +123,20 @@ fn bad_launches_are_errors() {
     let dev = Device::Emu;
     let buf = ints(&[0; 4], &dev);
     let launch = |block: [u32; 3], smem: u32| {
-        Launch::new("selftest_divergent_barrier").unwrap().block(block).shared_bytes(smem).buf(&buf).run(&dev).unwrap_err().to_string()
+        unsafe { Launch::new("selftest_divergent_barrier").unwrap().block(block).shared_bytes(smem).buf(&buf).launch(&dev) }.unwrap_err().to_string()
     };
     assert!(launch([1025, 1, 1], 0).contains("1025 threads"));
     assert!(launch([32, 32, 2], 0).contains("2048 threads"));
     assert!(launch([0, 1, 1], 0).contains("0 threads"));
     assert!(launch([32, 1, 1], MAX_SHARED_BYTES + 1).contains("shared memory"));
     assert!(matches!(Launch::new("no_such_kernel"), Err(Error::UnknownKernel(_))));
-    let e = Launch::new("axpy_f32").unwrap().i64(1).buf(&buf).run(&dev).unwrap_err().to_string();
+    let e = unsafe { Launch::new("axpy_f32").unwrap().i64(1).buf(&buf).launch(&dev) }.unwrap_err().to_string();
     assert!(e.contains("2 arguments given, the kernel takes 4"), "{e}");
-    let e = Launch::new("axpy_f32").unwrap().i32(1).f32(1.0).buf(&buf).buf(&buf).run(&dev).unwrap_err().to_string();
+    let e = unsafe { Launch::new("axpy_f32").unwrap().i32(1).f32(1.0).buf(&buf).buf(&buf).launch(&dev) }.unwrap_err().to_string();
     assert!(e.contains("long long n"), "{e}");
-    let e = Launch::new("upsample2_bf16").unwrap().buf(&buf).buf(&buf).i32s(&[1, 1usize << 33, 1, 1, 1]).run(&dev).unwrap_err().to_string();
+    let e = unsafe { Launch::new("upsample2_bf16").unwrap().buf(&buf).buf(&buf).i32s(&[1, 1usize << 33, 1, 1, 1]).launch(&dev) }.unwrap_err().to_string();
     assert!(e.contains("exceeds a 32-bit int"), "{e}");
     let cpu = Device::Cpu.alloc(16).unwrap();
-    let e = Launch::new("selftest_divergent_barrier").unwrap().block([1, 1, 1]).buf(&cpu).run(&dev).unwrap_err().to_string();
+    let e = unsafe { Launch::new("selftest_divergent_barrier").unwrap().block([1, 1, 1]).buf(&cpu).launch(&dev) }.unwrap_err().to_string();
     assert!(e.contains("buffer on cpu"), "{e}");
 }

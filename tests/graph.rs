@@ -26,13 +26,13 @@ fn a_replay_reads_the_buffers_at_replay_time() {
             .unwrap();
         assert!(!dev.capturing());
         assert_eq!(y.to_f32_vec().unwrap(), b, "{}: the capture ran the work", dev.name());
-        g.replay().unwrap();
+        unsafe { g.replay() }.unwrap();
         let once: Vec<f32> = (0..n).map(|i| b[i] + 2.0 * a[i]).collect();
         assert_eq!(y.to_f32_vec().unwrap(), once, "{}", dev.name());
         // New contents of x, written between replays, are what the next replay reads.
         let a2 = uniform(&mut r, n, -1.0, 1.0);
         x.buffer_mut().write(bytemuck::cast_slice(&a2)).unwrap();
-        g.replay().unwrap();
+        unsafe { g.replay() }.unwrap();
         let twice: Vec<f32> = (0..n).map(|i| once[i] + 2.0 * a2[i]).collect();
         assert_eq!(y.to_f32_vec().unwrap(), twice, "{}", dev.name());
     }

@@ -209,7 +209,7 @@ pub fn phantom(a: PhantomArgs) -> Result<()> {
 pub fn project(a: ProjectArgs) -> Result<()> {
     let g = Geometry::from_file(&a.geometry)?;
     let vol = load_volume(&a.input, &g.volume)?;
-    let dev = Device::parse(&a.device)?;
+    let dev = crate::cli::device(&a.device)?;
     let t0 = Instant::now();
     let budget = budget(&dev, a.memory_budget_gb)?;
     let pb = view_bar(g.n_views(), format!("projecting on {}", dev.name()));
@@ -234,7 +234,7 @@ pub fn project(a: ProjectArgs) -> Result<()> {
 pub fn backproject(a: ReconArgs) -> Result<()> {
     let g = Geometry::from_file(&a.geometry)?;
     let proj = load_proj(&a.input, &g, a.astra_layout)?;
-    let dev = Device::parse(&a.device)?;
+    let dev = crate::cli::device(&a.device)?;
     let budget = budget(&dev, a.memory_budget_gb)?;
     let pb = view_bar(g.n_views(), format!("backprojecting on {}", dev.name()));
     let p = Projector::new(g.clone(), &dev)?;
@@ -265,7 +265,7 @@ pub fn iterative(a: IterativeArgs) -> Result<()> {
     let c = &a.common;
     let g = Geometry::from_file(&c.geometry)?;
     let proj = load_proj(&c.input, &g, c.astra_layout)?;
-    let dev = Device::parse(&c.device)?;
+    let dev = crate::cli::device(&c.device)?;
     let p = Projector::new(g.clone(), &dev)?;
     let y = Tensor::from_f32(&proj, &g.proj_shape(), DType::F32, &dev)?;
     let mut x = Tensor::zeros(&g.volume.shape, DType::F32, &dev)?;

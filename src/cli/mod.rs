@@ -174,7 +174,7 @@ pub fn run() -> Result<()> {
         }
         Cmd::Convert { input, output, dtype, device } => {
             let dtype = DType::parse(&dtype)?;
-            let dev = Device::parse(&device)?;
+            let dev = crate::cli::device(&device)?;
             let tensors = safetensors::load(&input, &dev)?;
             let mut out = Vec::new();
             for (name, t) in &tensors {
@@ -188,6 +188,19 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
+/// The device a `--device` option names; `auto` that falls back to the CPU on a machine with a
+/// CUDA driver says why on stderr (an old driver, no device, a GPU older than sm_80).
+pub(crate) fn device(name: &str) -> tomodiff::Result<Device> {
+    if name != "auto" {
+        return Device::parse(name);
+    }
+    let (dev, why) = Device::auto_explained();
+    if let Some(why) = why {
+        eprintln!("tomodiff: --device auto: running on the CPU: {why}");
+    }
+    Ok(dev)
+}
+
 /// The named devices, or the cpu and every CUDA device.
 fn bench_devices(devices: Vec<String>) -> Result<Vec<Device>> {
     if devices.is_empty() {
@@ -199,7 +212,7 @@ fn bench_devices(devices: Vec<String>) -> Result<Vec<Device>> {
         }
         return Ok(v);
     }
-    Ok(devices.iter().map(|d| Device::parse(d)).collect::<tomodiff::Result<_>>()?)
+    Ok(devices.iter().map(|d| crate::cli::device(d)).collect::<tomodiff::Result<_>>()?)
 }
 
 /// A network benchmark (forward or training step) on each device.

@@ -74,7 +74,7 @@ fn info(config: &str) -> Result<()> {
 fn model_run(config: &str, weights: &std::path::Path, input: &std::path::Path, output: &std::path::Path, device: &str) -> Result<()> {
     let cfg = UNetConfig::load(config)?;
     cfg.validate()?;
-    let dev = Device::parse(device)?;
+    let dev = crate::cli::device(device)?;
     let arch = Arch::new(&cfg);
     let w = Weights::load(weights, &arch)?;
     let io = safetensors::load(input, &Device::Cpu)?;

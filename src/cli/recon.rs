@@ -37,7 +37,7 @@ impl PriorArgs {
         let start = Start::parse(&self.start)?;
         let opts = ReconOptions { sampler: self.sampler.options(2), cg_iters: self.cg_iters, gamma: self.gamma, start };
         opts.validate()?;
-        Device::parse(&self.sampler.device)?;
+        crate::cli::device(&self.sampler.device)?;
         Ok(opts)
     }
 }
@@ -102,7 +102,7 @@ fn gib(b: usize) -> f64 {
 /// first and refuses a run over the budget.
 fn run_prior(cfg: &UNetConfig, w: &Weights, g: &Geometry, proj: &[f32], fdk: Option<&[f32]>, a: &PriorArgs) -> Result<(Vec<f32>, ReconStats)> {
     let opts = a.options()?;
-    let dev = Device::parse(&a.sampler.device)?;
+    let dev = crate::cli::device(&a.sampler.device)?;
     if g.volume.shape.iter().zip(cfg.patch).any(|(n, p)| *n < p) {
         bail!("the volume {:?} is smaller than the network's patch {:?}", g.volume.shape, cfg.patch);
     }
@@ -203,7 +203,7 @@ pub fn reconstruct_cmd(a: ReconstructArgs) -> Result<()> {
     save_volume(&a.output, &g.volume, &mu, a.preview.as_deref())?;
     println!("reconstruction written to {}", a.output.display());
     if let Some(r) = reference {
-        let dev = Device::parse(&a.prior.sampler.device)?;
+        let dev = crate::cli::device(&a.prior.sampler.device)?;
         let [fdk, cgls] = baselines(&g, &proj, a.cgls_iters, &dev)?;
         let prior = Method { name: "diffusion prior".into(), key: "diffusion", volume: mu, seconds: stats.sample.total_s };
         let path = a.metrics.clone().unwrap_or_else(|| metrics_path(&a.output));
@@ -268,7 +268,7 @@ pub fn demo(a: DemoArgs) -> Result<()> {
     let [v, r, c] = g.proj_shape();
     tomodiff::io::npy::write(&a.out.join("projections.npy"), &[v, r, c], &proj)?;
     println!("held-out chest phantom (seed {}), {} cone-beam views over {} degrees, I0 = {:.0e}; prior {name}", a.phantom_seed, a.views, a.arc_deg, a.i0);
-    let dev = Device::parse(&a.prior.sampler.device)?;
+    let dev = crate::cli::device(&a.prior.sampler.device)?;
     let [fdk, cgls] = baselines(&g, &proj, a.cgls_iters, &dev)?;
     let (mu, stats) = run_prior(&cfg, &w, &g, &proj, Some(&fdk.volume), &a.prior)?;
     print_stats(&stats);

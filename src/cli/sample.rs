@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use tomodiff::ct::VolumeGrid;
 use tomodiff::diffusion::sampler::{sample, SamplerOptions};
 use tomodiff::nn::{model_files, Arch, UNet};
-use tomodiff::Device;
 
 /// The sampler's settings, shared by `sample`, `reconstruct` and `demo`.
 #[derive(Args, Clone)]
@@ -76,7 +75,7 @@ pub fn run(a: SampleArgs) -> Result<()> {
     if shape.contains(&0) {
         bail!("--shape {shape:?} must be positive");
     }
-    let dev = Device::parse(&a.sampler.device)?;
+    let dev = crate::cli::device(&a.sampler.device)?;
     let net = UNet::new(Arch::new(&cfg), &w, &dev)?;
     let opts = a.sampler.options(1);
     let pb = ProgressBar::new(opts.passes() as u64);

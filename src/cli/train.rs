@@ -68,7 +68,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
             bail!("--minutes must be positive, got {m}");
         }
     }
-    let dev = tomodiff::Device::parse(&a.device)?;
+    let dev = crate::cli::device(&a.device)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let window: [f32; 2] = a.window.as_slice().try_into().map_err(|_| anyhow::anyhow!("--window takes lo,hi"))?;
     if !(window[1] > window[0]) {

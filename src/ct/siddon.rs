@@ -273,8 +273,7 @@ impl Projector {
             }
             Some(views) => {
                 // Scattered with atomics: start from zero.
-                let zeros = vec![0u8; vol.numel() * 4];
-                vol.buffer_mut().write(&zeros)?;
+                vol.buffer_mut().zero()?;
                 self.launch("siddon_adj_f32", vol.buffer(), proj.buffer(), views, 0, self.geom.n_views())
             }
         }
@@ -337,8 +336,7 @@ impl Projector {
         };
         let per = self.slab_views(budget)?;
         let view_len = g.det_shape[0] * g.det_shape[1];
-        let zeros = vec![0u8; vol.numel() * 4];
-        vol.buffer_mut().write(&zeros)?;
+        vol.buffer_mut().zero()?;
         let mut slab = self.dev.alloc(per * view_len * 4)?;
         for v0 in (0..g.n_views()).step_by(per) {
             let nv = per.min(g.n_views() - v0);

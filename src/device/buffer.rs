@@ -91,6 +91,18 @@ impl Buffer {
         Ok(())
     }
 
+    /// Sets every byte to zero, in stream order on the kernel devices (captured by a graph like a
+    /// launch).
+    pub fn zero(&mut self) -> Result<()> {
+        let len = self.len;
+        match &mut self.mem {
+            Mem::Host(h) => h.as_mut_slice()[..len].fill(0),
+            Mem::Emu(h, _) => emu::fill(h.addr(), len, 0)?,
+            Mem::Cuda(c) => c.zero(len)?,
+        }
+        Ok(())
+    }
+
     /// Copies `data` (exactly `len()` bytes) into the buffer.
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
         if data.len() != self.len {

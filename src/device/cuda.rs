@@ -1,33 +1,35 @@
-//! The CUDA device through cudarc's driver API, loaded dynamically: a machine without libcuda
-//! builds and runs the binary, and is told that CUDA is absent instead of panicking.
+//! The CUDA device over the driver API (driver.rs): a primary context, one stream of our own, the
+//! caching pool, modules loaded from the embedded fatbins (or NVRTC), and launches checked
+//! against the device's and the function's limits before they reach the driver.
+use super::driver::{self, attr, driver, CUdevice, CUdeviceptr, Driver, Handle};
 use super::pool::{self, Block, MemoryStats, Pool};
 use crate::error::{Error, Result};
-use crate::kernels::{self, KERNELS, MODULES};
-use cudarc::driver::{result, sys, CudaContext, CudaEvent, CudaStream};
+use crate::kernels::{KERNELS, MODULES};
 use std::collections::HashMap;
 use std::ffi::{c_void, CString};
 use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
 
-/// Why CUDA can't be used, or None when a driver library is present.
-fn driver_missing() -> Option<String> {
-    // SAFETY: only probes for the library; cudarc panics on first use when it is absent.
-    if unsafe { sys::is_culib_present() } {
-        None
-    } else {
-        Some("no CUDA driver found (libcuda.so could not be loaded)".into())
-    }
-}
-
-/// Number of CUDA devices, or why there are none.
+/// Number of CUDA devices, or why there are none (no driver, an old or partial driver, cuInit
+/// failing).
 pub fn cuda_device_count() -> Result<usize> {
-    if let Some(why) = driver_missing() {
-        return Err(Error::NoCuda(why));
-    }
-    result::init().map_err(|e| Error::cuda(e, "cuInit"))?;
-    let n = result::device::get_count().map_err(|e| Error::cuda(e, "cuDeviceGetCount"))?;
-    Ok(n as usize)
+    let d = driver()?;
+    let mut n = 0;
+    // SAFETY: writes one int.
+    d.check(unsafe { (d.api.cuDeviceGetCount)(&mut n) }, "cuDeviceGetCount")?;
+    Ok(n.max(0) as usize)
 }
 
+/// The driver's API version ("13.0") and library path, or why there is no usable driver.
+pub fn driver_version() -> Result<(String, String)> {
+    let d = driver()?;
+    Ok((driver::version_string(d.version), d.path.clone()))
+}
+
+/// The oldest GPUs the kernels run on: bf16 tensor-core mma and cp.async need sm_80.
+pub const MIN_COMPUTE_CAPABILITY: (i32, i32) = (8, 0);
+
+/// What the device reports at open; launches are checked against it.
 #[derive(Clone, Debug)]
 pub struct DeviceInfo {
     pub ordinal: usize,
@@ -35,19 +37,26 @@ pub struct DeviceInfo {
     pub total_memory: usize,
     pub compute_capability: (i32, i32),
     pub multiprocessors: i32,
+    pub max_threads_per_block: i32,
+    pub max_registers_per_block: i32,
+    /// Dynamic + static shared memory a block may have once opted in (227 KiB on sm_90,
+    /// 163 KiB on sm_80).
     pub max_shared_per_block_optin: i32,
 }
 
-// Raw driver handles: valid for the context's lifetime, usable from any thread that binds it.
+/// A loaded kernel and what the compiled code needs.
 #[derive(Clone, Copy)]
-struct Func(sys::CUfunction);
-unsafe impl Send for Func {}
-#[derive(Clone, Copy)]
-struct Module(sys::CUmodule);
-unsafe impl Send for Module {}
+struct Func {
+    handle: Handle,
+    max_threads: i32,
+    registers: i32,
+    static_smem: i32,
+    /// Dynamic shared memory the function is opted into (48 KiB less static without opt-in).
+    dyn_optin: i32,
+}
 
 /// A device address owned by the pool.
-struct DevPtr(sys::CUdeviceptr);
+struct DevPtr(CUdeviceptr);
 
 impl Block for DevPtr {
     fn addr(&self) -> u64 {
@@ -55,58 +64,132 @@ impl Block for DevPtr {
     }
 }
 
+/// The last launch, named in errors that surface later (faults are reported asynchronously).
+#[derive(Clone, Default)]
+struct LastLaunch {
+    kernel: &'static str,
+    grid: [u32; 3],
+    block: [u32; 3],
+}
+
 pub struct CudaDevice {
     ordinal: usize,
-    ctx: Arc<CudaContext>,
+    dev: CUdevice,
+    ctx: Handle,
     /// All work goes to one stream of our own: the legacy default stream cannot be captured.
-    stream: Arc<CudaStream>,
+    stream: Handle,
     info: DeviceInfo,
-    modules: Mutex<HashMap<usize, Module>>,
-    funcs: Mutex<HashMap<usize, (Func, u32)>>, // kernel index -> (function, dynamic smem opted in)
+    modules: Mutex<HashMap<usize, Handle>>,
+    funcs: Mutex<HashMap<usize, Func>>,
     pool: Mutex<Pool<DevPtr>>,
+    /// The thread capturing a graph, if one is: work from other threads is refused meanwhile,
+    /// since the stream would record it into the graph.
+    capture_owner: Mutex<Option<ThreadId>>,
+    last: Mutex<LastLaunch>,
+    /// TOMODIFF_SYNC=1: synchronize after every launch to name the kernel that faults.
+    sync_each: bool,
+}
+
+// SAFETY: the raw handles are driver objects usable from any thread that binds the context
+// (bind() before every call); mutable state is behind mutexes.
+unsafe impl Send for CudaDevice {}
+unsafe impl Sync for CudaDevice {}
+
+fn api() -> &'static Driver {
+    driver().expect("a CudaDevice exists only once the driver loaded")
 }
 
 impl Drop for CudaDevice {
     fn drop(&mut self) {
-        // Every buffer holds the device, so none is alive here; the cached blocks go back.
-        if self.bind().is_ok() && self.stream.synchronize().is_ok() {
+        let d = api();
+        // Every buffer and graph holds the device, so none is alive here.
+        if self.bind().is_ok() && self.synchronize().is_ok() {
             for b in self.pool.get_mut().unwrap_or_else(|e| e.into_inner()).drain() {
-                // SAFETY: allocated by malloc_sync, owned by the pool, freed once.
-                let _ = unsafe { result::free_sync(b.0) };
+                // SAFETY: allocated by cuMemAlloc, owned by the pool, freed once.
+                unsafe { (d.api.cuMemFree)(b.0) };
             }
+            for (_, m) in self.modules.get_mut().unwrap_or_else(|e| e.into_inner()).drain() {
+                // SAFETY: no function of the module can run any more.
+                unsafe { (d.api.cuModuleUnload)(m) };
+            }
+        }
+        // SAFETY: the stream and the context reference were made in open(), released once.
+        unsafe {
+            (d.api.cuStreamDestroy)(self.stream);
+            (d.api.cuDevicePrimaryCtxRelease)(self.dev);
         }
     }
 }
 
 impl CudaDevice {
+    /// Opens device `ordinal`: its primary context, a stream, and what it reports. Fails with
+    /// one line naming the cause: no driver, an old driver, no such device, or a GPU older than
+    /// [`MIN_COMPUTE_CAPABILITY`].
     pub fn open(ordinal: usize) -> Result<Arc<CudaDevice>> {
         let n = cuda_device_count()?;
+        if n == 0 {
+            return Err(Error::NoCuda("the driver reports no devices".into()));
+        }
         if ordinal >= n {
             return Err(Error::NoCuda(format!("device cuda:{ordinal} requested, {n} found")));
         }
-        let ctx = CudaContext::new(ordinal).map_err(|e| Error::cuda(e, "creating the context"))?;
-        let stream = ctx.new_stream().map_err(|e| Error::cuda(e, "cuStreamCreate"))?;
-        let attr = |a| ctx.attribute(a).map_err(|e| Error::cuda(e, "cuDeviceGetAttribute"));
+        let d = driver()?;
+        let mut dev = 0;
+        // SAFETY: out-pointers to locals; ordinal < count.
+        d.check(unsafe { (d.api.cuDeviceGet)(&mut dev, ordinal as i32) }, "cuDeviceGet")?;
+        let attr = |a| {
+            let mut v = 0;
+            // SAFETY: writes one int for a valid device.
+            d.check(unsafe { (d.api.cuDeviceGetAttribute)(&mut v, a, dev) }, "cuDeviceGetAttribute").map(|_| v)
+        };
+        let mut name = [0u8; 256];
+        // SAFETY: the buffer holds 256 bytes; the driver NUL-terminates.
+        d.check(unsafe { (d.api.cuDeviceGetName)(name.as_mut_ptr() as *mut _, 256, dev) }, "cuDeviceGetName")?;
+        let name = String::from_utf8_lossy(name.split(|&b| b == 0).next().unwrap_or(&[])).into_owned();
+        let mut total_memory = 0;
+        // SAFETY: writes one size_t.
+        d.check(unsafe { (d.api.cuDeviceTotalMem)(&mut total_memory, dev) }, "cuDeviceTotalMem")?;
         let info = DeviceInfo {
             ordinal,
-            name: ctx.name().map_err(|e| Error::cuda(e, "cuDeviceGetName"))?,
-            // SAFETY: cu_device comes from a live context.
-            total_memory: unsafe { result::device::total_mem(ctx.cu_device()) }
-                .map_err(|e| Error::cuda(e, "cuDeviceTotalMem"))?,
-            compute_capability: ctx.compute_capability().map_err(|e| Error::cuda(e, "compute capability"))?,
-            multiprocessors: attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?,
-            max_shared_per_block_optin: attr(
-                sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
-            )?,
+            name,
+            total_memory,
+            compute_capability: (attr(attr::COMPUTE_CAPABILITY_MAJOR)?, attr(attr::COMPUTE_CAPABILITY_MINOR)?),
+            multiprocessors: attr(attr::MULTIPROCESSOR_COUNT)?,
+            max_threads_per_block: attr(attr::MAX_THREADS_PER_BLOCK)?,
+            max_registers_per_block: attr(attr::MAX_REGISTERS_PER_BLOCK)?,
+            max_shared_per_block_optin: attr(attr::MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?,
         };
+        if info.compute_capability < MIN_COMPUTE_CAPABILITY {
+            return Err(Error::NoCuda(format!(
+                "cuda:{ordinal} ({}) has compute capability {}.{}; tomodiff's kernels need {}.{} or newer (bf16 tensor-core mma, cp.async)",
+                info.name, info.compute_capability.0, info.compute_capability.1, MIN_COMPUTE_CAPABILITY.0, MIN_COMPUTE_CAPABILITY.1
+            )));
+        }
+        let mut ctx = std::ptr::null_mut();
+        // SAFETY: out-pointer; released in Drop.
+        d.check(unsafe { (d.api.cuDevicePrimaryCtxRetain)(&mut ctx, dev) }, "cuDevicePrimaryCtxRetain")?;
+        // SAFETY: a context just retained.
+        let bound = d.check(unsafe { (d.api.cuCtxSetCurrent)(ctx) }, "cuCtxSetCurrent");
+        let mut stream = std::ptr::null_mut();
+        // SAFETY: out-pointer; the context is current.
+        let made = bound.and_then(|_| d.check(unsafe { (d.api.cuStreamCreate)(&mut stream, driver::STREAM_NON_BLOCKING) }, "cuStreamCreate"));
+        if let Err(e) = made {
+            // SAFETY: retained above, released once.
+            unsafe { (d.api.cuDevicePrimaryCtxRelease)(dev) };
+            return Err(e);
+        }
         Ok(Arc::new(CudaDevice {
             ordinal,
+            dev,
             ctx,
             stream,
             info,
             modules: Mutex::new(HashMap::new()),
             funcs: Mutex::new(HashMap::new()),
             pool: Mutex::new(Pool::default()),
+            capture_owner: Mutex::new(None),
+            last: Mutex::new(LastLaunch::default()),
+            sync_each: std::env::var("TOMODIFF_SYNC").is_ok_and(|v| v == "1"),
         }))
     }
 
@@ -119,18 +202,44 @@ impl CudaDevice {
     }
 
     pub(super) fn bind(&self) -> Result<()> {
-        self.ctx.bind_to_thread().map_err(|e| Error::cuda(e, "binding the context"))
+        // SAFETY: the context is retained for the device's lifetime.
+        api().check(unsafe { (api().api.cuCtxSetCurrent)(self.ctx) }, "binding the context")
     }
 
     /// Free device memory in bytes, now.
     pub fn free_memory(&self) -> Result<usize> {
         self.bind()?;
-        result::mem_get_info().map(|(free, _)| free).map_err(|e| Error::cuda(e, "cuMemGetInfo"))
+        let (mut free, mut total) = (0, 0);
+        // SAFETY: writes two size_t.
+        api().check(unsafe { (api().api.cuMemGetInfo)(&mut free, &mut total) }, "cuMemGetInfo")?;
+        Ok(free)
     }
 
+    /// Waits for the stream. A fault of any kernel queued before surfaces here, named with the
+    /// last launch (TOMODIFF_SYNC=1 names the faulting one exactly).
     pub fn synchronize(&self) -> Result<()> {
         self.bind()?;
-        self.stream.synchronize().map_err(|e| Error::cuda(e, "synchronize"))
+        // SAFETY: the stream is live.
+        let r = unsafe { (api().api.cuStreamSynchronize)(self.stream) };
+        self.after_queued_work(r, "synchronize")
+    }
+
+    /// An error from work that ran asynchronously, with the last launch named.
+    fn after_queued_work(&self, r: driver::CUresult, during: &str) -> Result<()> {
+        api().check(r, during).map_err(|e| {
+            let last = self.last.lock().unwrap().clone();
+            match (e, last.kernel.is_empty()) {
+                (Error::Cuda { code, name, during }, false) => Error::Cuda {
+                    code,
+                    name,
+                    during: format!(
+                        "{during} (the last kernel queued was {} grid {:?} block {:?}; TOMODIFF_SYNC=1 names the kernel that failed)",
+                        last.kernel, last.grid, last.block
+                    ),
+                },
+                (e, _) => e,
+            }
+        })
     }
 
     pub(super) fn memory_stats(&self) -> MemoryStats {
@@ -145,244 +254,319 @@ impl CudaDevice {
         self.pool.lock().unwrap().capturing()
     }
 
-    fn cu_stream(&self) -> sys::CUstream {
-        self.stream.cu_stream()
+    /// Refuses work from another thread while one thread captures (it would enter its graph).
+    fn same_thread_as_capture(&self) -> Result<()> {
+        match *self.capture_owner.lock().unwrap() {
+            Some(owner) if owner != std::thread::current().id() => Err(Error::Capture(format!(
+                "cuda:{} is capturing a graph on another thread; work from this thread would be recorded into it",
+                self.ordinal
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// A block for a request of size class `class` from the pool, or from the driver, with the
     /// block's own class; on out-of-memory the cached blocks are released and the allocation
     /// tried once more.
-    fn take_block(&self, class: usize) -> Result<(sys::CUdeviceptr, usize)> {
+    fn take_block(&self, class: usize) -> Result<(CUdeviceptr, usize)> {
+        self.same_thread_as_capture()?;
         if let Some((c, b)) = self.pool.lock().unwrap().take(class) {
             return Ok((b.0, c));
         }
         self.bind()?;
-        // SAFETY: plain allocations; the caller zeroes what it hands out.
-        let mut r = unsafe { result::malloc_sync(class) };
+        let d = api();
+        let alloc = || {
+            let mut p = 0;
+            // SAFETY: writes one device pointer.
+            (unsafe { (d.api.cuMemAlloc)(&mut p, class) }, p)
+        };
+        let (mut r, mut ptr) = alloc();
         // Not while capturing: the synchronize would break the capture, and cached blocks may be
         // ones the capture already uses.
-        if matches!(&r, Err(e) if e.0 == sys::cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY) && !self.capturing() {
+        if r == driver::ERROR_OUT_OF_MEMORY && !self.capturing() {
             let cached = self.pool.lock().unwrap().drain();
             if !cached.is_empty() {
                 self.synchronize()?;
                 for b in cached {
                     // SAFETY: pool blocks are unused (their buffers were dropped) and freed once.
-                    let _ = unsafe { result::free_sync(b.0) };
+                    unsafe { (d.api.cuMemFree)(b.0) };
                 }
-                r = unsafe { result::malloc_sync(class) };
+                (r, ptr) = alloc();
             }
         }
-        let ptr = r.map_err(|e| {
-            if e.0 == sys::cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY {
-                Error::OutOfMemory { device: format!("cuda:{}", self.ordinal), bytes: class }
-            } else {
-                Error::cuda(e, "cuMemAlloc")
-            }
-        })?;
+        if r == driver::ERROR_OUT_OF_MEMORY {
+            return Err(Error::OutOfMemory { device: format!("cuda:{}", self.ordinal), bytes: class });
+        }
+        d.check(r, "cuMemAlloc")?;
         self.pool.lock().unwrap().fresh(ptr, class);
         Ok((ptr, class))
     }
 
     /// Starts capturing the stream's work into a graph (nothing runs until it is replayed).
     pub(super) fn begin_capture(&self) -> Result<()> {
-        self.pool.lock().unwrap().begin_capture()?;
+        self.same_thread_as_capture()?;
         self.bind()?;
+        let mut status = driver::CAPTURE_STATUS_NONE;
+        // SAFETY: writes one int for a live stream.
+        api().check(unsafe { (api().api.cuStreamIsCapturing)(self.stream, &mut status) }, "cuStreamIsCapturing")?;
+        if status != driver::CAPTURE_STATUS_NONE {
+            return Err(Error::Capture(format!("the stream of cuda:{} is still capturing (status {status})", self.ordinal)));
+        }
+        self.pool.lock().unwrap().begin_capture()?;
         // Relaxed: a pool miss may still call cuMemAlloc during the capture.
         // SAFETY: the stream is live.
-        let r = unsafe { result::stream::begin_capture(self.cu_stream(), sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED) };
-        if let Err(e) = r {
+        let r = unsafe { (api().api.cuStreamBeginCapture)(self.stream, driver::CAPTURE_MODE_RELAXED) };
+        if let Err(e) = api().check(r, "cuStreamBeginCapture") {
             let _ = self.pool.lock().unwrap().end_capture();
-            return Err(Error::cuda(e, "cuStreamBeginCapture"));
+            return Err(e);
         }
+        *self.capture_owner.lock().unwrap() = Some(std::thread::current().id());
         Ok(())
     }
 
-    /// Ends the capture: the instantiated graph and the blocks reserved for it.
+    /// Ends the capture: the instantiated graph and the blocks reserved for it. On any error the
+    /// stream has left capture mode and the reserved blocks are back in the pool.
     pub(super) fn end_capture(&self) -> Result<(CudaGraphExec, Vec<(usize, u64)>)> {
+        let d = api();
         self.bind()?;
+        let mut graph = std::ptr::null_mut();
         // SAFETY: the stream is capturing (begin_capture).
-        let graph = unsafe { result::stream::end_capture(self.cu_stream()) };
+        let ended = d.check(unsafe { (d.api.cuStreamEndCapture)(self.stream, &mut graph) }, "cuStreamEndCapture (the captured work used an operation a graph cannot hold)");
+        *self.capture_owner.lock().unwrap() = None;
         let reserved = self.pool.lock().unwrap().end_capture();
-        let graph = graph.map_err(|e| Error::cuda(e, "cuStreamEndCapture (the captured work used an operation a graph cannot hold)"))?;
-        let reserved = match reserved {
-            Ok(r) => r.into_iter().map(|(c, b)| (c, b.0)).collect(),
-            Err(e) => {
+        let destroy_template = || {
+            if !graph.is_null() {
                 // SAFETY: the template graph is not used again.
-                let _ = unsafe { result::graph::destroy(graph) };
+                unsafe { (d.api.cuGraphDestroy)(graph) };
+            }
+        };
+        let blocks = |r: Vec<(usize, DevPtr)>| -> Vec<(usize, u64)> { r.into_iter().map(|(c, b)| (c, b.0)).collect() };
+        let reserved = match (ended, reserved) {
+            (Ok(()), Ok(r)) => blocks(r),
+            (Err(e), Ok(r)) => {
+                destroy_template();
+                self.give_back(blocks(r));
+                return Err(e);
+            }
+            // A buffer made during the capture is still alive: the pool's message says so.
+            (_, Err(e)) => {
+                destroy_template();
                 return Err(e);
             }
         };
         let mut exec = std::ptr::null_mut();
         // SAFETY: graph is the live graph the capture produced; flags 0.
-        let r = unsafe { sys::cuGraphInstantiateWithFlags(&mut exec, graph, 0) }.result();
-        // SAFETY: the executable graph keeps what it needs; the template is no longer used.
-        let _ = unsafe { result::graph::destroy(graph) };
-        if let Err(e) = r {
-            let mut pool = self.pool.lock().unwrap();
-            for (class, ptr) in reserved {
-                pool.give(class, DevPtr(ptr));
-            }
-            return Err(Error::cuda(e, "cuGraphInstantiate"));
+        let r = unsafe { (d.api.cuGraphInstantiateWithFlags)(&mut exec, graph, 0) };
+        destroy_template();
+        if let Err(e) = d.check(r, "cuGraphInstantiate") {
+            self.give_back(reserved);
+            return Err(e);
         }
         Ok((CudaGraphExec(exec), reserved))
     }
 
+    fn give_back(&self, blocks: Vec<(usize, u64)>) {
+        let mut pool = self.pool.lock().unwrap();
+        for (class, ptr) in blocks {
+            pool.give(class, DevPtr(ptr));
+        }
+    }
+
     pub(super) fn launch_graph(&self, g: &CudaGraphExec) -> Result<()> {
+        self.same_thread_as_capture()?;
         self.bind()?;
         // SAFETY: g is a live executable graph of this context.
-        unsafe { result::graph::launch(g.0, self.cu_stream()) }.map_err(|e| Error::cuda(e, "cuGraphLaunch"))
+        api().check(unsafe { (api().api.cuGraphLaunch)(g.0, self.stream) }, "cuGraphLaunch")?;
+        if self.sync_each {
+            self.synchronize()?;
+        }
+        Ok(())
     }
 
     /// Returns a graph's reserved blocks once its replays have finished, and destroys it.
     pub(super) fn release_graph(&self, g: &CudaGraphExec, reserved: Vec<(usize, u64)>) {
         if self.synchronize().is_ok() {
             // SAFETY: no replay is in flight after the synchronize; destroyed once.
-            let _ = unsafe { result::graph::exec_destroy(g.0) };
-            let mut pool = self.pool.lock().unwrap();
-            for (class, ptr) in reserved {
-                pool.give(class, DevPtr(ptr));
-            }
+            unsafe { (api().api.cuGraphExecDestroy)(g.0) };
+            self.give_back(reserved);
         }
     }
 
-    fn module(&self, m: usize) -> Result<Module> {
+    /// The module's image: the embedded fatbin, or a cubin from NVRTC when the build had no nvcc
+    /// or TOMODIFF_JIT=nvrtc asks for it.
+    fn module(&self, m: usize) -> Result<Handle> {
         let mut mods = self.modules.lock().unwrap();
         if let Some(h) = mods.get(&m) {
             return Ok(*h);
         }
         let src = &MODULES[m];
-        let ptx = match src.ptx {
-            Some(p) => p.to_string(),
-            None => nvrtc_compile(src)?,
+        let force_nvrtc = std::env::var("TOMODIFF_JIT").is_ok_and(|v| v == "nvrtc");
+        let image: Vec<u8> = match src.fatbin {
+            Some(f) if !force_nvrtc => f.to_vec(),
+            _ => super::nvrtc::compile(src.name, src.source, self.info.compute_capability)?,
         };
-        let image = CString::new(ptx).map_err(|_| Error::Launch { kernel: src.name.into(), msg: "PTX holds a NUL".into() })?;
+        // The driver reads the image in 8-byte words: copy it into an aligned buffer.
+        let mut aligned = vec![0u64; image.len().div_ceil(8) + 1];
+        bytemuck::cast_slice_mut::<u64, u8>(&mut aligned)[..image.len()].copy_from_slice(&image);
         self.bind()?;
-        // SAFETY: image is NUL-terminated PTX text.
-        let h = unsafe { result::module::load_data(image.as_ptr() as *const c_void) }
-            .map_err(|e| Error::cuda(e, format!("loading module {}", src.name)))?;
-        mods.insert(m, Module(h));
-        Ok(Module(h))
+        let mut h = std::ptr::null_mut();
+        // SAFETY: a fatbin or cubin image, alive for the call.
+        let r = unsafe { (api().api.cuModuleLoadData)(&mut h, aligned.as_ptr() as *const c_void) };
+        api().check(r, format!("loading module {}{}", src.name, load_hint(r, &self.info)))?;
+        mods.insert(m, h);
+        Ok(h)
     }
 
-    fn function(&self, k: usize, smem: u32) -> Result<sys::CUfunction> {
-        let info = &KERNELS[k];
-        let cached = self.funcs.lock().unwrap().get(&k).copied();
-        let (f, optin) = match cached {
-            Some(c) => c,
-            None => {
-                let m = self.module(info.module)?;
-                let name = CString::new(info.name).unwrap();
-                // SAFETY: the module is loaded and never unloaded while the device lives.
-                let f = unsafe { result::module::get_function(m.0, name) }
-                    .map_err(|e| Error::cuda(e, format!("finding kernel {}", info.name)))?;
-                (Func(f), 48 * 1024)
-            }
-        };
-        // Dynamic shared memory above 48 KB must be opted into per function.
-        let mut optin = optin;
-        if smem > optin {
-            // SAFETY: f is a live function handle.
-            unsafe {
-                result::function::set_function_attribute(
-                    f.0,
-                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                    smem as i32,
-                )
-            }
-            .map_err(|e| Error::cuda(e, format!("setting shared memory of {}", info.name)))?;
-            optin = smem;
+    fn function(&self, k: usize) -> Result<Func> {
+        if let Some(f) = self.funcs.lock().unwrap().get(&k) {
+            return Ok(*f);
         }
-        self.funcs.lock().unwrap().insert(k, (f, optin));
-        Ok(f.0)
+        let d = api();
+        let m = self.module(KERNELS[k].module)?;
+        let name = CString::new(KERNELS[k].name).unwrap();
+        let mut handle = std::ptr::null_mut();
+        // SAFETY: the module is loaded and never unloaded while the device lives.
+        d.check(unsafe { (d.api.cuModuleGetFunction)(&mut handle, m, name.as_ptr()) }, format!("finding kernel {}", KERNELS[k].name))?;
+        let get = |a| {
+            let mut v = 0;
+            // SAFETY: writes one int for a live function.
+            d.check(unsafe { (d.api.cuFuncGetAttribute)(&mut v, a, handle) }, "cuFuncGetAttribute").map(|_| v)
+        };
+        let f = Func {
+            handle,
+            max_threads: get(attr::FUNC_MAX_THREADS_PER_BLOCK)?,
+            registers: get(attr::FUNC_NUM_REGS)?,
+            static_smem: get(attr::FUNC_SHARED_SIZE_BYTES)?,
+            dyn_optin: get(attr::FUNC_MAX_DYNAMIC_SHARED_SIZE_BYTES)?,
+        };
+        self.funcs.lock().unwrap().insert(k, f);
+        Ok(f)
     }
 
+    /// Checks the launch against the function's and the device's limits, opts into the dynamic
+    /// shared memory it needs, and queues it.
     pub(super) fn launch(&self, k: usize, grid: [u32; 3], block: [u32; 3], smem: u32, args: &mut [*mut c_void]) -> Result<()> {
+        self.same_thread_as_capture()?;
         self.bind()?;
-        let f = self.function(k, smem)?;
-        // SAFETY: the argument slots match the kernel's parameter list (checked by Launch).
-        unsafe {
-            result::launch_kernel(
-                f,
-                (grid[0], grid[1], grid[2]),
-                (block[0], block[1], block[2]),
-                smem,
-                self.cu_stream(),
-                args,
-            )
+        let d = api();
+        let name = KERNELS[k].name;
+        let fail = |msg: String| Error::Launch { kernel: name.into(), msg };
+        let mut f = self.function(k)?;
+        let need = smem as i64 + f.static_smem as i64;
+        if need > self.info.max_shared_per_block_optin as i64 {
+            return Err(fail(format!(
+                "needs {need} bytes of shared memory ({smem} dynamic + {} static); {} ({}) allows {} per block",
+                f.static_smem,
+                self.name(),
+                self.info.name,
+                self.info.max_shared_per_block_optin
+            )));
         }
-        .map_err(|e| Error::cuda(e, format!("launching {}", kernels::KERNELS[k].name)))
+        let threads = block.iter().map(|&b| b as i64).product::<i64>();
+        if threads > f.max_threads as i64 {
+            return Err(fail(format!(
+                "a block of {threads} threads needs {} registers ({} per thread); {} ({}) allows {} threads per block for this kernel",
+                threads * f.registers as i64,
+                f.registers,
+                self.name(),
+                self.info.name,
+                f.max_threads
+            )));
+        }
+        if smem as i32 > f.dyn_optin {
+            // SAFETY: a live function; the value is within the device's opt-in limit (checked).
+            let r = unsafe { (d.api.cuFuncSetAttribute)(f.handle, attr::FUNC_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32) };
+            d.check(r, format!("opting {name} into {smem} bytes of dynamic shared memory"))?;
+            f.dyn_optin = smem as i32;
+            self.funcs.lock().unwrap().insert(k, f);
+        }
+        *self.last.lock().unwrap() = LastLaunch { kernel: name, grid, block };
+        // SAFETY: the argument slots match the kernel's parameter list (checked by Launch), the
+        // buffers are live device memory of this context, and the limits were checked above.
+        let r = unsafe {
+            (d.api.cuLaunchKernel)(f.handle, grid[0], grid[1], grid[2], block[0], block[1], block[2], smem, self.stream, args.as_mut_ptr(), std::ptr::null_mut())
+        };
+        self.after_queued_work(r, &format!("launching {name} grid {grid:?} block {block:?}"))?;
+        if self.sync_each && !self.capturing() {
+            // SAFETY: the stream is live.
+            let r = unsafe { (d.api.cuStreamSynchronize)(self.stream) };
+            d.check(r, format!("{name} grid {grid:?} block {block:?} (TOMODIFF_SYNC=1: synchronized after the launch)"))?;
+        }
+        Ok(())
+    }
+
+    fn name(&self) -> String {
+        format!("cuda:{}", self.ordinal)
+    }
+
+    /// Stream-ordered byte fill (captured by a graph like a launch).
+    fn memset(&self, ptr: CUdeviceptr, value: u8, len: usize) -> Result<()> {
+        self.same_thread_as_capture()?;
+        self.bind()?;
+        // SAFETY: the caller owns at least len bytes at ptr.
+        api().check(unsafe { (api().api.cuMemsetD8Async)(ptr, value, len, self.stream) }, "cuMemsetD8Async")
     }
 }
 
-/// With no nvcc at build time, the embedded source is compiled here. common.cuh is spliced in
-/// because NVRTC cannot see the kernels/ folder; CUDA headers come from CUDA_HOME or /usr/local/cuda.
-fn nvrtc_compile(src: &kernels::ModuleSource) -> Result<String> {
-    let text = src.source.replace("#include \"common.cuh\"", kernels::COMMON_CUH);
-    let mut include_paths = Vec::new();
-    for root in [std::env::var("CUDA_HOME").ok(), std::env::var("CUDA_PATH").ok(), Some("/usr/local/cuda".into())]
-        .into_iter()
-        .flatten()
-    {
-        for sub in ["include", "include/cccl"] {
-            let p = std::path::Path::new(&root).join(sub);
-            if p.is_dir() {
-                include_paths.push(p.to_string_lossy().into_owned());
-            }
-        }
+/// What a failed module load most likely means, for the message.
+fn load_hint(r: driver::CUresult, info: &DeviceInfo) -> String {
+    let (maj, min) = info.compute_capability;
+    match r {
+        209 => format!(" (no SASS for sm_{maj}{min} in the fatbin and its PTX could not be JIT-compiled)"),
+        218 | 222 => " (the PTX is newer than this driver: kernels built by CUDA 13.0 need driver R580 or newer)".into(),
+        _ => String::new(),
     }
-    let opts = cudarc::nvrtc::CompileOptions {
-        arch: Some("compute_80"),
-        include_paths,
-        options: vec!["-std=c++17".into()],
-        ..Default::default()
-    };
-    cudarc::nvrtc::compile_ptx_with_opts(text, opts)
-        .map(|p| p.to_src())
-        .map_err(|e| Error::Launch { kernel: src.name.into(), msg: format!("NVRTC could not compile the module: {e}") })
 }
 
 /// An executable CUDA graph.
-pub(super) struct CudaGraphExec(sys::CUgraphExec);
+pub(super) struct CudaGraphExec(Handle);
 
 /// Device memory from the device's pool, given back on drop. Transfers and fills are ordered on
-/// the device's stream.
+/// the device's stream. New memory is not initialised: ops write their outputs whole, and the
+/// few that accumulate fill zeros first (`zero`).
 pub struct CudaMem {
     dev: Arc<CudaDevice>,
-    ptr: sys::CUdeviceptr,
+    ptr: CUdeviceptr,
     class: usize,
 }
 
 impl CudaMem {
     pub fn alloc(dev: &Arc<CudaDevice>, len: usize) -> Result<CudaMem> {
         let (ptr, class) = dev.take_block(pool::class(len))?;
-        let mem = CudaMem { dev: dev.clone(), ptr, class };
-        // Every buffer starts defined; a fill on the stream is captured like a launch.
-        // SAFETY: ptr holds at least class >= len bytes.
-        unsafe { result::memset_d8_async(ptr, 0, len, dev.cu_stream()) }.map_err(|e| Error::cuda(e, "cuMemsetD8Async"))?;
-        Ok(mem)
+        Ok(CudaMem { dev: dev.clone(), ptr, class })
     }
     pub fn addr(&self) -> u64 {
         self.ptr
     }
+    /// Zeroes the first `len` bytes on the stream.
+    pub fn zero(&mut self, len: usize) -> Result<()> {
+        self.dev.memset(self.ptr, 0, len)
+    }
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.dev.same_thread_as_capture()?;
         self.dev.bind()?;
         // SAFETY: data.len() <= class (checked by Buffer::write); the synchronize keeps `data`
         // borrowed until the copy is done.
-        unsafe { result::memcpy_htod_async(self.ptr, data, self.dev.cu_stream()) }.map_err(|e| Error::cuda(e, "copy to device"))?;
+        let r = unsafe { (api().api.cuMemcpyHtoDAsync)(self.ptr, data.as_ptr() as *const c_void, data.len(), self.dev.stream) };
+        self.dev.after_queued_work(r, "copy to device")?;
         self.dev.synchronize()
     }
     pub fn read(&self, len: usize) -> Result<Vec<u8>> {
+        self.dev.same_thread_as_capture()?;
         self.dev.bind()?;
         let mut out = vec![0u8; len];
         // SAFETY: out has len <= class bytes; the copy is ordered after queued work and awaited.
-        unsafe { result::memcpy_dtoh_async(&mut out, self.ptr, self.dev.cu_stream()) }.map_err(|e| Error::cuda(e, "copy to host"))?;
+        let r = unsafe { (api().api.cuMemcpyDtoHAsync)(out.as_mut_ptr() as *mut c_void, self.ptr, len, self.dev.stream) };
+        self.dev.after_queued_work(r, "copy to host")?;
         self.dev.synchronize()?;
         Ok(out)
     }
     pub fn copy_from(&mut self, src: &CudaMem, len: usize) -> Result<()> {
+        self.dev.same_thread_as_capture()?;
         self.dev.bind()?;
         // SAFETY: both blocks hold at least len bytes (checked by Buffer::copy_from).
-        unsafe { result::memcpy_dtod_async(self.ptr, src.ptr, len, self.dev.cu_stream()) }.map_err(|e| Error::cuda(e, "device copy"))
+        let r = unsafe { (api().api.cuMemcpyDtoDAsync)(self.ptr, src.ptr, len, self.dev.stream) };
+        self.dev.after_queued_work(r, "device copy")
     }
 }
 
@@ -396,22 +580,44 @@ impl Drop for CudaMem {
 /// Times work on the device's stream with CUDA events.
 pub struct GpuTimer {
     dev: Arc<CudaDevice>,
-    start: CudaEvent,
-    stop: CudaEvent,
+    start: Handle,
+    stop: Handle,
 }
 
 impl GpuTimer {
     pub fn start(dev: &Arc<CudaDevice>) -> Result<GpuTimer> {
-        let ev = || dev.ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT)).map_err(|e| Error::cuda(e, "cuEventCreate"));
-        let t = GpuTimer { dev: dev.clone(), start: ev()?, stop: ev()? };
-        t.start.record(&t.dev.stream).map_err(|e| Error::cuda(e, "cuEventRecord"))?;
+        let d = api();
+        dev.bind()?;
+        let event = || {
+            let mut e = std::ptr::null_mut();
+            // SAFETY: out-pointer; flags 0 (default, timing enabled).
+            d.check(unsafe { (d.api.cuEventCreate)(&mut e, 0) }, "cuEventCreate").map(|_| e)
+        };
+        let t = GpuTimer { dev: dev.clone(), start: event()?, stop: event()? };
+        // SAFETY: live event and stream.
+        d.check(unsafe { (d.api.cuEventRecord)(t.start, dev.stream) }, "cuEventRecord")?;
         Ok(t)
     }
     /// Seconds since start, once the work queued before this call has finished.
     pub fn stop(self) -> Result<f64> {
-        self.stop.record(&self.dev.stream).map_err(|e| Error::cuda(e, "cuEventRecord"))?;
-        self.stop.synchronize().map_err(|e| Error::cuda(e, "cuEventSynchronize"))?;
-        let ms = self.start.elapsed_ms(&self.stop).map_err(|e| Error::cuda(e, "cuEventElapsedTime"))?;
+        let d = api();
+        self.dev.bind()?;
+        // SAFETY: live events and stream.
+        d.check(unsafe { (d.api.cuEventRecord)(self.stop, self.dev.stream) }, "cuEventRecord")?;
+        let r = unsafe { (d.api.cuEventSynchronize)(self.stop) };
+        self.dev.after_queued_work(r, "cuEventSynchronize")?;
+        let mut ms = 0f32;
+        d.check(unsafe { (d.api.cuEventElapsedTime)(&mut ms, self.start, self.stop) }, "cuEventElapsedTime")?;
         Ok(ms as f64 / 1e3)
+    }
+}
+
+impl Drop for GpuTimer {
+    fn drop(&mut self) {
+        // SAFETY: created in start(), destroyed once.
+        unsafe {
+            (api().api.cuEventDestroy)(self.start);
+            (api().api.cuEventDestroy)(self.stop);
+        }
     }
 }

@@ -34,7 +34,7 @@ impl Block for HostMem {
 /// One step of a recorded graph.
 pub(super) enum Op {
     Launch { kernel: usize, grid: [u32; 3], block: [u32; 3], smem: u32, slots: Vec<u64> },
-    Zero { addr: u64, len: usize },
+    Fill { addr: u64, len: usize, value: u8 },
     Copy { dst: u64, src: u64, len: usize },
 }
 
@@ -68,8 +68,8 @@ fn run(op: &Op) -> Result<()> {
         Op::Launch { kernel, grid, block, smem, slots } => launch_now(*kernel, *grid, *block, *smem, slots),
         // SAFETY: the addresses are live pool blocks of at least len bytes (a graph reserves the
         // blocks it touched until it is dropped; buffers made before it must outlive it).
-        Op::Zero { addr, len } => unsafe {
-            std::ptr::write_bytes(*addr as *mut u8, 0, *len);
+        Op::Fill { addr, len, value } => unsafe {
+            std::ptr::write_bytes(*addr as *mut u8, *value, *len);
             Ok(())
         },
         Op::Copy { dst, src, len } => unsafe {
@@ -79,7 +79,12 @@ fn run(op: &Op) -> Result<()> {
     }
 }
 
-/// A zeroed block of at least `bytes` bytes, and its size class.
+/// The byte new emulated buffers are filled with: 0xFFFFFFFF is a NaN as f32, 0xFFFF as bf16
+/// and f16, so a kernel that reads memory no one wrote produces NaN in its tests, as it would
+/// produce garbage on a GPU.
+pub(super) const POISON: u8 = 0xFF;
+
+/// A block of at least `bytes` bytes, its first `bytes` poisoned, and its size class.
 pub(super) fn alloc(bytes: usize) -> Result<(HostMem, usize)> {
     let want = pool::class(bytes);
     let cached = POOL.with(|p| p.borrow_mut().take(want));
@@ -91,8 +96,13 @@ pub(super) fn alloc(bytes: usize) -> Result<(HostMem, usize)> {
             (m, want)
         }
     };
-    submit(Op::Zero { addr: mem.addr(), len: bytes })?;
+    submit(Op::Fill { addr: mem.addr(), len: bytes, value: POISON })?;
     Ok((mem, class))
+}
+
+/// Sets `len` bytes at `addr` (a live pool block) to `value`, in order with launches.
+pub(super) fn fill(addr: u64, len: usize, value: u8) -> Result<()> {
+    submit(Op::Fill { addr, len, value })
 }
 
 /// Gives a block back to this thread's pool (or to the allocator while the thread shuts down).

@@ -36,14 +36,37 @@ impl Device {
             Device::Emu => emu::begin_capture()?,
             Device::Cuda(d) => d.begin_capture()?,
         }
+        let mut guard = Capturing { dev: self, ended: false };
         let value = f();
-        let exec = match self {
-            Device::Cpu => unreachable!("refused above"),
-            Device::Emu => emu::end_capture().map(|(ops, reserved)| Exec::Emu { ops, reserved }),
-            Device::Cuda(d) => d.end_capture().map(|(exec, reserved)| Exec::Cuda { exec, reserved }),
-        };
+        guard.ended = true;
+        let exec = self.end_capture();
         let value = value?;
         Ok((Graph { dev: self.clone(), exec: exec? }, value))
+    }
+
+    fn end_capture(&self) -> Result<Exec> {
+        match self {
+            Device::Cpu => Err(Error::Capture("no capture is under way on the cpu".into())),
+            Device::Emu => emu::end_capture().map(|(ops, reserved)| Exec::Emu { ops, reserved }),
+            Device::Cuda(d) => d.end_capture().map(|(exec, reserved)| Exec::Cuda { exec, reserved }),
+        }
+    }
+}
+
+/// Ends a capture that `f` left by panicking: the stream leaves capture mode and the graph made
+/// of what was captured is dropped at once, giving its blocks back.
+struct Capturing<'a> {
+    dev: &'a Device,
+    ended: bool,
+}
+
+impl Drop for Capturing<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            if let Ok(exec) = self.dev.end_capture() {
+                drop(Graph { dev: self.dev.clone(), exec });
+            }
+        }
     }
 }
 
@@ -55,7 +78,11 @@ impl std::fmt::Debug for Graph {
 
 impl Graph {
     /// Queues the captured work once more.
-    pub fn replay(&self) -> Result<()> {
+    ///
+    /// # Safety
+    /// Every buffer made before the capture that the captured work uses must still be alive:
+    /// the graph reads and writes their addresses as they were at the capture.
+    pub unsafe fn replay(&self) -> Result<()> {
         match (&self.exec, &self.dev) {
             (Exec::Emu { ops, .. }, _) => emu::replay(ops),
             (Exec::Cuda { exec, .. }, Device::Cuda(d)) => d.launch_graph(exec),

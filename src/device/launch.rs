@@ -150,7 +150,21 @@ impl<'a> Launch<'a> {
         Ok(())
     }
 
-    pub fn run(self, dev: &Device) -> Result<()> {
+    /// Queues the launch on `dev` (emu: runs it). Within the crate the ops size every buffer
+    /// for the kernel they launch; from outside, [`Launch::launch`].
+    pub(crate) fn run(self, dev: &Device) -> Result<()> {
+        // SAFETY: the crate's ops pass buffers sized for the kernels they launch.
+        unsafe { self.launch(dev) }
+    }
+
+    /// Queues the launch on `dev` (emu: runs it), once the arguments match the kernel's
+    /// parameter kinds, the buffers are on `dev` and grid, block and shared memory are in range.
+    ///
+    /// # Safety
+    /// The kernel indexes its buffers from the other arguments (extents, counts): each buffer
+    /// must hold every element the kernel reads or writes for those arguments. Nothing checks
+    /// that; an undersized buffer is an out-of-bounds write (on emu, into host memory).
+    pub unsafe fn launch(self, dev: &Device) -> Result<()> {
         self.check(dev)?;
         let mut slots: Vec<u64> = self.args.iter().map(Arg::slot).collect();
         match dev {

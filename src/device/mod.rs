@@ -3,15 +3,18 @@
 //! launches through [`Launch`].
 mod buffer;
 mod cuda;
+mod driver;
 mod emu;
 mod graph;
 mod host;
 mod launch;
+mod nvrtc;
 mod pool;
 
 pub use buffer::Buffer;
-pub use cuda::{cuda_device_count, CudaDevice, DeviceInfo, GpuTimer};
+pub use cuda::{cuda_device_count, driver_version, CudaDevice, DeviceInfo, GpuTimer, MIN_COMPUTE_CAPABILITY};
 pub use graph::Graph;
+pub use nvrtc::version as nvrtc_version;
 pub use pool::MemoryStats;
 pub use launch::{Launch, MAX_SHARED_BYTES, MAX_THREADS};
 
@@ -51,10 +54,19 @@ impl Device {
         Ok(Device::Cuda(CudaDevice::open(ordinal)?))
     }
 
+    /// cuda:0 when it can be used, else the CPU.
     pub fn auto() -> Device {
-        match cuda_device_count() {
-            Ok(n) if n > 0 => Device::cuda(0).unwrap_or(Device::Cpu),
-            _ => Device::Cpu,
+        Device::auto_explained().0
+    }
+
+    /// What `auto` chooses, and why not CUDA when it falls back to the CPU: None when there is
+    /// no CUDA driver at all (nothing to explain on a machine without a GPU), else the cause (an
+    /// old or partial driver, no device, a GPU older than sm_80).
+    pub fn auto_explained() -> (Device, Option<String>) {
+        match Device::cuda(0) {
+            Ok(d) => (d, None),
+            Err(_) if driver::library_absent() => (Device::Cpu, None),
+            Err(e) => (Device::Cpu, Some(e.to_string())),
         }
     }
 
@@ -71,13 +83,23 @@ impl Device {
         !matches!(self, Device::Cpu)
     }
 
-    /// Zeroed memory of `bytes` bytes on this device.
+    /// Memory of `bytes` bytes on this device, not initialised: on cuda it holds whatever it
+    /// held; emu fills it with 0xFF bytes (a NaN in every float), so that a kernel that reads
+    /// before it writes fails its tests; the cpu's is zeroed (Rust code may not read uninitialised
+    /// memory).
     pub fn alloc(&self, bytes: usize) -> Result<Buffer> {
         match self {
             Device::Cpu => Buffer::host(self.clone(), bytes),
             Device::Emu => Buffer::emu(bytes),
             Device::Cuda(d) => Buffer::cuda(d.clone(), bytes),
         }
+    }
+
+    /// Zeroed memory of `bytes` bytes on this device (a fill queued on the device's stream).
+    pub fn alloc_zeroed(&self, bytes: usize) -> Result<Buffer> {
+        let mut b = self.alloc(bytes)?;
+        b.zero()?;
+        Ok(b)
     }
 
     /// A copy of `data` on this device.

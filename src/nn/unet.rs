@@ -47,20 +47,20 @@ impl UNet {
     pub(crate) fn conv(&self, x: &Tensor, name: &str, co: usize, k: usize, stride: usize, bias_n: Option<&Tensor>, residual: Option<&Tensor>) -> Result<Tensor> {
         let s = x.shape();
         let od = [s[1], s[2], s[3]].map(|d| conv3d::out_len(d, k, stride));
-        let mut y = Tensor::zeros(&[s[0], od[0], od[1], od[2], co], self.act, &self.dev)?;
+        let mut y = Tensor::empty(&[s[0], od[0], od[1], od[2], co], self.act, &self.dev)?;
         conv3d::conv3d(x, self.p(&format!("{name}.weight")), self.p(&format!("{name}.bias")), bias_n, residual, &mut y, k, stride)?;
         Ok(y)
     }
 
     pub(crate) fn norm(&self, x: &Tensor, name: &str, silu: bool) -> Result<Tensor> {
-        let mut y = Tensor::zeros(x.shape(), self.act, &self.dev)?;
+        let mut y = Tensor::empty(x.shape(), self.act, &self.dev)?;
         group_norm::group_norm(x, self.p(&format!("{name}.weight")), self.p(&format!("{name}.bias")), self.arch.cfg.norm_groups, silu, &mut y)?;
         Ok(y)
     }
 
     pub(crate) fn linear(&self, x: &Tensor, name: &str, silu_in: bool) -> Result<Tensor> {
         let b = self.p(&format!("{name}.bias"));
-        let mut y = Tensor::zeros(&[x.shape()[0], b.numel()], DType::F32, &self.dev)?;
+        let mut y = Tensor::empty(&[x.shape()[0], b.numel()], DType::F32, &self.dev)?;
         linear::linear(x, self.p(&format!("{name}.weight")), b, &mut y, silu_in)?;
         Ok(y)
     }
@@ -86,7 +86,7 @@ impl UNet {
             let xn = self.norm(x, &format!("{name}.norm"), false)?;
             self.conv(&xn, &format!("{name}.qkv"), 3 * c, 1, 1, None, None)?
         };
-        let mut a = Tensor::zeros(x.shape(), self.act, &self.dev)?;
+        let mut a = Tensor::empty(x.shape(), self.act, &self.dev)?;
         attention::attention(&qkv, &mut a, heads)?;
         drop(qkv);
         self.conv(&a, &format!("{name}.proj_out"), c, 1, 1, None, Some(x))
@@ -100,7 +100,7 @@ impl UNet {
             Block::Down { name, c } => self.conv(x, &format!("{name}.op"), *c, 3, 2, None, None),
             Block::Up { name, c } => {
                 let s = x.shape();
-                let mut u = Tensor::zeros(&[s[0], 2 * s[1], 2 * s[2], 2 * s[3], s[4]], self.act, &self.dev)?;
+                let mut u = Tensor::empty(&[s[0], 2 * s[1], 2 * s[2], 2 * s[3], s[4]], self.act, &self.dev)?;
                 resample::upsample2(x, &mut u)?;
                 self.conv(&u, &format!("{name}.conv"), *c, 3, 1, None, None)
             }
@@ -132,7 +132,7 @@ impl UNet {
                 cfg.in_channels
             )));
         }
-        let mut te = Tensor::zeros(&[s[0], cfg.model_channels], DType::F32, &self.dev)?;
+        let mut te = Tensor::empty(&[s[0], cfg.model_channels], DType::F32, &self.dev)?;
         embedding::timestep_embedding(t, &mut te)?;
         let h1 = self.linear(&te, "time_embed.0", false)?;
         let emb = self.linear(&h1, "time_embed.2", true)?;
@@ -155,7 +155,7 @@ impl UNet {
         for (i, blocks) in self.arch.output_blocks.iter().enumerate() {
             let skip = skips.pop().expect("one skip per decoder block");
             let (hs, cs) = (h.shape().to_vec(), skip.shape()[4]);
-            let mut cat = Tensor::zeros(&[hs[0], hs[1], hs[2], hs[3], hs[4] + cs], self.act, &self.dev)?;
+            let mut cat = Tensor::empty(&[hs[0], hs[1], hs[2], hs[3], hs[4] + cs], self.act, &self.dev)?;
             resample::concat(&h, &skip, &mut cat)?;
             drop((h, skip));
             h = self.chain(blocks, &cat, &emb)?;

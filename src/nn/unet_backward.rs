@@ -23,14 +23,14 @@ fn add_grad(g: &mut TensorGrads, name: &str, t: Tensor) -> Result<()> {
 }
 
 impl UNet {
-    fn zeros(&self, shape: &[usize], dt: DType) -> Result<Tensor> {
-        Tensor::zeros(shape, dt, &self.dev)
+    fn empty(&self, shape: &[usize], dt: DType) -> Result<Tensor> {
+        Tensor::empty(shape, dt, &self.dev)
     }
 
     fn conv_back(&self, x: &Tensor, name: &str, k: usize, stride: usize, dy: &Tensor, g: &mut TensorGrads) -> Result<Tensor> {
         let w = self.p(&format!("{name}.weight"));
         let co = *dy.shape().last().unwrap();
-        let (mut dx, mut dw, mut db) = (self.zeros(x.shape(), DType::F32)?, self.zeros(w.shape(), DType::F32)?, self.zeros(&[co], DType::F32)?);
+        let (mut dx, mut dw, mut db) = (self.empty(x.shape(), DType::F32)?, self.empty(w.shape(), DType::F32)?, self.empty(&[co], DType::F32)?);
         conv3d::conv3d_backward(x, w, dy, &mut dx, &mut dw, &mut db, k, stride)?;
         add_grad(g, &format!("{name}.weight"), dw)?;
         add_grad(g, &format!("{name}.bias"), db)?;
@@ -39,7 +39,7 @@ impl UNet {
 
     fn norm_back(&self, x: &Tensor, name: &str, silu: bool, dy: &Tensor, g: &mut TensorGrads) -> Result<Tensor> {
         let c = *x.shape().last().unwrap();
-        let (mut dx, mut dg, mut db) = (self.zeros(x.shape(), DType::F32)?, self.zeros(&[c], DType::F32)?, self.zeros(&[c], DType::F32)?);
+        let (mut dx, mut dg, mut db) = (self.empty(x.shape(), DType::F32)?, self.empty(&[c], DType::F32)?, self.empty(&[c], DType::F32)?);
         let (gm, bt) = (self.p(&format!("{name}.weight")), self.p(&format!("{name}.bias")));
         group_norm::group_norm_backward(x, gm, bt, self.arch.cfg.norm_groups, silu, dy, &mut dx, &mut dg, &mut db)?;
         add_grad(g, &format!("{name}.weight"), dg)?;
@@ -49,7 +49,7 @@ impl UNet {
 
     fn linear_back(&self, x: &Tensor, name: &str, silu_in: bool, dy: &Tensor, g: &mut TensorGrads) -> Result<Tensor> {
         let w = self.p(&format!("{name}.weight"));
-        let (mut dx, mut dw, mut db) = (self.zeros(x.shape(), DType::F32)?, self.zeros(w.shape(), DType::F32)?, self.zeros(&[w.shape()[0]], DType::F32)?);
+        let (mut dx, mut dw, mut db) = (self.empty(x.shape(), DType::F32)?, self.empty(w.shape(), DType::F32)?, self.empty(&[w.shape()[0]], DType::F32)?);
         linear::linear_backward(x, w, dy, silu_in, &mut dx, &mut dw, &mut db)?;
         add_grad(g, &format!("{name}.weight"), dw)?;
         add_grad(g, &format!("{name}.bias"), db)?;
@@ -57,7 +57,7 @@ impl UNet {
     }
 
     fn add(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-        let mut y = self.zeros(a.shape(), a.dtype())?;
+        let mut y = self.empty(a.shape(), a.dtype())?;
         vector::add(a, b, &mut y)?;
         Ok(y)
     }
@@ -70,10 +70,10 @@ impl UNet {
             Block::Down { name, .. } => self.conv_back(x, &format!("{name}.op"), 3, 2, dy, g),
             Block::Up { name, .. } => {
                 let s = x.shape();
-                let mut u = self.zeros(&[s[0], 2 * s[1], 2 * s[2], 2 * s[3], s[4]], self.act)?;
+                let mut u = self.empty(&[s[0], 2 * s[1], 2 * s[2], 2 * s[3], s[4]], self.act)?;
                 resample::upsample2(x, &mut u)?;
                 let du = self.conv_back(&u, &format!("{name}.conv"), 3, 1, dy, g)?;
-                let mut dx = self.zeros(s, DType::F32)?;
+                let mut dx = self.empty(s, DType::F32)?;
                 resample::upsample2_backward(&du, &mut dx)?;
                 Ok(dx)
             }
@@ -85,7 +85,7 @@ impl UNet {
                 let b2 = self.norm(&c1, &format!("{name}.out_layers.0"), true)?;
                 let db2 = self.conv_back(&b2, &format!("{name}.out_layers.3"), 3, 1, dy, g)?;
                 let dc1 = self.norm_back(&c1, &format!("{name}.out_layers.0"), true, &db2, g)?;
-                let mut deo = self.zeros(&[x.shape()[0], co], DType::F32)?;
+                let mut deo = self.empty(&[x.shape()[0], co], DType::F32)?;
                 resample::sample_sums(&dc1, &mut deo)?;
                 let de = self.linear_back(emb, &format!("{name}.emb_layers.1"), true, &deo, g)?;
                 elementwise::axpy(1.0, &de, demb)?;
@@ -99,10 +99,10 @@ impl UNet {
                 let c = *x.shape().last().unwrap();
                 let xn = self.norm(x, &format!("{name}.norm"), false)?;
                 let qkv = self.conv(&xn, &format!("{name}.qkv"), 3 * c, 1, 1, None, None)?;
-                let mut a = self.zeros(x.shape(), self.act)?;
+                let mut a = self.empty(x.shape(), self.act)?;
                 attention::attention(&qkv, &mut a, *heads)?;
                 let da = self.conv_back(&a, &format!("{name}.proj_out"), 1, 1, dy, g)?;
-                let mut dqkv = self.zeros(qkv.shape(), DType::F32)?;
+                let mut dqkv = self.empty(qkv.shape(), DType::F32)?;
                 attention::attention_backward(&qkv, &da, *heads, &mut dqkv)?;
                 let dxn = self.conv_back(&xn, &format!("{name}.qkv"), 1, 1, &dqkv, g)?;
                 let dx = self.norm_back(x, &format!("{name}.norm"), false, &dxn, g)?;
@@ -116,7 +116,7 @@ impl UNet {
     pub fn mse_backward(&self, x: &Tensor, t: &Tensor, target: &[f32]) -> Result<(f64, TensorGrads)> {
         let cfg = &self.arch.cfg;
         let n = x.shape()[0];
-        let mut te = self.zeros(&[n, cfg.model_channels], DType::F32)?;
+        let mut te = self.empty(&[n, cfg.model_channels], DType::F32)?;
         crate::ops::embedding::timestep_embedding(t, &mut te)?;
         let h1 = self.linear(&te, "time_embed.0", false)?;
         let emb = self.linear(&h1, "time_embed.2", true)?;
@@ -142,7 +142,7 @@ impl UNet {
             let s = skips.pop().expect("one skip per decoder block");
             let hs = h.shape().to_vec();
             dec_split.push((hs[4], s.shape()[4]));
-            let mut cat = self.zeros(&[hs[0], hs[1], hs[2], hs[3], hs[4] + s.shape()[4]], self.act)?;
+            let mut cat = self.empty(&[hs[0], hs[1], hs[2], hs[3], hs[4] + s.shape()[4]], self.act)?;
             resample::concat(&h, &s, &mut cat)?;
             h = cat;
             let mut ins = Vec::new();
@@ -165,7 +165,8 @@ impl UNet {
 
         // Backward.
         let mut g = TensorGrads::new();
-        let mut demb = self.zeros(emb.shape(), DType::F32)?;
+        // Every block adds its share: start from zero.
+        let mut demb = Tensor::zeros(emb.shape(), DType::F32, &self.dev)?;
         let dg = self.conv_back(&gout, "out.2", 3, 1, &dy, &mut g)?;
         let mut dh = self.norm_back(&h, "out.0", true, &dg, &mut g)?;
         let levels = self.arch.input_blocks.len();
@@ -176,7 +177,7 @@ impl UNet {
             }
             let (ch, cs) = dec_split[o];
             let s = dh.shape().to_vec();
-            let (mut da, mut ds) = (self.zeros(&[s[0], s[1], s[2], s[3], ch], DType::F32)?, self.zeros(&[s[0], s[1], s[2], s[3], cs], DType::F32)?);
+            let (mut da, mut ds) = (self.empty(&[s[0], s[1], s[2], s[3], ch], DType::F32)?, self.empty(&[s[0], s[1], s[2], s[3], cs], DType::F32)?);
             resample::split(&dh, &mut da, &mut ds)?;
             dskips[levels - 1 - o] = Some(ds);
             dh = da;

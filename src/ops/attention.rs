@@ -141,8 +141,7 @@ pub fn attention_backward(qkv: &Tensor, dout: &Tensor, heads: usize, dqkv: &mut 
     }
     expect_dtype("attention_backward", dout, DType::F32)?;
     expect_dtype("attention_backward", dqkv, DType::F32)?;
-    let zeros = vec![0u8; dqkv.numel() * 4];
-    dqkv.buffer_mut().write(&zeros)?;
+    dqkv.buffer_mut().zero()?;
     Launch::new("attention_backward_f32")?
         .grid([t.div_ceil(64) as u32, heads as u32, n as u32])
         .block([64, 1, 1])

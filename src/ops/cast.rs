@@ -18,7 +18,7 @@ pub fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {
     if x.dtype() != DType::F32 && dtype != DType::F32 {
         return cast(&cast(x, DType::F32)?, dtype);
     }
-    let mut y = Tensor::zeros(x.shape(), dtype, &dev)?;
+    let mut y = Tensor::empty(x.shape(), dtype, &dev)?;
     cast_into(x, &mut y)?;
     Ok(y)
 }

@@ -163,9 +163,8 @@ pub fn group_norm_backward(x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: us
     for t in [dy, &*dx, &*dgamma, &*dbeta] {
         expect_dtype("group_norm_backward gradient", t, DType::F32)?;
     }
-    let zeros = vec![0u8; c * 4];
-    dgamma.buffer_mut().write(&zeros)?;
-    dbeta.buffer_mut().write(&zeros)?;
+    dgamma.buffer_mut().zero()?;
+    dbeta.buffer_mut().zero()?;
     let s = x.numel() / (n * c);
     Launch::new("group_norm_backward_f32")?
         .grid([(n * groups) as u32, 1, 1])

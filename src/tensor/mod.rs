@@ -24,7 +24,15 @@ impl std::fmt::Debug for Tensor {
 }
 
 impl Tensor {
+    /// A tensor of zeros (a fill on the device's stream).
     pub fn zeros(shape: &[usize], dtype: DType, dev: &Device) -> Result<Tensor> {
+        let n = checked_numel(shape)?;
+        Ok(Tensor { shape: shape.to_vec(), dtype, buf: dev.alloc_zeroed(n * dtype.size())? })
+    }
+
+    /// A tensor whose values are not initialised (see [`Device::alloc`]): for outputs that an op
+    /// writes whole.
+    pub fn empty(shape: &[usize], dtype: DType, dev: &Device) -> Result<Tensor> {
         let n = checked_numel(shape)?;
         Ok(Tensor { shape: shape.to_vec(), dtype, buf: dev.alloc(n * dtype.size())? })
     }
@@ -99,7 +107,7 @@ impl Tensor {
     /// A copy on `dev`: a device-side copy when `dev` is this tensor's own device.
     pub fn to_device(&self, dev: &Device) -> Result<Tensor> {
         if dev.name() == self.device().name() {
-            let mut t = Tensor::zeros(&self.shape, self.dtype, dev)?;
+            let mut t = Tensor::empty(&self.shape, self.dtype, dev)?;
             t.buf.copy_from(&self.buf)?;
             return Ok(t);
         }

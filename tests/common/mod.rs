@@ -6,9 +6,15 @@ use tomodiff::Device;
 /// Set to 1 on GPU machines: a missing CUDA device then fails the tests instead of skipping.
 pub const REQUIRE_GPU: &str = "TOMODIFF_REQUIRE_GPU";
 
-/// emu always; cuda:0 when a device exists. Prints the skip, or panics if a GPU is required.
+/// Set to 1 by the GPU check: the kernel tests leave out the emulator (verified on every CPU
+/// run) and spend the GPU machine's minutes on cuda alone.
+pub const GPU_ONLY: &str = "TOMODIFF_GPU_ONLY";
+
+/// emu (unless TOMODIFF_GPU_ONLY=1); cuda:0 when a device exists. Prints the skip, or panics if a
+/// GPU is required.
 pub fn kernel_devices(test: &str) -> Vec<Device> {
-    let mut v = vec![Device::Emu];
+    let gpu_only = std::env::var(GPU_ONLY).is_ok_and(|v| v == "1");
+    let mut v = if gpu_only { vec![] } else { vec![Device::Emu] };
     match Device::cuda(0) {
         Ok(d) => v.push(d),
         Err(e) => {
