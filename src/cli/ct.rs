@@ -253,6 +253,9 @@ pub fn fbp(a: FbpArgs) -> Result<()> {
     let proj = load_proj(&c.input, &g, c.astra_layout)?;
     let window = fbp::Window::parse(&a.window)?;
     let name = if g.kind == tomodiff::ct::Kind::Cone { "FDK" } else { "FBP" };
+    for w in fbp::warnings(&g)? {
+        eprintln!("warning: {name}: {w}");
+    }
     let pb = spinner(&format!("{name} on the cpu"));
     let v = fbp::fbp(&g, &proj, window)?;
     pb.finish_and_clear();

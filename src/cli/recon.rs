@@ -197,6 +197,11 @@ pub fn reconstruct_cmd(a: ReconstructArgs) -> Result<()> {
     let (cfg, w, name) = load_model(a.weights.as_deref(), a.config.as_deref())?;
     eprintln!("prior: {name}");
     let start = Start::parse(&a.prior.start)?;
+    if start != Start::Noise {
+        for w in fbp::warnings(&g)? {
+            eprintln!("warning: FDK start: {w}");
+        }
+    }
     let fdk = if start != Start::Noise { Some(fbp::fbp(&g, &proj, fbp::Window::Hann)?) } else { None };
     let (mu, stats) = run_prior(&cfg, &w, &g, &proj, fdk.as_deref(), &a.prior)?;
     print_stats(&stats);

@@ -1,9 +1,10 @@
-//! Analytic reconstruction: FBP for parallel and fan beams, FDK for circular cone beams (full
-//! scans, and short scans with Parker weights). Ramp filter (Ram-Lak built in the spatial domain,
+//! Analytic reconstruction: FBP for parallel and fan beams, FDK for circular cone beams, for any
+//! list of view angles (redundancy.rs weighs each ray's share of its line). Ramp filter (Ram-Lak built in the spatial domain,
 //! zero-padded, optional window) along detector rows, then a voxel-driven backprojection with
 //! bilinear detector interpolation. Unmatched to the Siddon pair on purpose: it is the fast
 //! baseline, not an adjoint.
 use super::geometry::{Beam, Geometry, Kind};
+use super::redundancy::Redundancy;
 use crate::error::{Error, Result};
 use rayon::prelude::*;
 use rustfft::{num_complex::Complex, FftPlanner};
@@ -82,58 +83,23 @@ pub fn ramp_filter(proj: &mut [f32], cols: usize, du: f64, window: Window) {
     });
 }
 
-/// How the views of a circular scan share the work: weight per view and whether Parker applies.
-struct Coverage {
-    dbeta: f64,
-    parker: Option<f64>, // half fan angle delta, for short scans
-    full: bool,
+/// What FBP/FDK cannot do exactly on this geometry (too short an arc, a detector that misses the
+/// axis), in words, for the caller to print before the work; an error when the views span no
+/// angle or the geometry is not a circular scan.
+pub fn warnings(g: &Geometry) -> Result<Vec<String>> {
+    Ok(Redundancy::new(g)?.warnings)
 }
 
-fn coverage(g: &Geometry, angles: &[f64]) -> Coverage {
-    let n = angles.len() as f64;
-    let (mn, mx) = angles.iter().fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
-    // An angle list is taken as evenly spaced: its span plus one step.
-    let span = if angles.len() > 1 { (mx - mn) * n / (n - 1.0) } else { 360.0 };
-    let dbeta = span.to_radians() / n;
-    let full = span >= 359.0;
-    let delta = match g.beam {
-        Beam::Divergent => {
-            let dsd = g.source_origin + g.origin_detector;
-            let half = (g.det_shape[1] as f64 / 2.0) * g.det_spacing[1] + g.det_offset[1].abs();
-            (half / dsd).atan()
-        }
-        Beam::Parallel => 0.0,
-    };
-    let parker = (g.beam == Beam::Divergent && !full && span.to_radians() >= PI + 2.0 * delta - 1e-6).then_some(delta);
-    Coverage { dbeta, parker, full }
-}
-
-/// Parker's weight at scan angle b (from the first view) and fan angle gamma.
-fn parker(b: f64, gamma: f64, delta: f64) -> f64 {
-    if b < 0.0 {
-        0.0
-    } else if b < 2.0 * (delta - gamma) {
-        (PI / 4.0 * b / (delta - gamma)).sin().powi(2)
-    } else if b <= PI - 2.0 * gamma {
-        1.0
-    } else if b <= PI + 2.0 * delta {
-        (PI / 4.0 * (PI + 2.0 * delta - b) / (delta + gamma)).sin().powi(2)
-    } else {
-        0.0
-    }
-}
-
-/// FBP (parallel, fan) or FDK (cone), chosen by the geometry. `proj` is (n_views, rows, cols).
+/// FBP (parallel, fan) or FDK (cone), chosen by the geometry. `proj` is (n_views, rows, cols)
+/// line integrals; the result (nz, ny, nx) attenuation in 1/mm (the unit of the line integrals
+/// over mm).
 pub fn fbp(g: &Geometry, proj: &[f32], window: Window) -> Result<Vec<f32>> {
-    let angles = match (&g.angles_deg, &g.kind) {
-        (Some(a), Kind::Parallel | Kind::Fan | Kind::Cone) => a.clone(),
-        _ => return Err(Error::Geometry("FBP/FDK need a circular scan (parallel, fan or cone), not a vector geometry".into())),
-    };
+    let red = Redundancy::new(g)?;
+    let angles = g.angles_deg.clone().unwrap_or_default();
     if proj.len() != g.n_rays() {
         return Err(Error::Shape(format!("{} projection values, the geometry has {} rays", proj.len(), g.n_rays())));
     }
     let [rows, cols] = g.det_shape;
-    let cov = coverage(g, &angles);
     // Distances: for divergent beams, detector coordinates are rescaled to the rotation axis.
     let (dso, mag) = match g.beam {
         Beam::Divergent => (g.source_origin, g.source_origin / (g.source_origin + g.origin_detector)),
@@ -144,40 +110,52 @@ pub fn fbp(g: &Geometry, proj: &[f32], window: Window) -> Result<Vec<f32>> {
     let (du, dv) = (g.det_spacing[1] * mag, g.det_spacing[0] * mag_v);
     let (off_u, off_v) = (g.det_offset[1] * mag, g.det_offset[0] * mag_v);
     let (cc, rc) = ((cols as f64 - 1.0) / 2.0, (rows as f64 - 1.0) / 2.0);
-    let mut q = proj.to_vec();
-    let b0 = angles[0].to_radians();
-    // Pre-weights: cosine (divergent beams), Parker (short scans), and the view weight.
-    q.par_chunks_mut(rows * cols).enumerate().for_each(|(vi, view)| {
+    // A displaced detector's rows are widened with zeros to be symmetric about the axis: the
+    // filtered rows reach beyond the measured columns, and the conjugate views rely on that part.
+    let half = cols as f64 / 2.0 * du;
+    let reach = (off_u - half).abs().max((off_u + half).abs());
+    let pad_lo = ((reach + off_u - half) / du - 1e-6).ceil().max(0.0) as usize;
+    let pad_hi = ((reach - off_u - half) / du - 1e-6).ceil().max(0.0) as usize;
+    let wide = cols + pad_lo + pad_hi;
+    let mut q = vec![0f32; angles.len() * rows * wide];
+    // Pre-weights: cosine (divergent beams), and each ray's share of its line (redundancy.rs)
+    // times its view's angular interval.
+    q.par_chunks_mut(rows * wide).enumerate().for_each(|(vi, view)| {
         let b = angles[vi].to_radians();
         for r in 0..rows {
             let v = (r as f64 - rc) * dv + off_v;
             for c in 0..cols {
                 let u = (c as f64 - cc) * du + off_u;
-                let mut w = cov.dbeta * if cov.full { 0.5 } else { 1.0 };
+                let mut w = red.dbeta[vi] * red.weight(b, u);
                 if g.beam == Beam::Divergent {
                     let vz = if g.kind == Kind::Fan { 0.0 } else { v };
                     w *= dso / (dso * dso + u * u + vz * vz).sqrt();
-                    if let Some(delta) = cov.parker {
-                        // Parker's fan angle grows against our u axis: with the source at angle b
-                        // and u along (-sin b, cos b), the ray through +u is seen again at b + pi - 2 gamma
-                        // only with this sign (tests/fbp.rs checks short against full scans).
-                        w *= parker((b - b0).rem_euclid(2.0 * PI), -(u / dso).atan(), delta);
-                    }
                 }
-                view[r * cols + c] *= w as f32;
+                view[r * wide + pad_lo + c] = proj[(vi * rows + r) * cols + c] * w as f32;
             }
         }
     });
-    ramp_filter(&mut q, cols, du, window);
-    Ok(backproject(g, &q, &angles, dso, du, dv, off_u, off_v))
+    ramp_filter(&mut q, wide, du, window);
+    let rows_of = Rows { rows, cols: wide, col_of_offset: cc + pad_lo as f64, du, dv, off_u, off_v };
+    Ok(backproject(g, &q, &angles, dso, &rows_of))
+}
+
+/// The filtered rows' layout: `col_of_offset` is the (fractional) column of the detector offset.
+struct Rows {
+    rows: usize,
+    cols: usize,
+    col_of_offset: f64,
+    du: f64,
+    dv: f64,
+    off_u: f64,
+    off_v: f64,
 }
 
 /// Voxel-driven backprojection of filtered rows (weights already applied).
-#[allow(clippy::too_many_arguments)]
-fn backproject(g: &Geometry, q: &[f32], angles: &[f64], dso: f64, du: f64, dv: f64, off_u: f64, off_v: f64) -> Vec<f32> {
+fn backproject(g: &Geometry, q: &[f32], angles: &[f64], dso: f64, l: &Rows) -> Vec<f32> {
     let [nz, ny, nx] = g.volume.shape;
-    let [rows, cols] = g.det_shape;
-    let (cc, rc) = ((cols as f64 - 1.0) / 2.0, (rows as f64 - 1.0) / 2.0);
+    let (rows, cols) = (l.rows, l.cols);
+    let rc = (rows as f64 - 1.0) / 2.0;
     let trig: Vec<(f64, f64)> = angles.iter().map(|a| a.to_radians().sin_cos()).collect();
     let mut vol = vec![0f32; nz * ny * nx];
     let divergent = g.beam == Beam::Divergent;
@@ -199,8 +177,8 @@ fn backproject(g: &Geometry, q: &[f32], angles: &[f64], dso: f64, du: f64, dv: f
                         }
                         w = m * m;
                     }
-                    let col = (u - off_u) / du + cc;
-                    let row = (v - off_v) / dv + rc;
+                    let col = (u - l.off_u) / l.du + l.col_of_offset;
+                    let row = (v - l.off_v) / l.dv + rc;
                     acc += w * sample(&q[vi * rows * cols..(vi + 1) * rows * cols], rows, cols, row, col);
                 }
                 slice[j * nx + i] = acc as f32;

@@ -6,6 +6,7 @@ pub mod geometry;
 pub mod iterative;
 pub mod noise;
 pub mod phantom;
+pub mod redundancy;
 pub mod siddon;
 
 pub use geometry::{Beam, Geometry, Kind, View, VolumeGrid};

@@ -218,6 +218,7 @@ impl CudaDevice {
     /// Waits for the stream. A fault of any kernel queued before surfaces here, named with the
     /// last launch (TOMODIFF_SYNC=1 names the faulting one exactly).
     pub fn synchronize(&self) -> Result<()> {
+        self.not_capturing("waiting for the device")?;
         self.bind()?;
         // SAFETY: the stream is live.
         let r = unsafe { (api().api.cuStreamSynchronize)(self.stream) };
@@ -255,21 +256,31 @@ impl CudaDevice {
     }
 
     /// Refuses work from another thread while one thread captures (it would enter its graph).
-    fn same_thread_as_capture(&self) -> Result<()> {
-        match *self.capture_owner.lock().unwrap() {
-            Some(owner) if owner != std::thread::current().id() => Err(Error::Capture(format!(
+    /// The guard is held while the work is queued, so a capture cannot begin in between.
+    fn same_thread_as_capture(&self) -> Result<std::sync::MutexGuard<'_, Option<ThreadId>>> {
+        let owner = self.capture_owner.lock().unwrap();
+        match *owner {
+            Some(o) if o != std::thread::current().id() => Err(Error::Capture(format!(
                 "cuda:{} is capturing a graph on another thread; work from this thread would be recorded into it",
                 self.ordinal
             ))),
-            _ => Ok(()),
+            _ => Ok(owner),
         }
+    }
+
+    /// Waiting for the stream would invalidate a capture under way.
+    fn not_capturing(&self, what: &str) -> Result<()> {
+        if self.capturing() {
+            return Err(Error::Capture(format!("{what} on cuda:{} while a graph is being captured", self.ordinal)));
+        }
+        Ok(())
     }
 
     /// A block for a request of size class `class` from the pool, or from the driver, with the
     /// block's own class; on out-of-memory the cached blocks are released and the allocation
     /// tried once more.
     fn take_block(&self, class: usize) -> Result<(CUdeviceptr, usize)> {
-        self.same_thread_as_capture()?;
+        let _queue = self.same_thread_as_capture()?;
         if let Some((c, b)) = self.pool.lock().unwrap().take(class) {
             return Ok((b.0, c));
         }
@@ -304,7 +315,7 @@ impl CudaDevice {
 
     /// Starts capturing the stream's work into a graph (nothing runs until it is replayed).
     pub(super) fn begin_capture(&self) -> Result<()> {
-        self.same_thread_as_capture()?;
+        let mut owner = self.same_thread_as_capture()?;
         self.bind()?;
         let mut status = driver::CAPTURE_STATUS_NONE;
         // SAFETY: writes one int for a live stream.
@@ -320,7 +331,7 @@ impl CudaDevice {
             let _ = self.pool.lock().unwrap().end_capture();
             return Err(e);
         }
-        *self.capture_owner.lock().unwrap() = Some(std::thread::current().id());
+        *owner = Some(std::thread::current().id());
         Ok(())
     }
 
@@ -331,7 +342,7 @@ impl CudaDevice {
         self.bind()?;
         let mut graph = std::ptr::null_mut();
         // SAFETY: the stream is capturing (begin_capture).
-        let ended = d.check(unsafe { (d.api.cuStreamEndCapture)(self.stream, &mut graph) }, "cuStreamEndCapture (the captured work used an operation a graph cannot hold)");
+        let ended = d.check(unsafe { (d.api.cuStreamEndCapture)(self.stream, &mut graph) }, "cuStreamEndCapture (CUDA_ERROR_STREAM_CAPTURE_INVALIDATED: the captured work did something a capture cannot hold)");
         *self.capture_owner.lock().unwrap() = None;
         let reserved = self.pool.lock().unwrap().end_capture();
         let destroy_template = || {
@@ -373,20 +384,23 @@ impl CudaDevice {
     }
 
     pub(super) fn launch_graph(&self, g: &CudaGraphExec) -> Result<()> {
-        self.same_thread_as_capture()?;
+        let _queue = self.same_thread_as_capture()?;
         self.bind()?;
         // SAFETY: g is a live executable graph of this context.
         api().check(unsafe { (api().api.cuGraphLaunch)(g.0, self.stream) }, "cuGraphLaunch")?;
-        if self.sync_each {
+        if self.sync_each && !self.capturing() {
+            drop(_queue);
             self.synchronize()?;
         }
         Ok(())
     }
 
-    /// Returns a graph's reserved blocks once its replays have finished, and destroys it.
+    /// Destroys a graph and returns its reserved blocks. No wait is needed: a replay in flight
+    /// finishes before the driver frees the graph, and later work on the blocks is queued after
+    /// it on the one stream (also while another graph is being captured).
     pub(super) fn release_graph(&self, g: &CudaGraphExec, reserved: Vec<(usize, u64)>) {
-        if self.synchronize().is_ok() {
-            // SAFETY: no replay is in flight after the synchronize; destroyed once.
+        if self.bind().is_ok() {
+            // SAFETY: destroyed once; the driver defers the release of an in-flight graph.
             unsafe { (api().api.cuGraphExecDestroy)(g.0) };
             self.give_back(reserved);
         }
@@ -446,7 +460,7 @@ impl CudaDevice {
     /// Checks the launch against the function's and the device's limits, opts into the dynamic
     /// shared memory it needs, and queues it.
     pub(super) fn launch(&self, k: usize, grid: [u32; 3], block: [u32; 3], smem: u32, args: &mut [*mut c_void]) -> Result<()> {
-        self.same_thread_as_capture()?;
+        let _queue = self.same_thread_as_capture()?;
         self.bind()?;
         let d = api();
         let name = KERNELS[k].name;
@@ -465,7 +479,7 @@ impl CudaDevice {
         let threads = block.iter().map(|&b| b as i64).product::<i64>();
         if threads > f.max_threads as i64 {
             return Err(fail(format!(
-                "a block of {threads} threads needs {} registers ({} per thread); {} ({}) allows {} threads per block for this kernel",
+                "a block of {threads} threads needs {} registers ({} per thread); {} ({}) allows {} threads per block for this kernel (its registers or __launch_bounds__)",
                 threads * f.registers as i64,
                 f.registers,
                 self.name(),
@@ -486,6 +500,10 @@ impl CudaDevice {
         let r = unsafe {
             (d.api.cuLaunchKernel)(f.handle, grid[0], grid[1], grid[2], block[0], block[1], block[2], smem, self.stream, args.as_mut_ptr(), std::ptr::null_mut())
         };
+        if r != driver::SUCCESS && r < 700 {
+            // A launch refused at once (configuration, resources) is about this kernel.
+            return d.check(r, format!("launching {name} grid {grid:?} block {block:?}"));
+        }
         self.after_queued_work(r, &format!("launching {name} grid {grid:?} block {block:?}"))?;
         if self.sync_each && !self.capturing() {
             // SAFETY: the stream is live.
@@ -501,7 +519,7 @@ impl CudaDevice {
 
     /// Stream-ordered byte fill (captured by a graph like a launch).
     fn memset(&self, ptr: CUdeviceptr, value: u8, len: usize) -> Result<()> {
-        self.same_thread_as_capture()?;
+        let _queue = self.same_thread_as_capture()?;
         self.bind()?;
         // SAFETY: the caller owns at least len bytes at ptr.
         api().check(unsafe { (api().api.cuMemsetD8Async)(ptr, value, len, self.stream) }, "cuMemsetD8Async")
@@ -512,8 +530,13 @@ impl CudaDevice {
 fn load_hint(r: driver::CUresult, info: &DeviceInfo) -> String {
     let (maj, min) = info.compute_capability;
     match r {
+        200 => " (the embedded image is not one this driver can read)".into(),
         209 => format!(" (no SASS for sm_{maj}{min} in the fatbin and its PTX could not be JIT-compiled)"),
-        218 | 222 => " (the PTX is newer than this driver: kernels built by CUDA 13.0 need driver R580 or newer)".into(),
+        218 => " (the driver's JIT compiler rejected the PTX)".into(),
+        222 => format!(
+            " (the PTX is newer than this driver, CUDA {}: build with the pinned CUDA 13.0 nvcc, scripts/install-nvcc.sh, not a newer one through NVCC)",
+            driver::version_string(api().version)
+        ),
         _ => String::new(),
     }
 }
@@ -543,7 +566,7 @@ impl CudaMem {
         self.dev.memset(self.ptr, 0, len)
     }
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
-        self.dev.same_thread_as_capture()?;
+        let _queue = self.dev.same_thread_as_capture()?;
         self.dev.bind()?;
         // SAFETY: data.len() <= class (checked by Buffer::write); the synchronize keeps `data`
         // borrowed until the copy is done.
@@ -552,7 +575,7 @@ impl CudaMem {
         self.dev.synchronize()
     }
     pub fn read(&self, len: usize) -> Result<Vec<u8>> {
-        self.dev.same_thread_as_capture()?;
+        let _queue = self.dev.same_thread_as_capture()?;
         self.dev.bind()?;
         let mut out = vec![0u8; len];
         // SAFETY: out has len <= class bytes; the copy is ordered after queued work and awaited.
@@ -562,7 +585,7 @@ impl CudaMem {
         Ok(out)
     }
     pub fn copy_from(&mut self, src: &CudaMem, len: usize) -> Result<()> {
-        self.dev.same_thread_as_capture()?;
+        let _queue = self.dev.same_thread_as_capture()?;
         self.dev.bind()?;
         // SAFETY: both blocks hold at least len bytes (checked by Buffer::copy_from).
         let r = unsafe { (api().api.cuMemcpyDtoDAsync)(self.ptr, src.ptr, len, self.dev.stream) };
@@ -587,13 +610,19 @@ pub struct GpuTimer {
 impl GpuTimer {
     pub fn start(dev: &Arc<CudaDevice>) -> Result<GpuTimer> {
         let d = api();
+        dev.not_capturing("timing")?;
         dev.bind()?;
         let event = || {
             let mut e = std::ptr::null_mut();
             // SAFETY: out-pointer; flags 0 (default, timing enabled).
             d.check(unsafe { (d.api.cuEventCreate)(&mut e, 0) }, "cuEventCreate").map(|_| e)
         };
-        let t = GpuTimer { dev: dev.clone(), start: event()?, stop: event()? };
+        let start = event()?;
+        let stop = event().inspect_err(|_| {
+            // SAFETY: created just above, destroyed once.
+            unsafe { (d.api.cuEventDestroy)(start) };
+        })?;
+        let t = GpuTimer { dev: dev.clone(), start, stop };
         // SAFETY: live event and stream.
         d.check(unsafe { (d.api.cuEventRecord)(t.start, dev.stream) }, "cuEventRecord")?;
         Ok(t)
@@ -614,6 +643,7 @@ impl GpuTimer {
 
 impl Drop for GpuTimer {
     fn drop(&mut self) {
+        let _ = self.dev.bind();
         // SAFETY: created in start(), destroyed once.
         unsafe {
             (api().api.cuEventDestroy)(self.start);

@@ -146,19 +146,23 @@ pub(crate) fn version_string(v: i32) -> String {
 }
 
 fn load() -> std::result::Result<Driver, String> {
-    let candidates = match std::env::var("TOMODIFF_LIBCUDA") {
-        Ok(p) => vec![p],
-        Err(_) => vec!["libcuda.so.1".to_string(), "libcuda.so".to_string()],
-    };
-    let mut why = String::new();
-    for path in candidates {
+    if let Ok(path) = std::env::var("TOMODIFF_LIBCUDA") {
+        // Named on purpose: failing to load it is not "no driver", and is said as such.
         // SAFETY: loading the driver runs its initialisers, which is what using it requires.
-        match unsafe { Library::new(&path) } {
-            Ok(lib) => return open(lib, path),
-            Err(e) => why = e.to_string(),
+        return match unsafe { Library::new(&path) } {
+            Ok(lib) => open(lib, path),
+            Err(e) => Err(format!("TOMODIFF_LIBCUDA={path} could not be loaded: {e}")),
+        };
+    }
+    let mut why = Vec::new();
+    for path in ["libcuda.so.1", "libcuda.so"] {
+        // SAFETY: as above.
+        match unsafe { Library::new(path) } {
+            Ok(lib) => return open(lib, path.to_string()),
+            Err(e) => why.push(e.to_string()),
         }
     }
-    Err(format!("{NO_LIBRARY} (libcuda.so could not be loaded: {why})"))
+    Err(format!("{NO_LIBRARY} ({})", why.join("; ")))
 }
 
 fn open(lib: Library, path: String) -> std::result::Result<Driver, String> {

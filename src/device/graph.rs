@@ -39,9 +39,10 @@ impl Device {
         let mut guard = Capturing { dev: self, ended: false };
         let value = f();
         guard.ended = true;
-        let exec = self.end_capture();
+        // Built before `value?`, so that a failed `f` still releases what was captured.
+        let graph = self.end_capture().map(|exec| Graph { dev: self.clone(), exec });
         let value = value?;
-        Ok((Graph { dev: self.clone(), exec: exec? }, value))
+        Ok((graph?, value))
     }
 
     fn end_capture(&self) -> Result<Exec> {

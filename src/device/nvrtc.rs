@@ -30,7 +30,7 @@ struct Nvrtc {
 
 fn nvrtc() -> Result<&'static Nvrtc> {
     static LIB: OnceLock<std::result::Result<Nvrtc, String>> = OnceLock::new();
-    LIB.get_or_init(load).as_ref().map_err(|why| Error::Launch { kernel: "(NVRTC)".into(), msg: why.clone() })
+    LIB.get_or_init(load).as_ref().map_err(|why| Error::NoCuda(why.clone()))
 }
 
 fn load() -> std::result::Result<Nvrtc, String> {
@@ -86,7 +86,7 @@ pub fn version() -> Result<String> {
 /// Compiles `source` (a module named `name`, every project header inlined) to a cubin for
 /// compute capability `major.minor`.
 pub(crate) fn compile(name: &str, source: &str, cc: (i32, i32)) -> Result<Vec<u8>> {
-    let n = nvrtc()?;
+    let n = nvrtc().map_err(|e| Error::Launch { kernel: format!("module {name}"), msg: e.to_string() })?;
     let fail = |msg: String| Error::Launch { kernel: format!("module {name}"), msg };
     // SAFETY: nvrtcGetErrorString returns a static string for any code.
     let text = |r: NvrtcResult| unsafe { CStr::from_ptr((n.nvrtcGetErrorString)(r)) }.to_string_lossy().into_owned();
