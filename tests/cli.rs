@@ -68,3 +68,12 @@ fn convert_and_inspect() {
     assert_eq!(code, 0);
     assert_eq!(out.trim(), "layer.weight\tbf16\t[3, 1]");
 }
+
+#[test]
+fn negative_numbers_are_option_values() {
+    // Read as values, so tomodiff's own range check answers, naming the value.
+    assert_one_line_error(&["sample", "--eta", "-1", "-o", "/tmp/never-written.npy"], "eta -1 in [0, 1]");
+    let (code, _, err) = tomodiff(&["reconstruct", "--gamma", "-1", "-g", "/nonexistent/g.json", "-i", "p.npy", "-o", "r.npy"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(!err.contains("unexpected argument"), "--gamma -1 taken as a flag: {err}");
+}

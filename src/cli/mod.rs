@@ -134,8 +134,18 @@ enum BenchCmd {
     },
 }
 
+/// The command line, every subcommand taking negative numbers as option values (`--eta -1`)
+/// rather than as flags; tomodiff's own checks then say what range a value must be in.
+fn command() -> clap::Command {
+    fn negatives(c: clap::Command) -> clap::Command {
+        c.allow_negative_numbers(true).mut_subcommands(negatives)
+    }
+    negatives(<Cli as clap::CommandFactory>::command())
+}
+
 pub fn run() -> Result<()> {
-    match Cli::parse().cmd {
+    let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit());
+    match cli.cmd {
         Cmd::Info { kernels } => print!("{}", tomodiff::info::report(kernels)),
         Cmd::Bench { what: BenchCmd::Gemm { devices, size } } => bench_gemm(devices, size)?,
         Cmd::Bench { what: BenchCmd::Projector { devices, case } } => {

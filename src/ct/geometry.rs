@@ -1,4 +1,4 @@
-//! Scan geometry: the JSON document of docs/CT_CONVENTIONS.md, validated, and turned into one
+//! Scan geometry: the JSON document of docs/CT.md, validated, and turned into one
 //! vector record per view, which is all the projectors see.
 //!
 //! Conventions (world in mm, right-handed, rotation axis z):

@@ -1,5 +1,5 @@
 //! CT physics: geometry, the Siddon projector pair, phantoms, analytic and iterative
-//! reconstruction. Conventions: docs/CT_CONVENTIONS.md and the header of geometry.rs.
+//! reconstruction. Conventions: docs/CT.md and the header of geometry.rs.
 pub mod chest;
 pub mod fbp;
 pub mod geometry;
