@@ -77,3 +77,46 @@ fn negative_numbers_are_option_values() {
     assert_eq!(code, 1, "{err}");
     assert!(!err.contains("unexpected argument"), "--gamma -1 taken as a flag: {err}");
 }
+
+/// A float64 .npy file of `vals` with `shape`.
+fn npy_f64(path: &std::path::Path, shape: &[usize], vals: &[f64]) {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let mut header = format!("{{'descr': '<f8', 'fortran_order': False, 'shape': ({},), }}", dims.join(", "));
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    for v in vals {
+        bytes.extend(v.to_le_bytes());
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn overflow_is_an_error_naming_the_value_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+    std::fs::write(p("g.json"), r#"{"volume": {"shape": [4, 8, 8]}, "scan": {"type": "parallel", "n_views": 4, "det_shape": [4, 12]}}"#).unwrap();
+    // float64 beyond float32's range: named as such, not as "non-finite".
+    let mut vals = vec![0.0; 256];
+    vals[5] = 1e39;
+    npy_f64(&dir.path().join("big64.npy"), &[4, 8, 8], &vals);
+    assert_one_line_error(&["project", "--geometry", &p("g.json"), "-i", &p("big64.npy"), "-o", &p("a.npy")], "1e39 at flat index 5 is out of float32 range");
+    // Finite input whose line integrals overflow: refused with the index, no file left behind.
+    let mut vol = vec![0f32; 256];
+    vol.iter_mut().take(64).for_each(|v| *v = 1e38);
+    tomodiff::io::npy::write(&dir.path().join("big.npy"), &[4, 8, 8], &vol).unwrap();
+    assert_one_line_error(&["project", "--geometry", &p("g.json"), "-i", &p("big.npy"), "-o", &p("proj.npy")], "float32 overflowed");
+    assert!(!dir.path().join("proj.npy").exists());
+    // A cast to f16 that overflows: refused, naming the tensor and the value.
+    let t = tomodiff::Tensor::from_f32(&[7e4, -1e5, 3e38, 1.0], &[4], tomodiff::DType::F32, &tomodiff::Device::Cpu).unwrap();
+    tomodiff::tensor::safetensors::save(&dir.path().join("w.safetensors"), &[("w", &t)]).unwrap();
+    assert_one_line_error(&["convert", &p("w.safetensors"), &p("h.safetensors"), "--dtype", "f16", "--device", "cpu"], "tensor w: 7e4 at flat index 0 overflows f16");
+    assert!(!dir.path().join("h.safetensors").exists());
+    // bf16 holds 3e38.
+    let (code, _, err) = tomodiff(&["convert", &p("w.safetensors"), &p("b.safetensors"), "--dtype", "bf16", "--device", "cpu"]);
+    assert_eq!(code, 0, "{err}");
+}

@@ -69,7 +69,8 @@ fn nifti_round_trip_plain_and_gzip() {
 fn non_finite_input_is_rejected_with_its_index() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("nan.npy");
-    npy::write(&p, &[4], &[0.0, 1.0, f32::NAN, 2.0]).unwrap();
+    assert!(npy::write(&p, &[4], &[0.0, 1.0, f32::NAN, 2.0]).unwrap_err().to_string().contains("NaN at index [2]"));
+    std::fs::write(&p, npy::encode(&[4], &[0.0, 1.0, f32::NAN, 2.0])).unwrap();
     let e = io::read_array(&p).unwrap_err().to_string();
     assert!(e.contains("nan.npy") && e.contains("flat index 2"), "{e}");
     assert!(io::read_array(&dir.path().join("x.txt")).unwrap_err().to_string().contains("unknown file type"));

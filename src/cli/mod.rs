@@ -4,7 +4,7 @@ mod recon;
 mod sample;
 mod train;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use tomodiff::tensor::safetensors;
@@ -188,6 +188,12 @@ pub fn run() -> Result<()> {
             let tensors = safetensors::load(&input, &dev)?;
             let mut out = Vec::new();
             for (name, t) in &tensors {
+                // A cast that rounds a finite value to infinity is refused before anything is written.
+                let vals = t.to_f32_vec()?;
+                let cast = dtype.decode(&dtype.encode(&vals));
+                if let Some(i) = (0..vals.len()).find(|&i| vals[i].is_finite() && cast[i].is_infinite()) {
+                    bail!("tensor {name}: {:e} at flat index {i} overflows {dtype}; nothing written", vals[i]);
+                }
                 out.push((name.as_str(), t.to_dtype(dtype).with_context(|| format!("converting {name}"))?));
             }
             let refs: Vec<(&str, &tomodiff::Tensor)> = out.iter().map(|(n, t)| (*n, t)).collect();

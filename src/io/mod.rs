@@ -62,3 +62,24 @@ pub fn write_array(path: &Path, shape: &[usize], data: &[f32], voxel_size: [f64;
         Err(Error::io(path, std::io::Error::other("unknown file type: expected .npy, .nii or .nii.gz")))
     }
 }
+
+/// Refuses values that are not finite (a computation that overflowed float32), naming the first
+/// one and its index, before anything is written.
+pub(crate) fn refuse_non_finite(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
+    if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+        let mut idx = vec![0; shape.len()];
+        let mut rest = i;
+        for (d, &n) in shape.iter().enumerate().rev() {
+            idx[d] = rest % n.max(1);
+            rest /= n.max(1);
+        }
+        return Err(Error::io(
+            path,
+            std::io::Error::other(format!(
+                "not written: the result holds {} at index {idx:?} of shape {shape:?} (float32 overflowed: are the input's values in range?)",
+                data[i]
+            )),
+        ));
+    }
+    Ok(())
+}

@@ -125,6 +125,7 @@ pub fn encode(shape: &[usize], data: &[f32], voxel_size: [f64; 3]) -> Vec<u8> {
 }
 
 pub fn write(path: &Path, shape: &[usize], data: &[f32], voxel_size: [f64; 3]) -> Result<()> {
+    super::refuse_non_finite(path, shape, data)?;
     let bytes = encode(shape, data, voxel_size);
     if gz(path) {
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());

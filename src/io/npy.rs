@@ -51,6 +51,15 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Array> {
         return Err(bad(path, format!("truncated: {} data bytes for shape {shape:?} of {descr} ({} needed)", data.len(), n * size)));
     }
     let big = order == '>';
+    if (kind, size) == ('f', 8) {
+        for (i, c) in data[..n * size].chunks_exact(8).enumerate() {
+            let b: [u8; 8] = c.try_into().unwrap();
+            let v = if big { f64::from_be_bytes(b) } else { f64::from_le_bytes(b) };
+            if v.is_finite() && v.abs() > f32::MAX as f64 {
+                return Err(bad(path, format!("value {v:e} at flat index {i} is out of float32 range (largest {:e})", f32::MAX)));
+            }
+        }
+    }
     let vals = data[..n * size]
         .chunks_exact(size)
         .map(|c| {
@@ -106,5 +115,6 @@ pub fn encode(shape: &[usize], data: &[f32]) -> Vec<u8> {
 }
 
 pub fn write(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
+    super::refuse_non_finite(path, shape, data)?;
     super::write_atomic(path, &encode(shape, data))
 }
