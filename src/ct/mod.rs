@@ -8,5 +8,6 @@ pub mod noise;
 pub mod phantom;
 pub mod redundancy;
 pub mod siddon;
+pub mod units;
 
 pub use geometry::{Beam, Geometry, Kind, View, VolumeGrid};
