@@ -96,3 +96,47 @@ fn bad_ct_input_is_one_line() {
     ok(&["project", "--geometry", &s(&g), "-i", &s(&vol), "-o", &s(&whole), "--device", "emu"]);
     assert_eq!(tomodiff::io::read_array(&slabbed).unwrap().data, tomodiff::io::read_array(&whole).unwrap().data);
 }
+
+/// Every output is checked before the work: extension, folder, writability; a refused command
+/// leaves no file behind.
+#[test]
+fn outputs_are_checked_before_the_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let g = d.join("g.json");
+    std::fs::write(&g, GEOMETRY).unwrap();
+    let vol = d.join("vol.npy");
+    ok(&["phantom", "ellipsoids", "--shape", "16,24,24", "-o", &s(&vol)]);
+    let proj = d.join("proj.npy");
+    ok(&["project", "--geometry", &s(&g), "-i", &s(&vol), "-o", &s(&proj)]);
+    let out = d.join("fdk.npy");
+    fails(&["fbp", "--geometry", &s(&g), "-i", &s(&proj), "-o", &s(&d.join("fdk.txt"))], "output must end in .npy, .nii, .nii.gz");
+    fails(&["fbp", "--geometry", &s(&g), "-i", &s(&proj), "-o", &s(&out), "--preview", &s(&d.join("missing/p.png"))], "does not exist");
+    fails(&["fbp", "--geometry", &s(&g), "-i", &s(&proj), "-o", &s(&out), "--preview", &s(&d.join("p.jpg"))], "output must end in .png");
+    fails(&["fbp", "--geometry", &s(&g), "-i", &s(&proj), "-o", &s(d)], "output must end in");
+    fails(&["project", "--geometry", &s(&g), "-i", &s(&vol), "-o", &s(&d.join("p.nii.gz"))], "output must end in .npy");
+    fails(&["metrics", "-i", &s(&vol), "--reference", &s(&vol), "--json", &s(&d.join("no/m.json"))], "does not exist");
+    // The reconstruction refuses before loading a model or sampling anything.
+    fails(&["reconstruct", "-g", &s(&g), "-i", &s(&proj), "-o", &s(&d.join("rec.txt")), "--device", "cpu"], "output must end in");
+    assert!(!out.exists(), "no volume after a refused preview");
+}
+
+/// A set of outputs is all or nothing: files written before a failure are removed.
+#[test]
+fn outputs_are_all_or_nothing() {
+    use tomodiff::io::output::Outputs;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.npy"), dir.path().join("b.png"));
+    {
+        let mut outs = Outputs::default();
+        outs.write(&a, |p| tomodiff::io::npy::write(p, &[2], &[1.0, 2.0])).unwrap();
+        let e = outs.write(&b, |p| tomodiff::io::npy::write(p, &[1], &[f32::NAN]));
+        assert!(e.is_err());
+        assert!(a.exists());
+    }
+    assert!(!a.exists() && !b.exists(), "the first file goes when the second fails");
+    let mut outs = Outputs::default();
+    outs.write(&a, |p| tomodiff::io::npy::write(p, &[2], &[1.0, 2.0])).unwrap();
+    outs.commit();
+    assert!(a.exists());
+}

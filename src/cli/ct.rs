@@ -5,6 +5,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tomodiff::ct::{fbp, iterative, noise, phantom, siddon::Projector, Geometry, VolumeGrid};
+use tomodiff::io::output::{self, Kind, Outputs};
 use tomodiff::io::{self, preview};
 use tomodiff::{DType, Device, Tensor};
 
@@ -176,15 +177,30 @@ fn swap01(x: &[f32], a: usize, b: usize, c: usize) -> Vec<f32> {
     y
 }
 
-pub(crate) fn save_volume(path: &Path, grid: &VolumeGrid, data: &[f32], preview_path: Option<&Path>) -> Result<()> {
-    io::write_array(path, &grid.shape, data, grid.voxel_size)?;
+/// Writes the volume and its preview into `outs`: if the preview fails, the volume goes too.
+pub(crate) fn write_volume(outs: &mut Outputs, path: &Path, grid: &VolumeGrid, data: &[f32], preview_path: Option<&Path>) -> Result<()> {
+    outs.write(path, |p| io::write_array(p, &grid.shape, data, grid.voxel_size))?;
     if let Some(p) = preview_path {
-        preview::write(p, grid.shape, &[data])?;
+        outs.write(p, |p| preview::write(p, grid.shape, &[data]))?;
     }
     Ok(())
 }
 
+/// The volume and its preview, both or neither.
+pub(crate) fn save_volume(path: &Path, grid: &VolumeGrid, data: &[f32], preview_path: Option<&Path>) -> Result<()> {
+    let mut outs = Outputs::default();
+    write_volume(&mut outs, path, grid, data, preview_path)?;
+    outs.commit();
+    Ok(())
+}
+
+/// A volume output and its optional preview, checked before the work.
+pub(crate) fn check_volume_outputs(output: &Path, preview: Option<&Path>) -> Result<()> {
+    Ok(output::check_all(&[(Some(output), Kind::Volume), (preview, Kind::Png)])?)
+}
+
 pub fn phantom(a: PhantomArgs) -> Result<()> {
+    check_volume_outputs(&a.output, a.preview.as_deref())?;
     let grid = match (&a.geometry, &a.shape) {
         (Some(g), None) => Geometry::from_file(g)?.volume,
         (None, Some(s)) => {
@@ -207,6 +223,7 @@ pub fn phantom(a: PhantomArgs) -> Result<()> {
 }
 
 pub fn project(a: ProjectArgs) -> Result<()> {
+    output::check(&a.output, Kind::Npy)?;
     let g = Geometry::from_file(&a.geometry)?;
     let vol = load_volume(&a.input, &g.volume)?;
     let dev = crate::cli::device(&a.device)?;
@@ -232,6 +249,7 @@ pub fn project(a: ProjectArgs) -> Result<()> {
 }
 
 pub fn backproject(a: ReconArgs) -> Result<()> {
+    check_volume_outputs(&a.output, a.preview.as_deref())?;
     let g = Geometry::from_file(&a.geometry)?;
     let proj = load_proj(&a.input, &g, a.astra_layout)?;
     let dev = crate::cli::device(&a.device)?;
@@ -249,6 +267,7 @@ pub fn backproject(a: ReconArgs) -> Result<()> {
 
 pub fn fbp(a: FbpArgs) -> Result<()> {
     let c = &a.common;
+    check_volume_outputs(&c.output, c.preview.as_deref())?;
     let g = Geometry::from_file(&c.geometry)?;
     let proj = load_proj(&c.input, &g, c.astra_layout)?;
     let window = fbp::Window::parse(&a.window)?;
@@ -266,6 +285,7 @@ pub fn fbp(a: FbpArgs) -> Result<()> {
 
 pub fn iterative(a: IterativeArgs) -> Result<()> {
     let c = &a.common;
+    check_volume_outputs(&c.output, c.preview.as_deref())?;
     let g = Geometry::from_file(&c.geometry)?;
     let proj = load_proj(&c.input, &g, c.astra_layout)?;
     let dev = crate::cli::device(&c.device)?;
@@ -299,6 +319,7 @@ pub fn iterative(a: IterativeArgs) -> Result<()> {
 }
 
 pub fn metrics(a: MetricsArgs) -> Result<()> {
+    output::check_all(&[(a.json.as_deref(), Kind::Json)])?;
     let x = io::read_array(&a.input)?;
     let r = io::read_array(&a.reference)?;
     if x.shape != r.shape || x.shape.len() != 3 {

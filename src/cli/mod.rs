@@ -184,6 +184,7 @@ pub fn run() -> Result<()> {
         }
         Cmd::Convert { input, output, dtype, device } => {
             let dtype = DType::parse(&dtype)?;
+            tomodiff::io::output::check(&output, tomodiff::io::output::Kind::SafeTensors)?;
             let dev = crate::cli::device(&device)?;
             let tensors = safetensors::load(&input, &dev)?;
             let mut out = Vec::new();

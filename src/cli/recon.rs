@@ -1,6 +1,6 @@
 //! `tomodiff reconstruct` (projections in, a volume out, with the diffusion prior) and `tomodiff
 //! demo` (a held-out phantom, a sparse-view scan, FDK, CGLS and the prior side by side).
-use super::ct::{budget, load_proj, save_volume};
+use super::ct::{budget, load_proj};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -188,6 +188,9 @@ fn report(shape: [usize; 3], truth: &[f32], methods: &[&Method], mut extra: serd
 }
 
 pub fn reconstruct_cmd(a: ReconstructArgs) -> Result<()> {
+    let metrics = a.reference.as_ref().map(|_| a.metrics.clone().unwrap_or_else(|| metrics_path(&a.output)));
+    super::ct::check_volume_outputs(&a.output, a.preview.as_deref())?;
+    tomodiff::io::output::check_all(&[(metrics.as_deref(), tomodiff::io::output::Kind::Json)])?;
     let g = Geometry::from_file(&a.geometry)?;
     let proj = load_proj(&a.input, &g, a.astra_layout)?; // non-finite values are refused by the reader
     let reference = match &a.reference {
@@ -205,15 +208,17 @@ pub fn reconstruct_cmd(a: ReconstructArgs) -> Result<()> {
     let fdk = if start != Start::Noise { Some(fbp::fbp(&g, &proj, fbp::Window::Hann)?) } else { None };
     let (mu, stats) = run_prior(&cfg, &w, &g, &proj, fdk.as_deref(), &a.prior)?;
     print_stats(&stats);
-    save_volume(&a.output, &g.volume, &mu, a.preview.as_deref())?;
-    println!("reconstruction written to {}", a.output.display());
-    if let Some(r) = reference {
+    // The volume, its preview and the metrics: all written, or none left behind.
+    let mut outs = tomodiff::io::output::Outputs::default();
+    super::ct::write_volume(&mut outs, &a.output, &g.volume, &mu, a.preview.as_deref())?;
+    if let (Some(r), Some(path)) = (reference, metrics) {
         let dev = crate::cli::device(&a.prior.sampler.device)?;
         let [fdk, cgls] = baselines(&g, &proj, a.cgls_iters, &dev)?;
         let prior = Method { name: "diffusion prior".into(), key: "diffusion", volume: mu, seconds: stats.sample.total_s };
-        let path = a.metrics.clone().unwrap_or_else(|| metrics_path(&a.output));
-        report(g.volume.shape, &r, &[&fdk, &cgls, &prior], serde_json::json!({ "cgls_iters": a.cgls_iters }), &path)?;
+        outs.write(&path, |p| report(g.volume.shape, &r, &[&fdk, &cgls, &prior], serde_json::json!({ "cgls_iters": a.cgls_iters }), p))?;
     }
+    outs.commit();
+    println!("reconstruction written to {}", a.output.display());
     Ok(())
 }
 

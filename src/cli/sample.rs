@@ -67,6 +67,7 @@ pub struct SampleArgs {
 }
 
 pub fn run(a: SampleArgs) -> Result<()> {
+    super::ct::check_volume_outputs(&a.output, a.preview.as_deref())?;
     let (cfg, w) = match &a.weights {
         Some(p) => model_files::load(p, a.config.as_deref())?,
         None => model_files::shipped()?,
@@ -84,10 +85,7 @@ pub fn run(a: SampleArgs) -> Result<()> {
     pb.finish_and_clear();
     let mu: Vec<f32> = x.iter().map(|v| (v + 1.0) / 2.0 * cfg.mu_max).collect();
     let grid = VolumeGrid { shape, voxel_size: [1.0; 3], origin: [0.0; 3] };
-    tomodiff::io::write_array(&a.output, &grid.shape, &mu, grid.voxel_size)?;
-    if let Some(p) = &a.preview {
-        tomodiff::io::preview::write(p, shape, &[&mu])?;
-    }
+    super::ct::save_volume(&a.output, &grid, &mu, a.preview.as_deref())?;
     println!("sample {shape:?} written to {} ({} passes on {})", a.output.display(), stats.passes, dev.name());
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! writes that never leave a half-written file under the final name.
 pub mod nifti;
 pub mod npy;
+pub mod output;
 pub mod preview;
 
 use crate::error::{Error, Result};
