@@ -112,3 +112,22 @@ fn the_shipped_prior_denoises_held_out_phantoms() {
         assert!(model < 0.2 * naive, "t {t}: {model} vs {naive}");
     }
 }
+
+/// Data outside the prior's range are named with the factor: the same chest scan with its line
+/// integrals x10 (1/cm read as 1/mm) against the shipped prior's mu_max.
+#[test]
+fn data_outside_the_priors_range_are_named() {
+    let json = tomodiff::ct::geometry::cone_scan_json([32, 32, 32], 60, 360.0);
+    let g = tomodiff::ct::Geometry::from_json(&json).unwrap();
+    let vol = tomodiff::ct::phantom::by_name("chest", &g.volume, 3).unwrap();
+    let mut proj = vec![0f32; g.n_rays()];
+    tomodiff::ct::siddon::forward_ref(&g, &vol, &mut proj);
+    let fdk = tomodiff::ct::fbp::fbp(&g, &proj, tomodiff::ct::fbp::Window::Hann).unwrap();
+    let mu_max = 0.04;
+    assert_eq!(tomodiff::diffusion::recon::range_warning(&fdk, mu_max), None);
+    let ten: Vec<f32> = proj.iter().map(|p| p * 10.0).collect();
+    let w = tomodiff::diffusion::recon::range_warning(&tomodiff::ct::fbp::fbp(&g, &ten, tomodiff::ct::fbp::Window::Hann).unwrap(), mu_max)
+        .expect("x10 data are out of range");
+    eprintln!("{w}");
+    assert!(w.contains("times the prior's range") && w.contains("1/cm"), "{w}");
+}

@@ -153,3 +153,24 @@ pub fn memory_estimate(cfg: &UNetConfig, w: &Weights, batch: usize, dims: [usize
     let volume: usize = dims.iter().product();
     Ok(network + (2 + 5) * volume * 4 + 4 * rays * 4)
 }
+
+/// Whether the data's attenuation is in the range the prior was trained on: the 99.5th
+/// percentile of a quick reconstruction (FDK) against the config's `mu_max` (1/mm). A warning
+/// with the factor when it is over twice the range (line integrals in 1/cm with a geometry in mm
+/// read 10x high) or under a fifth of it; None when it fits.
+pub fn range_warning(fdk: &[f32], mu_max: f32) -> Option<String> {
+    let mut v: Vec<f32> = fdk.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    let k = ((v.len() - 1) as f64 * 0.995) as usize;
+    let (_, p, _) = v.select_nth_unstable_by(k, f32::total_cmp);
+    let p = *p;
+    let factor = p / mu_max;
+    if factor > 2.0 || factor < 0.2 {
+        return Some(format!(
+            "the data reach an attenuation of {p:.4} /mm (99.5th percentile of FDK), {factor:.2} times the prior's range (mu_max {mu_max} /mm): are the projections line integrals in 1/mm with the geometry in mm (1/cm reads 10 times high)? The prior's help shrinks outside its range"
+        ));
+    }
+    None
+}
