@@ -201,10 +201,17 @@ impl Geometry {
             "cone_vec" => Kind::ConeVec,
             other => return Err(bad("scan.type", format!("unknown type {other:?}: expected parallel, fan, cone, parallel_vec or cone_vec"))),
         };
+        // Arrays of these sizes are allocated later: refuse what no machine holds (2^34 float32
+        // values are 64 GiB), instead of aborting in the allocation.
+        const MAX_VALUES: usize = 1 << 34;
+        let voxels = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).filter(|&n| n <= MAX_VALUES);
+        voxels.ok_or_else(|| bad("volume.shape", format!("{shape:?} holds more than 2^34 voxels (64 GiB as float32)")))?;
         let g = match kind {
             Kind::Parallel | Kind::Fan | Kind::Cone => circular(volume, kind, det_shape, s)?,
             Kind::ParallelVec | Kind::ConeVec => vectors(volume, kind, det_shape, s)?,
         };
+        let rays = g.views.len().checked_mul(det_shape[0] * det_shape[1]).filter(|&n| n <= MAX_VALUES);
+        rays.ok_or_else(|| bad("scan", format!("{} views of {det_shape:?} pixels are more than 2^34 rays (64 GiB as float32)", g.views.len())))?;
         g.validate()?;
         Ok(g)
     }

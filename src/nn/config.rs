@@ -124,7 +124,15 @@ impl UNetConfig {
         }
         let path = std::path::Path::new(name_or_path);
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let c: UNetConfig = serde_json::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        UNetConfig::from_json(&text).map_err(|e| match e {
+            Error::Config(m) => Error::Config(format!("{}: {m}", path.display())),
+            e => e,
+        })
+    }
+
+    /// A config from its JSON text, validated.
+    pub fn from_json(text: &str) -> Result<UNetConfig> {
+        let c: UNetConfig = serde_json::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
         c.validate()?;
         Ok(c)
     }

@@ -1,0 +1,119 @@
+//! Every reader of outside files, fed mutations of a valid file (bytes replaced, the file cut
+//! short, junk appended) by proptest: each input is read or refused with an error, never a panic,
+//! and no reader allocates more than its input warrants (the allocator below refuses any single
+//! allocation over 256 MiB, which aborts the test). A bounded run here (PROPTEST_CASES, default
+//! 64 per reader); a longer one: `PROPTEST_CASES=20000 cargo test --release --test fuzz_readers`.
+use proptest::prelude::*;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::Path;
+
+struct Capped;
+
+// SAFETY: forwards to the system allocator, refusing (null) what is over the cap.
+unsafe impl GlobalAlloc for Capped {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        if l.size() > 256 << 20 {
+            return std::ptr::null_mut();
+        }
+        System.alloc(l)
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        System.dealloc(p, l)
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        if l.size() > 256 << 20 {
+            return std::ptr::null_mut();
+        }
+        System.alloc_zeroed(l)
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        if n > 256 << 20 {
+            return std::ptr::null_mut();
+        }
+        System.realloc(p, l, n)
+    }
+}
+
+#[global_allocator]
+static ALLOC: Capped = Capped;
+
+/// A mutation of `seed`: some bytes replaced (biased to the header, where sizes live), then cut
+/// or extended.
+fn mutate(seed: &[u8], edits: &[(usize, u8)], cut: Option<usize>, junk: &[u8]) -> Vec<u8> {
+    let mut b = seed.to_vec();
+    for &(i, v) in edits {
+        let i = if i % 2 == 0 { i % b.len().min(400) } else { i % b.len() };
+        b[i] = v;
+    }
+    if let Some(c) = cut {
+        b.truncate(c % (b.len() + 1));
+    }
+    b.extend_from_slice(junk);
+    b
+}
+
+fn mutations() -> impl Strategy<Value = (Vec<(usize, u8)>, Option<usize>, Vec<u8>)> {
+    (prop::collection::vec((any::<usize>(), any::<u8>()), 0..12), prop::option::of(any::<usize>()), prop::collection::vec(any::<u8>(), 0..16))
+}
+
+fn config() -> ProptestConfig {
+    ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64), ..ProptestConfig::default() }
+}
+
+fn text_mutation(seed: &str, edits: &[(usize, u8)], cut: Option<usize>, junk: &[u8]) -> String {
+    // Text readers get printable edits, so that numbers and keys change rather than only UTF-8.
+    let edits: Vec<(usize, u8)> = edits.iter().map(|&(i, v)| (i, b" 0123456789-.e,:[]{}\"x"[v as usize % 22])).collect();
+    String::from_utf8_lossy(&mutate(seed.as_bytes(), &edits, cut, junk)).into_owned()
+}
+
+const GEOMETRY: &str = r#"{"volume": {"shape": [16, 24, 24], "voxel_size": [1, 1, 1], "origin": [0, 0, 0]},
+  "scan": {"type": "cone", "n_views": 60, "arc_deg": 360, "source_origin": 150, "origin_detector": 100, "det_shape": [28, 40], "det_spacing": [1.5, 1.5], "det_offset": [0, 0]}}"#;
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn npy((edits, cut, junk) in mutations()) {
+        let seed = tomodiff::io::npy::encode(&[3, 4, 5], &(0..60).map(|i| i as f32).collect::<Vec<_>>());
+        let _ = tomodiff::io::npy::parse(Path::new("fuzz.npy"), &mutate(&seed, &edits, cut, &junk));
+    }
+
+    #[test]
+    fn nifti((edits, cut, junk) in mutations()) {
+        let seed = tomodiff::io::nifti::encode(&[3, 4, 5], &(0..60).map(|i| i as f32).collect::<Vec<_>>(), [1.0, 0.5, 0.5]);
+        let _ = tomodiff::io::nifti::parse(Path::new("fuzz.nii"), &mutate(&seed, &edits, cut, &junk));
+    }
+
+    #[test]
+    fn safetensors((edits, cut, junk) in mutations()) {
+        let t = tomodiff::Tensor::from_f32(&[1.0, 2.0, 3.0, 4.0], &[2, 2], tomodiff::DType::F32, &tomodiff::Device::Cpu).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("w.safetensors");
+        tomodiff::tensor::safetensors::save(&p, &[("w", &t)]).unwrap();
+        let seed = std::fs::read(&p).unwrap();
+        let _ = tomodiff::tensor::safetensors::load_bytes(&p, &mutate(&seed, &edits, cut, &junk), &tomodiff::Device::Cpu);
+    }
+
+    #[test]
+    fn geometry_json((edits, cut, junk) in mutations()) {
+        let _ = tomodiff::ct::Geometry::from_json(&text_mutation(GEOMETRY, &edits, cut, &junk));
+    }
+
+    #[test]
+    fn model_config((edits, cut, junk) in mutations()) {
+        let seed = serde_json::to_string(&tomodiff::nn::UNetConfig::tiny()).unwrap();
+        let _ = tomodiff::nn::UNetConfig::from_json(&text_mutation(&seed, &edits, cut, &junk));
+    }
+}
+
+/// Sizes a header may state but no machine holds are refused by the reader, not left to abort an
+/// allocation later.
+#[test]
+fn geometry_sizes_beyond_memory_are_refused() {
+    let huge = GEOMETRY.replace("[16, 24, 24]", "[1048576, 1048576, 1048576]");
+    let e = tomodiff::ct::Geometry::from_json(&huge).unwrap_err().to_string();
+    assert!(e.contains("more than 2^34 voxels"), "{e}");
+    let rays = GEOMETRY.replace(r#""n_views": 60"#, r#""n_views": 1048576"#).replace("[28, 40]", "[1048576, 1024]");
+    let e = tomodiff::ct::Geometry::from_json(&rays).unwrap_err().to_string();
+    assert!(e.contains("more than 2^34 rays"), "{e}");
+}
