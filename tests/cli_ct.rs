@@ -140,3 +140,23 @@ fn outputs_are_all_or_nothing() {
     outs.commit();
     assert!(a.exists());
 }
+
+/// A NIfTI whose voxel size disagrees with the geometry's is an error unless a flag says which
+/// wins; `file` projects with the file's voxels (a 2 mm volume casts longer shadows).
+#[test]
+fn voxel_size_disagreement_needs_a_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let g = d.join("g.json");
+    std::fs::write(&g, GEOMETRY).unwrap();
+    let vol = d.join("vol.nii");
+    let v: Vec<f32> = (0..16 * 24 * 24).map(|i| (i % 7) as f32 * 0.01).collect();
+    tomodiff::io::nifti::write(&vol, &[16, 24, 24], &v, [2.0, 2.0, 2.0]).unwrap();
+    let p = |n: &str| s(&d.join(n));
+    fails(&["project", "--geometry", &s(&g), "-i", &s(&vol), "-o", &p("a.npy")], "say which wins with --voxel-size-from");
+    ok(&["project", "--geometry", &s(&g), "-i", &s(&vol), "-o", &p("geo.npy"), "--voxel-size-from", "geometry"]);
+    ok(&["project", "--geometry", &s(&g), "-i", &s(&vol), "-o", &p("file.npy"), "--voxel-size-from", "file"]);
+    let sum = |n: &str| tomodiff::io::read_array(&d.join(n)).unwrap().data.iter().map(|x| *x as f64).sum::<f64>();
+    assert!(sum("file.npy") > 1.5 * sum("geo.npy"), "2 mm voxels integrate to more than 1 mm ones");
+    fails(&["project", "--geometry", &s(&g), "-i", &s(&vol), "-o", &p("b.npy"), "--voxel-size-from", "both"], "takes file or geometry");
+}

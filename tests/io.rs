@@ -123,3 +123,52 @@ fn poisson_noise_statistics() {
     assert_eq!(p, q, "same seed, same noise");
     assert!(noise::poisson(&mut q, 10, 0.5, 1).is_err());
 }
+
+/// A NIfTI of shape (nz, ny, nx) = (2, 3, 4) with value 100 k + 10 j + i, its header patched by
+/// `patch` (byte offset, little-endian bytes).
+fn nifti_with(patch: &[(usize, Vec<u8>)]) -> Vec<u8> {
+    let vals: Vec<f32> = (0..24).map(|f| (100 * (f / 12) + 10 * (f / 4 % 3) + f % 4) as f32).collect();
+    let mut b = tomodiff::io::nifti::encode(&[2, 3, 4], &vals, [3.0, 2.0, 1.0]);
+    for (o, bytes) in patch {
+        b[*o..*o + bytes.len()].copy_from_slice(bytes);
+    }
+    b
+}
+
+fn f32s(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn at(a: &tomodiff::io::Array, z: usize, y: usize, x: usize) -> f32 {
+    a.data[(z * a.shape[1] + y) * a.shape[2] + x]
+}
+
+#[test]
+fn nifti_orientation_is_read_and_written() {
+    use tomodiff::io::nifti;
+    let p = std::path::Path::new("o.nii");
+    // As written: sform and qform both aligned, read back unchanged.
+    let b = nifti_with(&[]);
+    assert_eq!(i16::from_le_bytes([b[252], b[253]]), 2, "qform_code");
+    assert_eq!(i16::from_le_bytes([b[254], b[255]]), 2, "sform_code");
+    let a = nifti::parse(p, &b).unwrap();
+    assert_eq!((a.shape.as_slice(), a.voxel_size), (&[2, 3, 4][..], Some([3.0, 2.0, 1.0])));
+    assert_eq!((at(&a, 1, 2, 3), at(&a, 0, 1, 2)), (123.0, 12.0));
+    // sform running x backwards: the array is flipped along x.
+    let a = nifti::parse(p, &nifti_with(&[(280, f32s(&[-1.0, 0.0, 0.0, 5.0]))])).unwrap();
+    assert_eq!((at(&a, 1, 2, 0), at(&a, 0, 0, 3)), (123.0, 0.0));
+    // sform swapping i and j: array axis i runs along world y (2 mm), j along world x (1 mm).
+    let a = nifti::parse(p, &nifti_with(&[(280, f32s(&[0.0, 1.0, 0.0, 0.0])), (296, f32s(&[2.0, 0.0, 0.0, 0.0]))])).unwrap();
+    assert_eq!((a.shape.as_slice(), a.voxel_size), (&[2, 4, 3][..], Some([3.0, 2.0, 1.0])));
+    assert_eq!(at(&a, 1, 3, 2), 123.0, "world (x 2, y 3) is array (j 2, i 3)");
+    // No sform; a qform turned 180 degrees about z (quatern_d = 1): x and y flipped.
+    let q = nifti_with(&[(254, 0i16.to_le_bytes().to_vec()), (256, f32s(&[0.0, 0.0, 1.0]))]);
+    let a = nifti::parse(p, &q).unwrap();
+    assert_eq!((at(&a, 1, 0, 0), at(&a, 0, 2, 3)), (123.0, 0.0));
+    // qfac -1 (pixdim[0]) runs k backwards: z flipped.
+    let a = nifti::parse(p, &nifti_with(&[(254, 0i16.to_le_bytes().to_vec()), (76, f32s(&[-1.0]))])).unwrap();
+    assert_eq!((at(&a, 0, 2, 3), at(&a, 1, 0, 0)), (123.0, 0.0));
+    // Two array axes on one world axis: refused.
+    let e = nifti::parse(p, &nifti_with(&[(296, f32s(&[2.0, 0.0, 0.0, 0.0]))])).unwrap_err().to_string();
+    assert!(e.contains("distinct world axes"), "{e}");
+}

@@ -50,6 +50,10 @@ pub struct ProjectArgs {
     /// Write (rows, views, cols) as ASTRA keeps projections.
     #[arg(long)]
     astra_layout: bool,
+    /// When the volume file states a voxel size other than the geometry's: `file` or `geometry`
+    /// says which wins (without it, the disagreement is an error).
+    #[arg(long)]
+    voxel_size_from: Option<String>,
     /// cpu, emu, cuda, cuda:N or auto.
     #[arg(long, default_value = "auto")]
     device: String,
@@ -147,10 +151,27 @@ fn spinner(msg: &str) -> ProgressBar {
     pb
 }
 
-pub(crate) fn load_volume(path: &Path, grid: &VolumeGrid) -> Result<Vec<f32>> {
+/// A volume of the grid's shape. A voxel size stated by the file (NIfTI, DICOM) that differs from
+/// the grid's is an error unless `wins` is `file` (the grid takes the file's) or `geometry`.
+pub(crate) fn load_volume(path: &Path, grid: &mut VolumeGrid, wins: Option<&str>) -> Result<Vec<f32>> {
+    if !matches!(wins, None | Some("file" | "geometry")) {
+        bail!("--voxel-size-from takes file or geometry, not {:?}", wins.unwrap_or_default());
+    }
     let a = io::read_array(path)?;
     if a.shape != grid.shape {
         bail!("{}: volume of shape {:?}, the geometry's volume is {:?} (nz, ny, nx)", path.display(), a.shape, grid.shape);
+    }
+    if let Some(vs) = a.voxel_size {
+        let differs = vs.iter().zip(&grid.voxel_size).any(|(f, g)| (f - g).abs() > 1e-3 * g.abs());
+        match (differs, wins) {
+            (true, None) => bail!(
+                "{}: voxel size {vs:?} mm (z, y, x) in the file, {:?} in the geometry: say which wins with --voxel-size-from file|geometry",
+                path.display(),
+                grid.voxel_size
+            ),
+            (true, Some("file")) => grid.voxel_size = vs,
+            _ => {}
+        }
     }
     Ok(a.data)
 }
@@ -225,7 +246,8 @@ pub fn phantom(a: PhantomArgs) -> Result<()> {
 pub fn project(a: ProjectArgs) -> Result<()> {
     output::check(&a.output, Kind::Npy)?;
     let g = Geometry::from_file(&a.geometry)?;
-    let vol = load_volume(&a.input, &g.volume)?;
+    let mut g = g;
+    let vol = load_volume(&a.input, &mut g.volume, a.voxel_size_from.as_deref())?;
     let dev = crate::cli::device(&a.device)?;
     let t0 = Instant::now();
     let budget = budget(&dev, a.memory_budget_gb)?;

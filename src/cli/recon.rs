@@ -69,6 +69,10 @@ pub struct ReconstructArgs {
     /// Ground truth: adds FDK and CGLS from the same data and writes a metrics JSON.
     #[arg(long)]
     reference: Option<PathBuf>,
+    /// When the reference file states a voxel size other than the geometry's: `file` or
+    /// `geometry` says which wins (without it, the disagreement is an error).
+    #[arg(long)]
+    voxel_size_from: Option<String>,
     /// Where the metrics JSON goes (default: the output's name with .metrics.json).
     #[arg(long)]
     metrics: Option<PathBuf>,
@@ -194,7 +198,8 @@ pub fn reconstruct_cmd(a: ReconstructArgs) -> Result<()> {
     let g = Geometry::from_file(&a.geometry)?;
     let proj = load_proj(&a.input, &g, a.astra_layout)?; // non-finite values are refused by the reader
     let reference = match &a.reference {
-        Some(r) => Some(super::ct::load_volume(r, &g.volume)?),
+        // Compared voxel by voxel: a file that wins only states the grid, as the geometry's is used.
+        Some(r) => Some(super::ct::load_volume(r, &mut g.volume.clone(), a.voxel_size_from.as_deref())?),
         None => None,
     };
     let (cfg, w, name) = load_model(a.weights.as_deref(), a.config.as_deref())?;

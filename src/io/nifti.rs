@@ -1,7 +1,12 @@
 //! NIfTI-1 volumes (.nii, .nii.gz). A (nz, ny, nx) C-order array is NIfTI's x-fastest layout, so
-//! dim = (nx, ny, nz) and the data need no permutation. Reads integer and float datatypes with
-//! scl_slope/scl_inter applied, either byte order; writes f32 with the voxel size in pixdim and an
-//! sform centred on the volume.
+//! dim = (nx, ny, nz). Reads integer and float datatypes with scl_slope/scl_inter applied, either
+//! byte order, and the orientation: the sform when sform_code > 0, else the qform (quaternion,
+//! qfac) when qform_code > 0, else pixdim alone. The data are reoriented to the project's frame,
+//! which is NIfTI's world frame (x, y, z; RAS+): each array axis goes to the world axis it runs
+//! closest to, flipped where it runs backwards, so the (nz, ny, nx) result has x, y and z
+//! increasing (an oblique scan is taken to its closest axes; the voxel sizes are the affine's
+//! column lengths). Writes f32 with the voxel size in pixdim and the same affine, centred on the
+//! volume, as both sform and qform (codes 2, aligned), so viewers show it the right way up.
 use super::Array;
 use crate::error::{Error, Result};
 use std::io::Read;
@@ -63,7 +68,7 @@ pub fn parse(path: &Path, b: &[u8]) -> Result<Array> {
     };
     let n: usize = n3.iter().product();
     let data = b.get(vox_offset..vox_offset + n * size).ok_or_else(|| bad(path, format!("truncated: {n} voxels of {size} bytes expected")))?;
-    let vals = data
+    let vals: Vec<f32> = data
         .chunks_exact(size)
         .map(|c| {
             let mut a = [0u8; 8];
@@ -85,7 +90,57 @@ pub fn parse(path: &Path, b: &[u8]) -> Result<Array> {
         })
         .collect();
     let vs = |p: f32| if p.is_finite() && p > 0.0 { p.abs() as f64 } else { 1.0 };
-    Ok(Array { shape: vec![n3[2], n3[1], n3[0]], data: vals, voxel_size: Some([vs(pix[2]), vs(pix[1]), vs(pix[0])]) })
+    let (sform, qform) = (i16at(254), i16at(252));
+    let affine: [[f64; 3]; 3] = if sform > 0 {
+        // Columns of srow_x, srow_y, srow_z (rows at 280, 296, 312).
+        std::array::from_fn(|col| std::array::from_fn(|row| f32at(280 + 16 * row + 4 * col) as f64))
+    } else if qform > 0 {
+        let (qb, qc, qd) = (f32at(256) as f64, f32at(260) as f64, f32at(264) as f64);
+        let qa = (1.0 - qb * qb - qc * qc - qd * qd).max(0.0).sqrt();
+        let qfac = if f32at(76) < 0.0 { -1.0 } else { 1.0 };
+        let r = [
+            [qa * qa + qb * qb - qc * qc - qd * qd, 2.0 * (qb * qc - qa * qd), 2.0 * (qb * qd + qa * qc)],
+            [2.0 * (qb * qc + qa * qd), qa * qa + qc * qc - qb * qb - qd * qd, 2.0 * (qc * qd - qa * qb)],
+            [2.0 * (qb * qd - qa * qc), 2.0 * (qc * qd + qa * qb), qa * qa + qd * qd - qc * qc - qb * qb],
+        ];
+        let scale = [vs(pix[0]), vs(pix[1]), vs(pix[2]) * qfac];
+        std::array::from_fn(|col| std::array::from_fn(|row| r[row][col] * scale[col]))
+    } else {
+        [[vs(pix[0]), 0.0, 0.0], [0.0, vs(pix[1]), 0.0], [0.0, 0.0, vs(pix[2])]]
+    };
+    reorient(path, [n3[0], n3[1], n3[2]], &vals, affine)
+}
+
+/// The (nz, ny, nx) array in the world frame of `affine` (columns: the world step of array axes
+/// i, j, k), each world axis increasing, with the voxel sizes along z, y, x.
+fn reorient(path: &Path, n: [usize; 3], vals: &[f32], affine: [[f64; 3]; 3]) -> Result<Array> {
+    let mut axis_of = [usize::MAX; 3]; // world axis -> array axis
+    let mut flip = [false; 3];
+    let mut size = [1.0; 3];
+    for (a, col) in affine.iter().enumerate() {
+        let norm = col.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let w = (0..3).max_by(|&x, &y| col[x].abs().total_cmp(&col[y].abs())).unwrap();
+        if !(norm.is_finite() && norm > 0.0) || axis_of[w] != usize::MAX {
+            return Err(bad(path, format!("the orientation (sform/qform) does not map the array's axes to distinct world axes: {affine:?}")));
+        }
+        axis_of[w] = a;
+        flip[w] = col[w] < 0.0;
+        size[w] = norm;
+    }
+    let out_n = [n[axis_of[0]], n[axis_of[1]], n[axis_of[2]]]; // along world x, y, z
+    let mut out = vec![0f32; vals.len()];
+    let mut src = [0usize; 3];
+    for z in 0..out_n[2] {
+        for y in 0..out_n[1] {
+            for x in 0..out_n[0] {
+                for (w, c) in [x, y, z].into_iter().enumerate() {
+                    src[axis_of[w]] = if flip[w] { out_n[w] - 1 - c } else { c };
+                }
+                out[(z * out_n[1] + y) * out_n[0] + x] = vals[(src[2] * n[1] + src[1]) * n[0] + src[0]];
+            }
+        }
+    }
+    Ok(Array { shape: vec![out_n[2], out_n[1], out_n[0]], data: out, voxel_size: Some([size[2], size[1], size[0]]) })
 }
 
 pub fn encode(shape: &[usize], data: &[f32], voxel_size: [f64; 3]) -> Vec<u8> {
@@ -110,6 +165,7 @@ pub fn encode(shape: &[usize], data: &[f32], voxel_size: [f64; 3]) -> Vec<u8> {
     put_f32(&mut h, 108, 352.0);
     put_f32(&mut h, 112, 1.0);
     h[123] = 10 | 8; // xyzt_units: mm, s
+    put_i16(&mut h, 252, 2); // qform_code: aligned (identity rotation, qfac 1 in pixdim[0])
     put_i16(&mut h, 254, 2); // sform_code: aligned
     // sform: voxel (i, j, k) -> world, centred like our voxel convention.
     let off = [-(nx as f32) * sx / 2.0 + sx / 2.0, -(ny as f32) * sy / 2.0 + sy / 2.0, -(nz as f32) * sz / 2.0 + sz / 2.0];
@@ -118,6 +174,7 @@ pub fn encode(shape: &[usize], data: &[f32], voxel_size: [f64; 3]) -> Vec<u8> {
         for (c, v) in row.iter().enumerate() {
             put_f32(&mut h, 280 + 16 * r + 4 * c, *v);
         }
+        put_f32(&mut h, 268 + 4 * r, off[r]); // qoffset_x, y, z
     }
     h[344..348].copy_from_slice(b"n+1\0");
     h.extend(data.iter().flat_map(|v| v.to_le_bytes()));
