@@ -43,25 +43,31 @@ pub fn to_model_range(mu: &[f32], mu_max: f32) -> Vec<f32> {
     mu.iter().map(|m| (2.0 * m / mu_max - 1.0).clamp(-1.0, 1.0)).collect()
 }
 
-/// Reads every .npy/.nii/.nii.gz volume of a folder and maps the window [lo, hi] to [-1, 1].
+/// Reads every .npy/.nii/.nii.gz volume of a folder, and every sub-folder that is a DICOM CT
+/// series (read in HU), and maps the window [lo, hi] to [-1, 1]. A folder holding none of these
+/// but DICOM slices itself is read as one series.
 pub fn load_folder(dir: &Path, window: [f32; 2]) -> Result<Vec<(PathBuf, [usize; 3], Vec<f32>)>> {
+    use crate::io::dicom;
     let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     let mut files: Vec<PathBuf> = rd
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             let s = p.to_string_lossy();
-            s.ends_with(".npy") || s.ends_with(".nii") || s.ends_with(".nii.gz")
+            s.ends_with(".npy") || s.ends_with(".nii") || s.ends_with(".nii.gz") || (p.is_dir() && dicom::is_series_dir(p))
         })
         .collect();
     files.sort();
+    if files.is_empty() && dicom::is_series_dir(dir) {
+        files.push(dir.to_path_buf());
+    }
     if files.is_empty() {
-        return Err(Error::io(dir, std::io::Error::other("holds no .npy, .nii or .nii.gz volume")));
+        return Err(Error::io(dir, std::io::Error::other("holds no .npy, .nii or .nii.gz volume, no DICOM series sub-folder and no DICOM slices")));
     }
     let [lo, hi] = window;
     files
         .into_iter()
         .map(|f| {
-            let a = crate::io::read_array(&f)?;
+            let a = if f.is_dir() { dicom::read_series(&f)?.hu } else { crate::io::read_array(&f)? };
             let dims: [usize; 3] = a.shape.as_slice().try_into().map_err(|_| Error::io(&f, std::io::Error::other(format!("a 3D volume is needed, shape {:?}", a.shape))))?;
             let x = a.data.iter().map(|v| (2.0 * (v - lo) / (hi - lo) - 1.0).clamp(-1.0, 1.0)).collect();
             Ok((f, dims, x))

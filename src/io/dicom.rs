@@ -18,13 +18,15 @@
 //! PixelPaddingValue (or within [PixelPaddingValue, PixelPaddingRangeLimit]) are not
 //! measurements (the corners outside the scan circle) and read as air, -1000 HU.
 //!
-//! Refused, each with one message naming the file and the tag: files that mix series
-//! (SeriesInstanceUID), orientation, Rows/Columns or PixelSpacing; two slices at one position;
-//! spacing that varies by more than 1% (+ 0.001 mm) along the stack; positions that slide across
-//! the slice plane (gantry tilt, a sheared stack) by more than 0.1 pixel; compressed or deflated
-//! transfer syntaxes (decompress first, e.g. `gdcmconv --raw`); multi-frame files; colour images;
-//! a Modality other than CT; missing or unreadable required tags; truncated files. Before the
-//! DICOM parser runs, every element length in the file is checked against the bytes that remain,
+//! Refused, each with one message naming the file (or the positions) and the tag: files that mix
+//! series (SeriesInstanceUID), orientation, Rows/Columns or PixelSpacing; two slices at one
+//! position; a gap between neighbours that differs from the median gap by more than 1%
+//! (+ 0.001 mm), as a missing slice does; positions that slide across the slice plane (gantry
+//! tilt, a sheared stack) by more than 0.1 pixel; compressed or deflated transfer syntaxes
+//! (decompress first, e.g. `gdcmconv --raw`); multi-frame files; colour images; a Modality other
+//! than CT; missing or unreadable required tags; truncated files. One slice alone takes its
+//! thickness from SpacingBetweenSlices, else SliceThickness. Before the DICOM parser runs, every
+//! element length in the file is checked against the bytes that remain of its container,
 //! so a damaged header cannot make it allocate more than the file holds.
 //!
 //! In a folder, files without the "DICM" marker (README, .DS_Store, ...) and DICOMDIR indexes are
@@ -32,7 +34,7 @@
 use super::Array;
 use crate::error::{Error, Result};
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
-use dicom_core::value::{PrimitiveValue, Value};
+use dicom_core::value::{DicomValueType, PrimitiveValue, Value};
 use dicom_object::file::ReadPreamble;
 use dicom_object::{OpenFileOptions, StandardDataDictionary, Tag};
 use rayon::prelude::*;
@@ -355,15 +357,16 @@ fn read_slice(path: &Path) -> Result<Option<Slice>> {
     let mask: u32 = if stored == 32 { u32::MAX } else { (1u32 << stored) - 1 };
     let value = |w: u32| -> i64 {
         let v = w & mask;
-        if signed && stored < 64 && v >> (stored - 1) & 1 == 1 {
+        if signed && v >> (stored - 1) & 1 == 1 {
             v as i64 - (1i64 << stored)
         } else {
             v as i64
         }
     };
-    // Padding values are given in the pixels' own representation (US or SS).
+    // Padding values share the pixels' representation; a negative one read as US (implicit VR)
+    // is the same bit pattern, so both go through `value`.
     let pad = padding.map(|p| {
-        let q = padding_limit.unwrap_or(p);
+        let (p, q) = (value(p as u32), value(padding_limit.unwrap_or(p) as u32));
         (p.min(q), p.max(q))
     });
     let hu: Vec<f32> = raw
@@ -402,7 +405,7 @@ fn name(p: &Path) -> String {
 fn assemble(path: &Path, mut slices: Vec<Slice>, skipped: Vec<PathBuf>) -> Result<Series> {
     let first = &slices[0];
     for s in &slices[1..] {
-        let differ = |what: String| bad(&s.path, format!("{what}; {} has another: one series per folder", name(&first.path)));
+        let differ = |what: String| bad(&s.path, format!("{what} in {}: one series (one size, orientation and pixel spacing) per folder", name(&first.path)));
         if s.series != first.series {
             return Err(differ(format!("{}: {} differs from {}", tag_name(SERIES_UID), s.series, first.series)));
         }
@@ -430,9 +433,11 @@ fn assemble(path: &Path, mut slices: Vec<Slice>, skipped: Vec<PathBuf>) -> Resul
             bad(&s.path, format!("one slice, and neither {} nor {} gives its thickness", tag_name(SPACING_BETWEEN_SLICES), tag_name(SLICE_THICKNESS)))
         })?
     } else {
-        let mean = (positions[nz - 1] - positions[0]) / (nz - 1) as f64;
-        for k in 0..nz - 1 {
-            let gap = positions[k + 1] - positions[k];
+        let gaps: Vec<f64> = positions.windows(2).map(|w| w[1] - w[0]).collect();
+        let mut sorted = gaps.clone();
+        sorted.sort_by(f64::total_cmp);
+        let median = sorted[(sorted.len() - 1) / 2];
+        for (k, &gap) in gaps.iter().enumerate() {
             let (a, b) = (name(&slices[k].path), name(&slices[k + 1].path));
             if gap < 1e-3 {
                 return Err(bad(
@@ -444,11 +449,11 @@ fn assemble(path: &Path, mut slices: Vec<Slice>, skipped: Vec<PathBuf>) -> Resul
                     ),
                 ));
             }
-            if (gap - mean).abs() > 0.01 * mean + 1e-3 {
+            if (gap - median).abs() > 0.01 * median + 1e-3 {
                 return Err(bad(
                     path,
                     format!(
-                        "uneven slice spacing ({}): {gap:.4} mm between {a} at {:.3} mm and {b} at {:.3} mm, {mean:.4} mm on average over {nz} slices (a missing slice?)",
+                        "uneven slice spacing ({}): {gap:.4} mm between {a} at {:.3} mm and {b} at {:.3} mm, {median:.4} mm (the median) between the others of {nz} slices (a missing slice?)",
                         tag_name(IMAGE_POSITION),
                         positions[k],
                         positions[k + 1]
@@ -456,6 +461,7 @@ fn assemble(path: &Path, mut slices: Vec<Slice>, skipped: Vec<PathBuf>) -> Resul
                 ));
             }
         }
+        let mean = (positions[nz - 1] - positions[0]) / (nz - 1) as f64;
         // The stack must go straight along the normal: a sheared (gantry-tilted) stack is not a
         // (nz, ny, nx) grid.
         let tol = 0.1 * sy.min(sx);

@@ -1,5 +1,6 @@
-//! Files: volumes and projections (.npy; NIfTI .nii/.nii.gz for volumes), PNG previews, and
-//! writes that never leave a half-written file under the final name.
+//! Files: volumes and projections (.npy; NIfTI .nii/.nii.gz for volumes; DICOM CT series, read
+//! only), PNG previews, and writes that never leave a half-written file under the final name.
+pub mod dicom;
 pub mod nifti;
 pub mod npy;
 pub mod output;
@@ -38,14 +39,22 @@ fn is_nifti(path: &Path) -> bool {
     s.ends_with(".nii") || s.ends_with(".nii.gz")
 }
 
-/// Reads .npy or NIfTI by extension; rejects NaN and infinity with the first bad index.
+/// Reads .npy or NIfTI by extension, and a folder or a .dcm file as a DICOM CT series (mu in
+/// 1/mm, `dicom`'s axes; skipped non-DICOM files are noted on stderr); rejects NaN and infinity
+/// with the first bad index.
 pub fn read_array(path: &Path) -> Result<Array> {
-    let a = if is_nifti(path) {
+    let a = if dicom::is_dicom_path(path) {
+        let s = dicom::read_series(path)?;
+        for n in s.notes() {
+            eprintln!("note: {n}");
+        }
+        s.into_mu()
+    } else if is_nifti(path) {
         nifti::read(path)?
     } else if path.extension().is_some_and(|e| e == "npy") {
         npy::read(path)?
     } else {
-        return Err(Error::io(path, std::io::Error::other("unknown file type: expected .npy, .nii or .nii.gz")));
+        return Err(Error::io(path, std::io::Error::other("unknown file type: expected .npy, .nii, .nii.gz, or DICOM (a series folder or a .dcm file)")));
     };
     if let Some(i) = a.data.iter().position(|v| !v.is_finite()) {
         return Err(Error::io(path, std::io::Error::other(format!("holds a non-finite value ({}) at flat index {i}", a.data[i]))));
