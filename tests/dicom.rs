@@ -116,13 +116,15 @@ fn single_slice_matches_pydicom() {
     assert_eq!(s.files, vec![fixture()]);
     assert!(s.skipped.is_empty());
 
+    // read_array reorients to the world axes as NIfTI does (RAS+): this axial slice's rows run
+    // anterior to posterior and its columns right to left in patient LPS, so both flip.
     let a = io::read_array(&fixture()).unwrap();
     assert_eq!((a.shape.clone(), a.voxel_size), (vec![1, N, N], s.hu.voxel_size));
     for ((r, c), hu) in PYDICOM_HU {
-        assert_eq!(a.data[r * N + c], hu_to_mu(hu));
+        assert_eq!(a.data[(N - 1 - r) * N + (N - 1 - c)], hu_to_mu(hu));
     }
     // Water is 0.0193 /mm: 904 HU.
-    assert!((a.data[64 * N + 64] - 0.0193 * 1.904).abs() < 1e-6);
+    assert!((a.data[(N - 1 - 64) * N + (N - 1 - 64)] - 0.0193 * 1.904).abs() < 1e-6);
 }
 
 /// Five slices 2.5 mm apart under shuffled names: file k holds slice k, intercept -1024 + 10 k.
@@ -161,10 +163,16 @@ fn series_sorted_by_position() {
     }
     assert_eq!(s.skipped, vec![dir.join("README.txt")]);
     assert!(s.notes()[0].contains("skipped 1 file(s)") && s.notes()[0].contains("README.txt"), "{:?}", s.notes());
-    // read_array: the same in mu.
+    // read_array: the same in mu, in the world's axes (x and y flipped from LPS to RAS).
     let a = io::read_array(&dir).unwrap();
     assert_eq!(a.shape, vec![5, N, N]);
-    assert!(a.data.iter().zip(&s.hu.data).all(|(&m, &h)| m == hu_to_mu(h)));
+    for k in 0..5 {
+        for r in 0..N {
+            for c in 0..N {
+                assert_eq!(a.data[(k * N + N - 1 - r) * N + N - 1 - c], hu_to_mu(s.hu.data[(k * N + r) * N + c]));
+            }
+        }
+    }
 }
 
 /// A coronal stack is read in its own frame: normal = row x column direction = +y here.
@@ -368,20 +376,21 @@ fn mutated_headers_never_panic() {
     assert!(read > 0 && refused > 0, "{read} read, {refused} refused");
 }
 
-/// Training data: a folder of series sub-folders is one volume per series, in HU.
+/// Training data: a folder of series sub-folders is one volume per series, in mu (1/mm), the
+/// same volume read_array gives; `--voxel-size` resamples it.
 #[test]
 fn training_folder_of_series() {
+    use tomodiff::diffusion::train::{load_folder, Units};
     let d = tempfile::tempdir().unwrap();
     make_series(&d.path().join("s1"));
     make_series(&d.path().join("s2"));
-    let v = tomodiff::diffusion::train::load_folder(d.path(), [-1000.0, 1000.0]).unwrap();
+    let v = load_folder(d.path(), Units::Hu, None).unwrap();
     assert_eq!(v.len(), 2);
     assert_eq!(v[0].1, [5, N, N]);
-    // -849 HU in [-1000, 1000] -> 2 (151 / 2000) - 1.
-    assert!((v[0].2[0] - (2.0 * 151.0 / 2000.0 - 1.0)).abs() < 1e-6, "{}", v[0].2[0]);
-    // The series folder itself.
-    let v = tomodiff::diffusion::train::load_folder(&d.path().join("s1"), [-1000.0, 1000.0]).unwrap();
-    assert_eq!((v.len(), v[0].1), (1, [5, N, N]));
+    assert_eq!(v[0].2, io::read_array(&d.path().join("s1")).unwrap().data, "DICOM is read as mu whatever --units says");
+    // The series folder itself, resampled from 2.5 mm slices to 5 mm.
+    let v = load_folder(&d.path().join("s1"), Units::Mu, Some([5.0, 0.661468, 0.661468])).unwrap();
+    assert_eq!((v.len(), v[0].1), (1, [3, N, N]));
 }
 
 fn tomodiff(args: &[&str]) -> (i32, String, String) {

@@ -51,7 +51,7 @@ fn opts() -> TrainOptions {
         seed: 5,
         adam: AdamConfig { lr: 1e-3, warmup_steps: 2, ..AdamConfig::default() },
         data: Data::Phantom { name: "ellipsoids".into(), shape: [12, 12, 12] },
-        window: [-1000.0, 1000.0],
+        units: tomodiff::diffusion::train::Units::Hu,
     }
 }
 
@@ -203,4 +203,25 @@ fn adamw_kernel_matches_reference() {
             }
         }
     }
+}
+
+/// Folder volumes in HU and in mu reach the model's range through the config's mu_max, the same
+/// map as phantoms: HU +1000 (mu 0.0386 /mm) is not clipped to 1 as the old window did, and the
+/// trainer holds x = 2 mu / mu_max - 1.
+#[test]
+fn folder_volumes_map_through_mu_max() {
+    use tomodiff::diffusion::train::{load_folder, Units};
+    let dir = tempfile::tempdir().unwrap();
+    let hu: Vec<f32> = (0..8 * 8 * 8).map(|i| -1000.0 + (i % 5) as f32 * 500.0).collect();
+    tomodiff::io::nifti::write(&dir.path().join("a.nii"), &[8, 8, 8], &hu, [2.0, 2.0, 2.0]).unwrap();
+    let v = load_folder(dir.path(), Units::Hu, None).unwrap();
+    let mu = &v[0].2;
+    assert!((mu[0] - 0.0).abs() < 1e-7 && (mu[2] - 0.0193).abs() < 1e-6 && (mu[4] - 0.0386).abs() < 1e-6, "{:?}", &mu[..5]);
+    let x = tomodiff::diffusion::train::to_model_range(mu, 0.04);
+    assert!((x[4] - (2.0 * 0.0386 / 0.04 - 1.0)).abs() < 1e-5, "HU +1000 -> {}", x[4]);
+    let as_mu = load_folder(dir.path(), Units::Mu, None).unwrap();
+    assert_eq!(as_mu[0].2, hu, "mu files are taken as they are");
+    let half = load_folder(dir.path(), Units::Hu, Some([4.0, 4.0, 4.0])).unwrap();
+    assert_eq!(half[0].1, [4, 4, 4], "2 mm voxels resampled to 4 mm");
+    assert!(tomodiff::diffusion::train::Units::parse("kelvin").is_err());
 }

@@ -6,7 +6,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
-use tomodiff::diffusion::train::{load_folder, Data, TrainOptions, Trainer};
+use tomodiff::diffusion::train::{load_folder, Data, TrainOptions, Trainer, Units};
 use tomodiff::nn::optim::AdamConfig;
 use tomodiff::nn::{Prediction, UNetConfig};
 
@@ -50,9 +50,13 @@ pub struct TrainArgs {
     /// Shape nz,ny,nx of phantom volumes.
     #[arg(long, value_delimiter = ',', default_value = "32,32,32")]
     volume_shape: Vec<usize>,
-    /// HU window lo,hi mapped to [-1, 1] for folder data.
-    #[arg(long, value_delimiter = ',', default_value = "-1000,1000")]
-    window: Vec<f32>,
+    /// What the values of a folder's .npy/NIfTI volumes are: hu (Hounsfield units) or mu
+    /// (1/mm). DICOM series are always read through their rescale to HU.
+    #[arg(long, default_value = "hu")]
+    units: String,
+    /// Resample folder volumes to this voxel size z,y,x (mm), from the size their files state.
+    #[arg(long, value_delimiter = ',')]
+    voxel_size: Option<Vec<f64>>,
     /// Stop after this many minutes (with a checkpoint and the EMA weights), even before --steps.
     #[arg(long)]
     minutes: Option<f64>,
@@ -70,10 +74,14 @@ pub fn run(a: TrainArgs) -> Result<()> {
     }
     let dev = crate::cli::device(&a.device)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let window: [f32; 2] = a.window.as_slice().try_into().map_err(|_| anyhow::anyhow!("--window takes lo,hi"))?;
-    if !(window[1] > window[0]) {
-        bail!("--window {window:?}: hi must exceed lo");
-    }
+    let units = Units::parse(&a.units)?;
+    let voxel_size: Option<[f64; 3]> = match &a.voxel_size {
+        None => None,
+        Some(v) => match <[f64; 3]>::try_from(v.as_slice()) {
+            Ok(v) if v.iter().all(|x| x.is_finite() && *x > 0.0) => Some(v),
+            _ => bail!("--voxel-size takes three positive sizes z,y,x in mm, got {v:?}"),
+        },
+    };
     let (data, volumes) = match a.data.strip_prefix("phantom:") {
         Some(name) => {
             let shape: [usize; 3] = a.volume_shape.as_slice().try_into().map_err(|_| anyhow::anyhow!("--volume-shape takes nz,ny,nx"))?;
@@ -83,7 +91,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
             (Data::Phantom { name: name.to_string(), shape }, vec![])
         }
         None => {
-            let vols = load_folder(std::path::Path::new(&a.data), window)?;
+            let vols = load_folder(std::path::Path::new(&a.data), units, voxel_size)?;
             let files = vols.iter().map(|v| v.0.clone()).collect();
             (Data::Volumes { files }, vols.into_iter().map(|(_, d, x)| (d, x)).collect())
         }
@@ -92,7 +100,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         Trainer::resume(&a.out, volumes)?
     } else {
         let adam = AdamConfig { lr: a.lr, warmup_steps: a.warmup, ..AdamConfig::default() };
-        let opts = TrainOptions { batch: a.batch, seed: a.seed, adam, data, window };
+        let opts = TrainOptions { batch: a.batch, seed: a.seed, adam, data, units };
         let (mut cfg, init) = match &a.init {
             Some(p) => {
                 let file = if p.is_dir() { p.join("weights.safetensors") } else { p.clone() };

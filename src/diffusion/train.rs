@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 pub enum Data {
     /// A built-in phantom (`ellipsoids`, `chest`, `shepp-logan`) of this shape, a new seed per draw.
     Phantom { name: String, shape: [usize; 3] },
-    /// Volumes already mapped to [-1, 1] (see `load_folder`), with the files they came from.
+    /// Volumes of a folder (see `load_folder`), with the files they came from.
     Volumes { files: Vec<PathBuf> },
 }
 
@@ -34,8 +34,29 @@ pub struct TrainOptions {
     pub seed: u64,
     pub adam: AdamConfig,
     pub data: Data,
-    /// HU window [lo, hi] mapped to [-1, 1] for folder data.
-    pub window: [f32; 2],
+    /// What the values of a folder's .npy/NIfTI volumes are (DICOM is always HU).
+    #[serde(default)]
+    pub units: Units,
+}
+
+/// The unit of a volume file's values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Units {
+    /// Hounsfield units, mapped to attenuation by `ct::units::hu_to_mu`.
+    #[default]
+    Hu,
+    /// Attenuation in 1/mm.
+    Mu,
+}
+
+impl Units {
+    pub fn parse(s: &str) -> Result<Units> {
+        match s {
+            "hu" | "HU" => Ok(Units::Hu),
+            "mu" => Ok(Units::Mu),
+            _ => Err(Error::Config(format!("units {s:?}: expected hu or mu (1/mm)"))),
+        }
+    }
 }
 
 /// Maps attenuation to the model's range: x = 2 mu / mu_max - 1, clamped to [-1, 1].
@@ -44,9 +65,12 @@ pub fn to_model_range(mu: &[f32], mu_max: f32) -> Vec<f32> {
 }
 
 /// Reads every .npy/.nii/.nii.gz volume of a folder, and every sub-folder that is a DICOM CT
-/// series (read in HU), and maps the window [lo, hi] to [-1, 1]. A folder holding none of these
-/// but DICOM slices itself is read as one series.
-pub fn load_folder(dir: &Path, window: [f32; 2]) -> Result<Vec<(PathBuf, [usize; 3], Vec<f32>)>> {
+/// series (a folder holding none of these but DICOM slices itself is read as one series), as
+/// attenuation in 1/mm: DICOM through its rescale to HU, .npy/NIfTI values as `units` says, HU
+/// mapped by `ct::units::hu_to_mu`. With `voxel_size` (z, y, x mm), each volume whose file states
+/// its voxel size (NIfTI, DICOM) is resampled to it (trilinear). The trainer maps attenuation to
+/// the model's range with the config's mu_max, the same map as phantoms and reconstruction.
+pub fn load_folder(dir: &Path, units: Units, voxel_size: Option<[f64; 3]>) -> Result<Vec<(PathBuf, [usize; 3], Vec<f32>)>> {
     use crate::io::dicom;
     let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     let mut files: Vec<PathBuf> = rd
@@ -63,14 +87,21 @@ pub fn load_folder(dir: &Path, window: [f32; 2]) -> Result<Vec<(PathBuf, [usize;
     if files.is_empty() {
         return Err(Error::io(dir, std::io::Error::other("holds no .npy, .nii or .nii.gz volume, no DICOM series sub-folder and no DICOM slices")));
     }
-    let [lo, hi] = window;
     files
         .into_iter()
         .map(|f| {
-            let a = if f.is_dir() { dicom::read_series(&f)?.hu } else { crate::io::read_array(&f)? };
+            let mut a = crate::io::read_array(&f)?;
+            if !f.is_dir() && units == Units::Hu {
+                a.data.iter_mut().for_each(|v| *v = crate::ct::units::hu_to_mu(*v));
+            }
             let dims: [usize; 3] = a.shape.as_slice().try_into().map_err(|_| Error::io(&f, std::io::Error::other(format!("a 3D volume is needed, shape {:?}", a.shape))))?;
-            let x = a.data.iter().map(|v| (2.0 * (v - lo) / (hi - lo) - 1.0).clamp(-1.0, 1.0)).collect();
-            Ok((f, dims, x))
+            match (voxel_size, a.voxel_size) {
+                (Some(want), Some(have)) => {
+                    let out: [usize; 3] = std::array::from_fn(|i| ((dims[i] as f64 * have[i] / want[i]).round() as usize).max(1));
+                    Ok((f, out, crate::ops::resample::trilinear_ref(&a.data, dims, out)))
+                }
+                _ => Ok((f, dims, a.data)),
+            }
         })
         .collect()
 }
@@ -119,6 +150,7 @@ impl Trainer {
         let arch = Arch::new(cfg);
         let params = w.engine_map();
         let opt = Optimizer::from_maps(&arch, [&params, &params, &BTreeMap::new(), &BTreeMap::new()])?;
+        let volumes = volumes.into_iter().map(|(d, mu)| (d, to_model_range(&mu, cfg.mu_max))).collect();
         Ok(Trainer { arch, opts, step: 0, opt, net: None, sched: Schedule::default(), volumes, dev: Device::Cpu })
     }
 

@@ -7,9 +7,11 @@
 //! and the slices are sorted by it, ascending, whatever the file names. Array index (k, i, j) is
 //! slice k in that order, row i and column j as stored. So the array's axes are (n, c, r): for the
 //! usual axial series (orientation 1\0\0\0\1\0, patient LPS coordinates) that is (z from inferior
-//! to superior, y from anterior to posterior, x from the patient's right to left). Other
-//! orientations (coronal, sagittal, oblique) are read the same way, in the slices' own (normal,
-//! row, column) frame, with no resampling into patient axes.
+//! to superior, y from anterior to posterior, x from the patient's right to left). That is the
+//! frame of `read_series` (HU). `read` (and `io::read_array`) then reorient the volume as NIfTI
+//! volumes are, to the world's RAS+ axes (DICOM's LPS with x and y negated; each array axis to
+//! the world axis it runs closest to, flipped where it runs backwards), so a scan read from DICOM
+//! and from NIfTI comes out the same way round; coronal and sagittal stacks become axial arrays.
 //!
 //! voxel_size = [sz, sy, sx] mm: sz the spacing of the sorted positions, (sy, sx) = PixelSpacing
 //! (row spacing, column spacing). Values: stored value (masked to BitsStored, signed when
@@ -72,6 +74,9 @@ const PIXEL_DATA: Tag = Tag(0x7FE0, 0x0010);
 #[derive(Debug, Clone)]
 pub struct Series {
     pub hu: Array,
+    /// The world step of array axes (column, row, slice) in NIfTI's RAS+ frame (DICOM's patient
+    /// LPS with x and y negated), mm: what `into_mu` reorients by.
+    pub affine: [[f64; 3]; 3],
     pub files: Vec<PathBuf>,
     pub positions: Vec<f64>,
     pub skipped: Vec<PathBuf>,
@@ -89,11 +94,14 @@ impl Series {
         vec![format!("{dir}: skipped {} file(s) that are not DICOM images: {}{more}", self.skipped.len(), names.join(", "))]
     }
 
-    /// The volume in mu (1/mm).
-    pub fn into_mu(self) -> Array {
-        let mut a = self.hu;
+    /// The volume in mu (1/mm), reoriented to the world axes as NIfTI volumes are (x, y, z of
+    /// RAS+ increasing along the array's last, middle and first axis).
+    pub fn into_mu(self) -> Result<Array> {
+        let [nz, ny, nx] = [self.hu.shape[0], self.hu.shape[1], self.hu.shape[2]];
+        let path = self.files.first().cloned().unwrap_or_default();
+        let mut a = super::reorient(&path, [nx, ny, nz], &self.hu.data, self.affine)?;
         a.data.iter_mut().for_each(|v| *v = crate::ct::units::hu_to_mu(*v));
-        a
+        Ok(a)
     }
 }
 
@@ -116,7 +124,7 @@ pub fn is_series_dir(dir: &Path) -> bool {
 
 /// Reads a series (folder) or one slice (.dcm file) as mu (1/mm).
 pub fn read(path: &Path) -> Result<Array> {
-    Ok(read_series(path)?.into_mu())
+    read_series(path)?.into_mu()
 }
 
 /// Reads a series (folder) or one slice (.dcm file) in HU, with its files in slice order.
@@ -488,7 +496,10 @@ fn assemble(path: &Path, mut slices: Vec<Slice>, skipped: Vec<PathBuf>) -> Resul
         data.extend_from_slice(&s.hu);
         files.push(s.path);
     }
-    Ok(Series { hu: Array { shape: vec![nz, rows, cols], data, voxel_size: Some([sz, sy, sx]) }, files, positions, skipped })
+    // Patient LPS to RAS: x and y change sign.
+    let ras = |v: [f64; 3], step: f64| [-v[0] * step, -v[1] * step, v[2] * step];
+    let affine = [ras([o[0], o[1], o[2]], sx), ras([o[3], o[4], o[5]], sy), ras(nrm, sz)];
+    Ok(Series { hu: Array { shape: vec![nz, rows, cols], data, voxel_size: Some([sz, sy, sx]) }, affine, files, positions, skipped })
 }
 
 /// The length check that runs before the parser: every element's declared length must fit in the

@@ -40,7 +40,7 @@ fn is_nifti(path: &Path) -> bool {
 }
 
 /// Reads .npy or NIfTI by extension, and a folder or a .dcm file as a DICOM CT series (mu in
-/// 1/mm, `dicom`'s axes; skipped non-DICOM files are noted on stderr); rejects NaN and infinity
+/// 1/mm, reoriented to the world axes as NIfTI; skipped non-DICOM files are noted on stderr); rejects NaN and infinity
 /// with the first bad index.
 pub fn read_array(path: &Path) -> Result<Array> {
     let a = if dicom::is_dicom_path(path) {
@@ -48,7 +48,7 @@ pub fn read_array(path: &Path) -> Result<Array> {
         for n in s.notes() {
             eprintln!("note: {n}");
         }
-        s.into_mu()
+        s.into_mu()?
     } else if is_nifti(path) {
         nifti::read(path)?
     } else if path.extension().is_some_and(|e| e == "npy") {
@@ -92,4 +92,36 @@ pub(crate) fn refuse_non_finite(path: &Path, shape: &[usize], data: &[f32]) -> R
         ));
     }
     Ok(())
+}
+
+/// The (nz, ny, nx) array in the world frame of `affine` (columns: the world step of array axes
+/// i, j, k), each world axis increasing, with the voxel sizes along z, y, x.
+pub(crate) fn reorient(path: &Path, n: [usize; 3], vals: &[f32], affine: [[f64; 3]; 3]) -> Result<Array> {
+    let mut axis_of = [usize::MAX; 3]; // world axis -> array axis
+    let mut flip = [false; 3];
+    let mut size = [1.0; 3];
+    for (a, col) in affine.iter().enumerate() {
+        let norm = col.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let w = (0..3).max_by(|&x, &y| col[x].abs().total_cmp(&col[y].abs())).unwrap();
+        if !(norm.is_finite() && norm > 0.0) || axis_of[w] != usize::MAX {
+            return Err(Error::io(path, std::io::Error::other(format!("the orientation (sform/qform) does not map the array's axes to distinct world axes: {affine:?}"))));
+        }
+        axis_of[w] = a;
+        flip[w] = col[w] < 0.0;
+        size[w] = norm;
+    }
+    let out_n = [n[axis_of[0]], n[axis_of[1]], n[axis_of[2]]]; // along world x, y, z
+    let mut out = vec![0f32; vals.len()];
+    let mut src = [0usize; 3];
+    for z in 0..out_n[2] {
+        for y in 0..out_n[1] {
+            for x in 0..out_n[0] {
+                for (w, c) in [x, y, z].into_iter().enumerate() {
+                    src[axis_of[w]] = if flip[w] { out_n[w] - 1 - c } else { c };
+                }
+                out[(z * out_n[1] + y) * out_n[0] + x] = vals[(src[2] * n[1] + src[1]) * n[0] + src[0]];
+            }
+        }
+    }
+    Ok(Array { shape: vec![out_n[2], out_n[1], out_n[0]], data: out, voxel_size: Some([size[2], size[1], size[0]]) })
 }

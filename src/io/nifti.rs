@@ -108,39 +108,7 @@ pub fn parse(path: &Path, b: &[u8]) -> Result<Array> {
     } else {
         [[vs(pix[0]), 0.0, 0.0], [0.0, vs(pix[1]), 0.0], [0.0, 0.0, vs(pix[2])]]
     };
-    reorient(path, [n3[0], n3[1], n3[2]], &vals, affine)
-}
-
-/// The (nz, ny, nx) array in the world frame of `affine` (columns: the world step of array axes
-/// i, j, k), each world axis increasing, with the voxel sizes along z, y, x.
-fn reorient(path: &Path, n: [usize; 3], vals: &[f32], affine: [[f64; 3]; 3]) -> Result<Array> {
-    let mut axis_of = [usize::MAX; 3]; // world axis -> array axis
-    let mut flip = [false; 3];
-    let mut size = [1.0; 3];
-    for (a, col) in affine.iter().enumerate() {
-        let norm = col.iter().map(|v| v * v).sum::<f64>().sqrt();
-        let w = (0..3).max_by(|&x, &y| col[x].abs().total_cmp(&col[y].abs())).unwrap();
-        if !(norm.is_finite() && norm > 0.0) || axis_of[w] != usize::MAX {
-            return Err(bad(path, format!("the orientation (sform/qform) does not map the array's axes to distinct world axes: {affine:?}")));
-        }
-        axis_of[w] = a;
-        flip[w] = col[w] < 0.0;
-        size[w] = norm;
-    }
-    let out_n = [n[axis_of[0]], n[axis_of[1]], n[axis_of[2]]]; // along world x, y, z
-    let mut out = vec![0f32; vals.len()];
-    let mut src = [0usize; 3];
-    for z in 0..out_n[2] {
-        for y in 0..out_n[1] {
-            for x in 0..out_n[0] {
-                for (w, c) in [x, y, z].into_iter().enumerate() {
-                    src[axis_of[w]] = if flip[w] { out_n[w] - 1 - c } else { c };
-                }
-                out[(z * out_n[1] + y) * out_n[0] + x] = vals[(src[2] * n[1] + src[1]) * n[0] + src[0]];
-            }
-        }
-    }
-    Ok(Array { shape: vec![out_n[2], out_n[1], out_n[0]], data: out, voxel_size: Some([size[2], size[1], size[0]]) })
+    super::reorient(path, [n3[0], n3[1], n3[2]], &vals, affine)
 }
 
 pub fn encode(shape: &[usize], data: &[f32], voxel_size: [f64; 3]) -> Vec<u8> {
