@@ -59,14 +59,19 @@ fn phantom_project_reconstruct_measure() {
     assert_eq!(tomodiff::io::read_array(&fa).unwrap().data, tomodiff::io::read_array(&f2).unwrap().data);
 }
 
+/// A folder with GEOMETRY as g.json and an ellipsoid phantom of its shape as vol.npy.
+fn scene() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let (g, vol) = (dir.path().join("g.json"), dir.path().join("vol.npy"));
+    std::fs::write(&g, GEOMETRY).unwrap();
+    ok(&["phantom", "ellipsoids", "--shape", "16,24,24", "-o", &s(&vol)]);
+    (dir, g, vol)
+}
+
 #[test]
 fn bad_ct_input_is_one_line() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, g, vol) = scene();
     let d = dir.path();
-    let g = d.join("g.json");
-    std::fs::write(&g, GEOMETRY).unwrap();
-    let vol = d.join("vol.npy");
-    ok(&["phantom", "ellipsoids", "--shape", "16,24,24", "-o", &s(&vol)]);
     let out = d.join("out.npy");
     // A geometry in which no ray crosses the volume.
     let far = d.join("far.json");
@@ -101,12 +106,8 @@ fn bad_ct_input_is_one_line() {
 /// leaves no file behind.
 #[test]
 fn outputs_are_checked_before_the_work() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, g, vol) = scene();
     let d = dir.path();
-    let g = d.join("g.json");
-    std::fs::write(&g, GEOMETRY).unwrap();
-    let vol = d.join("vol.npy");
-    ok(&["phantom", "ellipsoids", "--shape", "16,24,24", "-o", &s(&vol)]);
     let proj = d.join("proj.npy");
     ok(&["project", "--geometry", &s(&g), "-i", &s(&vol), "-o", &s(&proj)]);
     let out = d.join("fdk.npy");

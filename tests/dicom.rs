@@ -427,3 +427,27 @@ fn cli_metrics_on_a_series() {
     assert_eq!(code, 1);
     assert!(err.starts_with("error: ") && err.contains("holds no DICOM file") && err.trim_end().lines().count() == 1, "{err}");
 }
+
+/// `tomodiff train` on a folder holding a DICOM series (16 slices made from CT_small.dcm),
+/// resampled to 2.5 x 2 x 2 mm: two steps run and are logged.
+#[test]
+fn train_cli_on_a_dicom_folder() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("data").join("series");
+    std::fs::create_dir_all(&dir).unwrap();
+    for k in 0..16 {
+        slice(&dir.join(format!("s{:02}.dcm", (k * 7) % 16)), 2.5 * k as f64, 0.0, |_| {});
+    }
+    let out = d.path().join("run");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (code, _, err) = tomodiff(&[
+        "train", "--config", "tiny", "--data", &s(&d.path().join("data")), "--voxel-size", "2.5,2,2", "--steps", "2", "--batch", "1", "--device", "cpu", "--out", &s(&out),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let log = std::fs::read_to_string(out.join("loss.csv")).unwrap();
+    assert_eq!(log.lines().count(), 3, "{log}");
+    let (code, _, err) = tomodiff(&["train", "--config", "tiny", "--data", &s(&d.path().join("data")), "--units", "kelvin", "--steps", "1", "--out", &s(&d.path().join("r2"))]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("expected hu or mu"), "{err}");
+    assert!(!d.path().join("r2").exists(), "options are checked before the run folder is made");
+}

@@ -72,8 +72,6 @@ pub fn run(a: TrainArgs) -> Result<()> {
             bail!("--minutes must be positive, got {m}");
         }
     }
-    let dev = crate::cli::device(&a.device)?;
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let units = Units::parse(&a.units)?;
     let voxel_size: Option<[f64; 3]> = match &a.voxel_size {
         None => None,
@@ -82,6 +80,8 @@ pub fn run(a: TrainArgs) -> Result<()> {
             _ => bail!("--voxel-size takes three positive sizes z,y,x in mm, got {v:?}"),
         },
     };
+    let dev = crate::cli::device(&a.device)?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let (data, volumes) = match a.data.strip_prefix("phantom:") {
         Some(name) => {
             let shape: [usize; 3] = a.volume_shape.as_slice().try_into().map_err(|_| anyhow::anyhow!("--volume-shape takes nz,ny,nx"))?;
