@@ -167,7 +167,7 @@ pub fn range_warning(fdk: &[f32], mu_max: f32) -> Option<String> {
     let (_, p, _) = v.select_nth_unstable_by(k, f32::total_cmp);
     let p = *p;
     let factor = p / mu_max;
-    if factor > 2.0 || factor < 0.2 {
+    if !(0.2..=2.0).contains(&factor) {
         return Some(format!(
             "the data reach an attenuation of {p:.4} /mm (99.5th percentile of FDK), {factor:.2} times the prior's range (mu_max {mu_max} /mm): are the projections line integrals in 1/mm with the geometry in mm (1/cm reads 10 times high)? The prior's help shrinks outside its range"
         ));
