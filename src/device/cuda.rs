@@ -415,13 +415,17 @@ impl CudaDevice {
         }
         let src = &MODULES[m];
         let force_nvrtc = std::env::var("TOMODIFF_JIT").is_ok_and(|v| v == "nvrtc");
-        let image: Vec<u8> = match src.fatbin {
-            Some(f) if !force_nvrtc => f.to_vec(),
-            _ => super::nvrtc::compile(src.name, src.source, self.info.compute_capability)?,
+        let compiled;
+        let image: &[u8] = match src.fatbin {
+            Some(f) if !force_nvrtc => f,
+            _ => {
+                compiled = super::nvrtc::compile(src.name, src.source, self.info.compute_capability)?;
+                &compiled
+            }
         };
         // The driver reads the image in 8-byte words: copy it into an aligned buffer.
         let mut aligned = vec![0u64; image.len().div_ceil(8) + 1];
-        bytemuck::cast_slice_mut::<u64, u8>(&mut aligned)[..image.len()].copy_from_slice(&image);
+        bytemuck::cast_slice_mut::<u64, u8>(&mut aligned)[..image.len()].copy_from_slice(image);
         self.bind()?;
         let mut h = std::ptr::null_mut();
         // SAFETY: a fatbin or cubin image, alive for the call.

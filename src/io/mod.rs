@@ -10,8 +10,13 @@ use crate::error::{Error, Result};
 use std::io::Write;
 use std::path::Path;
 
+/// The folder a file name lies in ("." for a bare name).
+pub(crate) fn folder_of(path: &Path) -> &Path {
+    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = folder_of(path);
     let name = path.file_name().ok_or_else(|| Error::io(path, std::io::Error::other("not a file name")))?;
     let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
     let result = (|| {

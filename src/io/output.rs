@@ -46,7 +46,7 @@ pub fn check(path: &Path, kind: Kind) -> Result<()> {
     if path.is_dir() {
         return Err(fail(path, "is a folder, not a file name".into()));
     }
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = super::folder_of(path);
     if !dir.is_dir() {
         return Err(fail(path, format!("the folder {} does not exist", dir.display())));
     }
