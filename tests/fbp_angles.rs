@@ -175,3 +175,12 @@ fn incomplete_and_degenerate_scans_are_named() {
     let g = geometry(&[30.0; 8], 96, 0.0);
     assert!(fbp::fbp(&g, &vec![0.0; g.n_rays()], Window::RamLak).is_err());
 }
+
+/// A full scan whose detector misses the axis is told about the hole only, not about the arc.
+#[test]
+fn a_detector_missing_the_axis_is_not_a_short_arc() {
+    let angles: Vec<f64> = (0..240).map(|i| 1.5 * i as f64).collect();
+    let w = fbp::warnings(&geometry(&angles, 64, 80.0)).unwrap();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains("does not reach the rotation axis"), "{w:?}");
+}

@@ -177,12 +177,17 @@ impl Redundancy {
             ));
         }
         let reach = lo.abs().max(hi.abs());
+        // Lines inside the hole a detector leaves around the axis are said above, not again here.
+        let hole = if lo > 0.0 || hi < 0.0 { lo.abs().min(hi.abs()) } else { 0.0 };
         let (nb, nt) = (720, 64);
         let mut missing = 0usize;
         for i in 0..nb {
             let b = TAU * (i as f64 + 0.5) / nb as f64;
             for j in 0..nt {
                 let t = reach * (2.0 * (j as f64 + 0.5) / nt as f64 - 1.0);
+                if t.abs() < hole {
+                    continue;
+                }
                 let seen = |b: f64, t: f64| self.arc_coverage(b) > 0.0 && (lo..=hi).contains(&t);
                 if !seen(b, t) && !seen(b + PI - 2.0 * self.gamma(t), -t) {
                     missing += 1;
