@@ -146,7 +146,9 @@ RECON = re.compile(
     r"floor (?P<floor>unknown|" + NUM + r" s(?: \([^)]*\))?)\), projector (?P<projector_s>" + NUM + r") s, "
     r"CG vectors (?P<cg_vectors_s>" + NUM + r") s, rest (?P<rest_s>" + NUM + r") s; (?P<graph>[^;]*); (?P<memory>.*)$"
 )
-DIFF = re.compile(r"(?P<what>[^\n]*?): max \|diff\| (?P<diff>" + NUM + r") at (?P<at>\d+)\s*$")
+# Not anchored at the end: test threads share stdout/stderr, so a line can run on into another
+# test's "test x ... ok".
+DIFF = re.compile(r"(?P<what>[^\n]*?): max \|diff\| (?P<diff>" + NUM + r") at (?P<at>\d+)(?!\d)")
 DEVICE_TOKEN = re.compile(r"^(cuda:\d+|emu|cpu)$")
 
 
