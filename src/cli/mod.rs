@@ -237,6 +237,9 @@ fn bench_net(a: NetBench, f: fn(&Device, &tomodiff::nn::UNetConfig, usize) -> to
     let cfg = net_config(&a)?;
     for dev in bench_devices(a.devices)? {
         println!("{}", f(&dev, &cfg, a.batch).with_context(|| format!("on {}", dev.name()))?.line());
+        if let Some(p) = tomodiff::ops::profile::report() {
+            print!("{p}");
+        }
     }
     Ok(())
 }

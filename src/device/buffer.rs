@@ -13,7 +13,8 @@ pub struct Buffer {
 }
 
 enum Mem {
-    Host(HostMem),
+    /// A block of the cpu device's pool and its size class.
+    Host(HostMem, usize),
     /// A pool block of the emulated device and its size class.
     Emu(HostMem, usize),
     Cuda(CudaMem),
@@ -21,16 +22,18 @@ enum Mem {
 
 impl Drop for Buffer {
     fn drop(&mut self) {
-        if let Mem::Emu(m, class) = &mut self.mem {
-            emu::free(*class, std::mem::replace(m, HostMem::empty()));
+        match &mut self.mem {
+            Mem::Emu(m, class) => emu::free(*class, std::mem::replace(m, HostMem::empty())),
+            Mem::Host(m, class) => super::host::cpu_free(*class, std::mem::replace(m, HostMem::empty())),
+            Mem::Cuda(_) => {}
         }
     }
 }
 
 impl Buffer {
     pub(super) fn host(device: Device, bytes: usize) -> Result<Buffer> {
-        let mem = HostMem::new(bytes).ok_or_else(|| Error::OutOfMemory { device: device.name(), bytes })?;
-        Ok(Buffer { device, len: bytes, mem: Mem::Host(mem) })
+        let (mem, class) = super::host::cpu_alloc(bytes).ok_or_else(|| Error::OutOfMemory { device: device.name(), bytes })?;
+        Ok(Buffer { device, len: bytes, mem: Mem::Host(mem, class) })
     }
 
     pub(super) fn emu(bytes: usize) -> Result<Buffer> {
@@ -58,7 +61,7 @@ impl Buffer {
     /// The address a kernel sees: a host address on cpu/emu, a CUdeviceptr on cuda.
     pub fn addr(&self) -> u64 {
         match &self.mem {
-            Mem::Host(h) | Mem::Emu(h, _) => h.addr(),
+            Mem::Host(h, _) | Mem::Emu(h, _) => h.addr(),
             Mem::Cuda(c) => c.addr(),
         }
     }
@@ -66,7 +69,7 @@ impl Buffer {
     /// The bytes, when they live in host memory (cpu, emu).
     pub fn host_slice(&self) -> Option<&[u8]> {
         match &self.mem {
-            Mem::Host(h) | Mem::Emu(h, _) => Some(&h.as_slice()[..self.len]),
+            Mem::Host(h, _) | Mem::Emu(h, _) => Some(&h.as_slice()[..self.len]),
             Mem::Cuda(_) => None,
         }
     }
@@ -74,7 +77,7 @@ impl Buffer {
     pub fn host_slice_mut(&mut self) -> Option<&mut [u8]> {
         let len = self.len;
         match &mut self.mem {
-            Mem::Host(h) | Mem::Emu(h, _) => Some(&mut h.as_mut_slice()[..len]),
+            Mem::Host(h, _) | Mem::Emu(h, _) => Some(&mut h.as_mut_slice()[..len]),
             Mem::Cuda(_) => None,
         }
     }
@@ -96,7 +99,7 @@ impl Buffer {
     pub fn zero(&mut self) -> Result<()> {
         let len = self.len;
         match &mut self.mem {
-            Mem::Host(h) => h.as_mut_slice()[..len].fill(0),
+            Mem::Host(h, _) => h.as_mut_slice()[..len].fill(0),
             Mem::Emu(h, _) => emu::fill(h.addr(), len, 0)?,
             Mem::Cuda(c) => c.zero(len)?,
         }
@@ -110,7 +113,7 @@ impl Buffer {
         }
         self.no_capture("copying")?;
         match &mut self.mem {
-            Mem::Host(h) | Mem::Emu(h, _) => h.as_mut_slice()[..data.len()].copy_from_slice(data),
+            Mem::Host(h, _) | Mem::Emu(h, _) => h.as_mut_slice()[..data.len()].copy_from_slice(data),
             Mem::Cuda(c) => c.write(data)?,
         }
         Ok(())
@@ -120,7 +123,7 @@ impl Buffer {
     pub fn read(&self) -> Result<Vec<u8>> {
         self.no_capture("reading")?;
         match &self.mem {
-            Mem::Host(h) | Mem::Emu(h, _) => Ok(h.as_slice()[..self.len].to_vec()),
+            Mem::Host(h, _) | Mem::Emu(h, _) => Ok(h.as_slice()[..self.len].to_vec()),
             Mem::Cuda(c) => c.read(self.len),
         }
     }
@@ -139,7 +142,7 @@ impl Buffer {
         }
         let (dst, len) = (self.addr(), self.len);
         match (&mut self.mem, &src.mem) {
-            (Mem::Host(d), Mem::Host(s)) => d.as_mut_slice()[..len].copy_from_slice(&s.as_slice()[..len]),
+            (Mem::Host(d, _), Mem::Host(s, _)) => d.as_mut_slice()[..len].copy_from_slice(&s.as_slice()[..len]),
             (Mem::Emu(..), Mem::Emu(..)) => emu::copy(dst, src.addr(), len)?,
             (Mem::Cuda(d), Mem::Cuda(s)) => d.copy_from(s, len)?,
             _ => unreachable!("one device, one kind of memory"),

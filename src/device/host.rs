@@ -2,8 +2,31 @@
 //! 16-byte vector loads and cp.async chunks on it, as on a GPU. `mapped` memory comes straight
 //! from the kernel, page aligned and zero until touched: a large buffer costs nothing until it is
 //! written (the emulator's pool uses it, and its dry runs of a network pass rely on that); the
-//! cpu device, which allocates per op without a pool, keeps the allocator's reuse.
+//! cpu device keeps freed buffers in a process-wide caching pool (`cpu_alloc`, `cpu_free`), so a
+//! network pass that has run once takes no fresh pages (each fresh page costs a fault and a
+//! zeroing in the kernel); its memory is not zeroed on reuse.
+use super::pool::{self, Pool};
 use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::sync::{LazyLock, Mutex};
+
+static CPU_POOL: LazyLock<Mutex<Pool<HostMem>>> = LazyLock::new(|| Mutex::new(Pool::default()));
+
+/// A block of at least `bytes` for the cpu device, cached or fresh, with its size class.
+pub(super) fn cpu_alloc(bytes: usize) -> Option<(HostMem, usize)> {
+    let want = pool::class(bytes);
+    let mut p = CPU_POOL.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((class, m)) = p.take(want) {
+        return Some((m, class));
+    }
+    let m = HostMem::mapped(want)?;
+    p.fresh(m.addr(), want);
+    Some((m, want))
+}
+
+/// Returns a block to the cpu pool.
+pub(super) fn cpu_free(class: usize, mem: HostMem) {
+    CPU_POOL.lock().unwrap_or_else(|e| e.into_inner()).give(class, mem);
+}
 
 pub struct HostMem {
     ptr: *mut u8,

@@ -53,6 +53,7 @@ pub fn adamw_ref(s: &AdamStep, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut 
 
 /// Updates p, m, v and ema in place from the gradient g (all f32, one shape, one device).
 pub fn adamw(s: &AdamStep, p: &mut Tensor, g: &Tensor, m: &mut Tensor, v: &mut Tensor, ema: &mut Tensor) -> Result<()> {
+    let _span = super::profile::span("adamw");
     let n = p.numel();
     same_device("adamw", &[p, g, m, v, ema])?;
     for t in [&*p, g, &*m, &*v, &*ema] {

@@ -47,6 +47,7 @@ pub fn attention_ref(qkv: &[f32], n: usize, t: usize, c: usize, heads: usize) ->
 
 /// out (N, ..., C) = attention over the T voxels of qkv (N, ..., 3C), `heads` heads.
 pub fn attention(qkv: &Tensor, out: &mut Tensor, heads: usize) -> Result<()> {
+    let _span = super::profile::span("attention");
     let s = qkv.shape().to_vec();
     let n = s[0];
     let c3 = *s.last().unwrap_or(&0);
@@ -121,6 +122,7 @@ pub fn attention_backward_ref(qkv: &[f32], n: usize, t: usize, c: usize, heads: 
 
 /// Gradient of `attention`: dqkv (shaped like qkv) for dout (shaped like the output), both f32.
 pub fn attention_backward(qkv: &Tensor, dout: &Tensor, heads: usize, dqkv: &mut Tensor) -> Result<()> {
+    let _span = super::profile::span("attention_backward");
     let s = qkv.shape().to_vec();
     let n = s[0];
     let c = s.last().copied().unwrap_or(0) / 3;

@@ -100,6 +100,7 @@ const SMEM_BYTES: u32 = super::gemm::SMEM_BYTES;
 /// y (N, D', H', W', Co). On emu/cuda x, w, residual and y are bf16; on the CPU all are f32.
 #[allow(clippy::too_many_arguments)]
 pub fn conv3d(x: &Tensor, w: &Tensor, bias: &Tensor, bias_n: Option<&Tensor>, residual: Option<&Tensor>, y: &mut Tensor, k: usize, stride: usize) -> Result<()> {
+    let _span = super::profile::span("conv3d");
     let xs = x.shape().to_vec();
     if xs.len() != 5 || !(k == 1 || k == 3) || !(stride == 1 || stride == 2) {
         return Err(Error::Shape(format!("conv3d: x {xs:?} must be (N, D, H, W, C); k 1 or 3, stride 1 or 2")));
@@ -122,6 +123,9 @@ pub fn conv3d(x: &Tensor, w: &Tensor, bias: &Tensor, bias_n: Option<&Tensor>, re
     all.extend(residual);
     same_device("conv3d", &all)?;
     let dev = x.device().clone();
+    if !dev.runs_kernels() && super::conv3d_cpu::available() {
+        return conv3d_direct(x, w, bias, bias_n, residual, y, k, stride);
+    }
     if !dev.runs_kernels() {
         let host = super::host_view;
         let (mut out, _) = conv3d_ref(&host(x)?, n, [xs[1], xs[2], xs[3]], ci, &host(w)?, &host(bias)?, co, k, stride);
@@ -159,6 +163,81 @@ pub fn conv3d(x: &Tensor, w: &Tensor, bias: &Tensor, bias_n: Option<&Tensor>, re
         .run(&dev)
 }
 
+/// The CPU's fast path of `conv3d` (shapes already checked): the direct convolution of
+/// conv3d_cpu.rs, writing y in place (through a padded copy when Co is not a multiple of 16).
+#[allow(clippy::too_many_arguments)]
+fn conv3d_direct(x: &Tensor, w: &Tensor, bias: &Tensor, bias_n: Option<&Tensor>, residual: Option<&Tensor>, y: &mut Tensor, k: usize, stride: usize) -> Result<()> {
+    use super::conv3d_cpu::{pad_columns, padded, Direct, Taps};
+    let host = super::host_view;
+    let xs = x.shape();
+    let (n, ci, co) = (xs[0], xs[4], bias.numel());
+    let ldw = padded(co);
+    let b = host(bias)?;
+    let bn = bias_n.map(host).transpose()?;
+    let mut init = vec![0f32; n * ldw];
+    for (s, row) in init.chunks_mut(ldw).enumerate() {
+        row[..co].copy_from_slice(&b);
+        if let Some(bn) = &bn {
+            row[..co].iter_mut().zip(&bn[s * co..(s + 1) * co]).for_each(|(o, v)| *o += v);
+        }
+    }
+    let (xv, wv) = (host(x)?, host(w)?);
+    let res = residual.map(host).transpose()?;
+    let wp = pad_columns(&wv, co, ldw);
+    let whole = co == ldw;
+    let d = Direct { taps: Taps::forward(n, [xs[1], xs[2], xs[3]], ci, k, stride), x: &xv, w: &wp, ldw, init: &init, residual: if whole { res.as_deref() } else { None } };
+    let out = y.host_f32_mut().ok_or_else(|| Error::DType("conv3d: the CPU's output must be host f32".into()))?;
+    if whole {
+        d.run(out);
+        return Ok(());
+    }
+    let mut tmp = vec![0f32; out.len() / co * ldw];
+    d.run(&mut tmp);
+    for (i, (o, t)) in out.chunks_mut(co).zip(tmp.chunks(ldw)).enumerate() {
+        o.copy_from_slice(&t[..co]);
+        if let Some(r) = &res {
+            o.iter_mut().zip(&r[i * co..(i + 1) * co]).for_each(|(a, v)| *a += v);
+        }
+    }
+    Ok(())
+}
+
+/// dx of `conv3d` on the CPU through the direct convolution: the transposed tap map over dy,
+/// with the weights as (taps, Co, Ci).
+#[allow(clippy::too_many_arguments)]
+fn conv3d_dgrad_direct(dy: &[f32], w: &[f32], x_dims: [usize; 3], n: usize, ci: usize, co: usize, k: usize, stride: usize) -> Vec<f32> {
+    use super::conv3d_cpu::{pad_columns, padded, Direct, Taps};
+    let ldw = padded(ci);
+    let wt = transpose_taps(w, k * k * k, ci, co);
+    let wp = pad_columns(&wt, ci, ldw);
+    let init = vec![0f32; n * ldw];
+    let taps = Taps::data_gradient(n, x_dims, co, k, stride);
+    let voxels = n * x_dims.iter().product::<usize>();
+    let mut out = vec![0f32; voxels * ldw];
+    Direct { taps, x: dy, w: &wp, ldw, init: &init, residual: None }.run(&mut out);
+    if ldw == ci {
+        return out;
+    }
+    out.chunks(ldw).flat_map(|r| r[..ci].iter().copied()).collect()
+}
+
+/// conv3d_backward_ref's results by the direct convolution (AVX2; co a multiple of 16).
+#[allow(clippy::too_many_arguments)]
+pub fn conv3d_backward_direct(x: &[f32], n: usize, dims: [usize; 3], ci: usize, w: &[f32], dy: &[f32], co: usize, k: usize, stride: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let dx = conv3d_dgrad_direct(dy, w, dims, n, ci, co, k, stride);
+    let dw = super::conv3d_cpu::weight_gradient(&super::conv3d_cpu::Taps::forward(n, dims, ci, k, stride), x, dy, co);
+    (dx, dw, column_sums(dy, co))
+}
+
+/// Sums of the columns of a (rows, co) matrix, accumulated in f64.
+fn column_sums(m: &[f32], co: usize) -> Vec<f32> {
+    let mut s = vec![0f64; co];
+    for r in m.chunks(co) {
+        s.iter_mut().zip(r).for_each(|(a, v)| *a += *v as f64);
+    }
+    s.into_iter().map(|v| v as f32).collect()
+}
+
 /// Gradients of conv3d_ref: given x, the repacked w and dy (rows x Co), returns (dx, dw, db)
 /// with dw repacked like w. In chunks of output rows: im2col, dw += cols^T dy, dcols = dy W^T,
 /// then dcols scattered back through the im2col map (col2im).
@@ -171,10 +250,6 @@ pub fn conv3d_backward_ref(x: &[f32], n: usize, dims: [usize; 3], ci: usize, w: 
     let rows = n * od.iter().product::<usize>();
     let mut dx = vec![0f32; x.len()];
     let mut dw = vec![0f32; kk * co];
-    let mut db = vec![0f64; co];
-    for r in dy.chunks(co) {
-        db.iter_mut().zip(r).for_each(|(a, v)| *a += *v as f64);
-    }
     // Input offset of tap t of output row r, or None in the padding.
     let tap = |r: usize, t: usize| -> Option<usize> {
         let (ox, q) = (r % od[2], r / od[2]);
@@ -209,7 +284,7 @@ pub fn conv3d_backward_ref(x: &[f32], n: usize, dims: [usize; 3], ci: usize, w: 
             }
         }
     }
-    (dx, dw, db.into_iter().map(|v| v as f32).collect())
+    (dx, dw, column_sums(dy, co))
 }
 
 /// Inverse of repack_weight: (k, k, k, Ci, Co) -> PyTorch (Co, Ci, k, k, k).
@@ -244,6 +319,7 @@ pub fn transpose_taps(w: &[f32], taps: usize, ci: usize, co: usize) -> Vec<f32> 
 /// Kernels: kernels/conv3d_backward.cu.
 #[allow(clippy::too_many_arguments)]
 pub fn conv3d_backward(x: &Tensor, w: &Tensor, dy: &Tensor, dx: &mut Tensor, dw: &mut Tensor, db: &mut Tensor, k: usize, stride: usize) -> Result<()> {
+    let _span = super::profile::span("conv3d_backward");
     let xs = x.shape().to_vec();
     if xs.len() != 5 {
         return Err(Error::Shape(format!("conv3d_backward: x {xs:?} must be (N, D, H, W, C)")));
@@ -265,7 +341,13 @@ pub fn conv3d_backward(x: &Tensor, w: &Tensor, dy: &Tensor, dx: &mut Tensor, dw:
     same_device("conv3d_backward", &[x, w, dy, dx, dw, db])?;
     let dev = x.device().clone();
     if !dev.runs_kernels() {
-        let (gx, gw, gb) = conv3d_backward_ref(&super::host_view(x)?, n, [xs[1], xs[2], xs[3]], ci, &super::host_view(w)?, &super::host_view(dy)?, co, k, stride);
+        let (xv, wv, dyv) = (super::host_view(x)?, super::host_view(w)?, super::host_view(dy)?);
+        let dims = [xs[1], xs[2], xs[3]];
+        let (gx, gw, gb) = if super::conv3d_cpu::available() && co % 16 == 0 {
+            conv3d_backward_direct(&xv, n, dims, ci, &wv, &dyv, co, k, stride)
+        } else {
+            conv3d_backward_ref(&xv, n, dims, ci, &wv, &dyv, co, k, stride)
+        };
         let bytes = dx.dtype().encode(&gx);
         dx.buffer_mut().write(&bytes)?;
         dw.buffer_mut().write(bytemuck::cast_slice(&gw))?;

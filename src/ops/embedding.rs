@@ -21,6 +21,7 @@ pub fn timestep_embedding_ref(t: &[f32], dim: usize) -> Vec<f32> {
 
 /// y (N, dim) = embedding of t (N), f32.
 pub fn timestep_embedding(t: &Tensor, y: &mut Tensor) -> Result<()> {
+    let _span = super::profile::span("timestep_embedding");
     let n = t.numel();
     let dim = y.shape().get(1).copied().unwrap_or(0);
     if y.shape() != [n, dim] || dim % 2 != 0 || dim == 0 {

@@ -56,6 +56,7 @@ pub fn group_norm_ref(x: &[f32], n: usize, c: usize, groups: usize, gamma: &[f32
 
 /// y = GroupNorm(x) [then SiLU] for x (N, ..., C) channels-last; gamma, beta (C) f32.
 pub fn group_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: usize, fuse_silu: bool, y: &mut Tensor) -> Result<()> {
+    let _span = super::profile::span("group_norm");
     let n = x.shape()[0];
     let c = *x.shape().last().ok_or_else(|| Error::Shape("group_norm of a scalar".into()))?;
     if groups == 0 || c % groups != 0 || gamma.numel() != c || beta.numel() != c || y.shape() != x.shape() {
@@ -64,8 +65,10 @@ pub fn group_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: usize, fuse
     same_device("group_norm", &[x, gamma, beta, y])?;
     let dev = x.device().clone();
     if !dev.runs_kernels() {
-        let out = group_norm_ref(&super::host_view(x)?, n, c, groups, &super::host_view(gamma)?, &super::host_view(beta)?, fuse_silu);
-        return y.buffer_mut().write(bytemuck::cast_slice(&out));
+        let (xv, gv, bv) = (super::host_view(x)?, super::host_view(gamma)?, super::host_view(beta)?);
+        let out = y.host_f32_mut().ok_or_else(|| Error::DType("group_norm: the CPU's output must be host f32".into()))?;
+        super::group_norm_cpu::forward(&xv, n, c, groups, &gv, &bv, fuse_silu, out);
+        return Ok(());
     }
     expect_dtype("group_norm", x, DType::BF16)?;
     expect_dtype("group_norm", y, DType::BF16)?;
@@ -146,6 +149,7 @@ pub fn group_norm_backward_ref(x: &[f32], n: usize, c: usize, groups: usize, gam
 /// Kernel: group_norm_backward_f32.
 #[allow(clippy::too_many_arguments)]
 pub fn group_norm_backward(x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: usize, fuse_silu: bool, dy: &Tensor, dx: &mut Tensor, dgamma: &mut Tensor, dbeta: &mut Tensor) -> Result<()> {
+    let _span = super::profile::span("group_norm_backward");
     let n = x.shape()[0];
     let c = *x.shape().last().ok_or_else(|| Error::Shape("group_norm of a scalar".into()))?;
     if groups == 0 || c % groups != 0 || dy.shape() != x.shape() || dx.shape() != x.shape() || dgamma.numel() != c || dbeta.numel() != c {
@@ -154,9 +158,9 @@ pub fn group_norm_backward(x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: us
     same_device("group_norm_backward", &[x, gamma, beta, dy, dx, dgamma, dbeta])?;
     let dev = x.device().clone();
     if !dev.runs_kernels() {
-        let (gx, gg, gb) = group_norm_backward_ref(&super::host_view(x)?, n, c, groups, &super::host_view(gamma)?, &super::host_view(beta)?, fuse_silu, &super::host_view(dy)?);
-        let bytes = dx.dtype().encode(&gx);
-        dx.buffer_mut().write(&bytes)?;
+        let (xv, gv, bv, dyv) = (super::host_view(x)?, super::host_view(gamma)?, super::host_view(beta)?, super::host_view(dy)?);
+        let dxv = dx.host_f32_mut().ok_or_else(|| Error::DType("group_norm_backward: the CPU's dx must be host f32".into()))?;
+        let (gg, gb) = super::group_norm_cpu::backward(&xv, n, c, groups, &gv, &bv, fuse_silu, &dyv, dxv);
         dgamma.buffer_mut().write(bytemuck::cast_slice(&gg))?;
         return dbeta.buffer_mut().write(bytemuck::cast_slice(&gb));
     }

@@ -19,6 +19,7 @@ pub fn linear_ref(x: &[f32], n: usize, w: &[f32], b: &[f32], d_in: usize, d_out:
 
 /// y (N, out) = f(x) (N, in) W^T + b, all f32, f = SiLU when `silu_in`.
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, y: &mut Tensor, silu_in: bool) -> Result<()> {
+    let _span = super::profile::span("linear");
     let (n, din) = (x.shape()[0], x.numel() / x.shape()[0].max(1));
     let dout = b.numel();
     if w.shape() != [dout, din] || y.shape() != [n, dout] {
@@ -66,6 +67,7 @@ pub fn linear_backward_ref(x: &[f32], n: usize, w: &[f32], d_in: usize, d_out: u
 
 /// Gradients of `linear` for dy (N, out): dx (N, in) through the SiLU when `silu_in`, dw, db; f32.
 pub fn linear_backward(x: &Tensor, w: &Tensor, dy: &Tensor, silu_in: bool, dx: &mut Tensor, dw: &mut Tensor, db: &mut Tensor) -> Result<()> {
+    let _span = super::profile::span("linear_backward");
     let (n, din) = (x.shape()[0], x.numel() / x.shape()[0].max(1));
     let dout = w.shape()[0];
     if w.shape() != [dout, din] || dy.shape() != [n, dout] || dx.shape() != x.shape() || dw.shape() != w.shape() || db.shape() != [dout] {

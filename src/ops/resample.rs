@@ -9,12 +9,28 @@ use crate::tensor::Tensor;
 
 /// y (N, 2D, 2H, 2W, C) = nearest x2 of x (N, D, H, W, C).
 pub fn upsample2(x: &Tensor, y: &mut Tensor) -> Result<()> {
+    let _span = super::profile::span("upsample2");
     let s = x.shape().to_vec();
     if s.len() != 5 || y.shape() != [s[0], 2 * s[1], 2 * s[2], 2 * s[3], s[4]] || x.dtype() != y.dtype() {
         return Err(Error::Shape(format!("upsample2: x {s:?}, y {:?}", y.shape())));
     }
     same_device("upsample2", &[x, y])?;
     let dev = x.device().clone();
+    if let (Some(xv), true) = (x.host_f32(), s[4] > 0 && s[3] > 0) {
+        use rayon::prelude::*;
+        let (h, w, c) = (s[2], s[3], s[4]);
+        let out = y.host_f32_mut().ok_or_else(|| Error::DType("upsample2: host f32 output expected".into()))?;
+        // One output row (sample, z, y) of 2w voxels per task, each source voxel copied twice.
+        out.par_chunks_mut(2 * w * c).enumerate().for_each(|(r, row)| {
+            let (yy, bz) = (r % (2 * h), r / (2 * h));
+            let src = &xv[((bz / 2 * h) + yy / 2) * w * c..][..w * c];
+            for (pair, v) in row.chunks_exact_mut(2 * c).zip(src.chunks_exact(c)) {
+                pair[..c].copy_from_slice(v);
+                pair[c..].copy_from_slice(v);
+            }
+        });
+        return Ok(());
+    }
     if !dev.runs_kernels() {
         let out = upsample2_ref(&super::host_view(x)?, s[0], [s[1], s[2], s[3]], s[4]);
         return y.buffer_mut().write(&x.dtype().encode(&out));
@@ -30,6 +46,7 @@ pub fn upsample2(x: &Tensor, y: &mut Tensor) -> Result<()> {
 
 /// y (..., Ca + Cb) = [a (..., Ca), b (..., Cb)] along the last axis.
 pub fn concat(a: &Tensor, b: &Tensor, y: &mut Tensor) -> Result<()> {
+    let _span = super::profile::span("concat");
     let (sa, sb) = (a.shape(), b.shape());
     let (ca, cb) = (*sa.last().unwrap_or(&0), *sb.last().unwrap_or(&0));
     let mut want = sa.to_vec();
@@ -42,6 +59,17 @@ pub fn concat(a: &Tensor, b: &Tensor, y: &mut Tensor) -> Result<()> {
     same_device("concat", &[a, b, y])?;
     let v = a.numel() / ca.max(1);
     let dev = a.device().clone();
+    if let (Some(av), Some(bv), true) = (a.host_f32(), b.host_f32(), ca > 0 && cb > 0) {
+        use rayon::prelude::*;
+        let out = y.host_f32_mut().ok_or_else(|| Error::DType("concat: host f32 output expected".into()))?;
+        out.par_chunks_mut((ca + cb) * 256).zip(av.par_chunks(ca * 256)).zip(bv.par_chunks(cb * 256)).for_each(|((o, a), b)| {
+            for ((row, ra), rb) in o.chunks_exact_mut(ca + cb).zip(a.chunks_exact(ca)).zip(b.chunks_exact(cb)) {
+                row[..ca].copy_from_slice(ra);
+                row[ca..].copy_from_slice(rb);
+            }
+        });
+        return Ok(());
+    }
     if !dev.runs_kernels() {
         let (av, bv) = (a.to_f32_vec()?, b.to_f32_vec()?);
         let mut out = Vec::with_capacity(y.numel());
@@ -162,6 +190,7 @@ pub fn upsample2_backward_ref(dy: &[f32], n: usize, dims: [usize; 3], c: usize) 
 
 /// Gradient of `upsample2`: dx (N, D, H, W, C) from dy (N, 2D, 2H, 2W, C), f32.
 pub fn upsample2_backward(dy: &Tensor, dx: &mut Tensor) -> Result<()> {
+    let _span = super::profile::span("upsample2_backward");
     let s = dx.shape().to_vec();
     if s.len() != 5 || dy.shape() != [s[0], 2 * s[1], 2 * s[2], 2 * s[3], s[4]] || dx.dtype() != dy.dtype() {
         return Err(Error::Shape(format!("upsample2_backward: dy {:?}, dx {s:?}", dy.shape())));
@@ -185,6 +214,7 @@ pub fn upsample2_backward(dy: &Tensor, dx: &mut Tensor) -> Result<()> {
 
 /// Gradient of `concat`: a (..., Ca) and b (..., Cb) from y (..., Ca + Cb); f32 on kernel devices.
 pub fn split(y: &Tensor, a: &mut Tensor, b: &mut Tensor) -> Result<()> {
+    let _span = super::profile::span("split");
     let (ca, cb) = (*a.shape().last().unwrap_or(&0), *b.shape().last().unwrap_or(&0));
     let v = a.numel() / ca.max(1);
     if y.numel() != v * (ca + cb) || b.numel() != v * cb || a.dtype() != y.dtype() || b.dtype() != y.dtype() {
@@ -192,6 +222,14 @@ pub fn split(y: &Tensor, a: &mut Tensor, b: &mut Tensor) -> Result<()> {
     }
     same_device("split", &[y, a, b])?;
     let dev = y.device().clone();
+    if let (Some(yv), true) = (y.host_f32(), a.host_f32().is_some() && ca > 0 && cb > 0) {
+        use rayon::prelude::*;
+        let av = a.host_f32_mut().expect("host f32 checked above");
+        av.par_chunks_mut(ca * 256).zip(yv.par_chunks((ca + cb) * 256)).for_each(|(o, y)| o.chunks_exact_mut(ca).zip(y.chunks_exact(ca + cb)).for_each(|(o, y)| o.copy_from_slice(&y[..ca])));
+        let bv = b.host_f32_mut().ok_or_else(|| Error::DType("split: host f32 output expected".into()))?;
+        bv.par_chunks_mut(cb * 256).zip(yv.par_chunks((ca + cb) * 256)).for_each(|(o, y)| o.chunks_exact_mut(cb).zip(y.chunks_exact(ca + cb)).for_each(|(o, y)| o.copy_from_slice(&y[ca..])));
+        return Ok(());
+    }
     if !dev.runs_kernels() {
         let yv = y.to_f32_vec()?;
         let (mut av, mut bv) = (Vec::with_capacity(v * ca), Vec::with_capacity(v * cb));
@@ -218,6 +256,7 @@ pub fn split(y: &Tensor, a: &mut Tensor, b: &mut Tensor) -> Result<()> {
 
 /// out (N, C) = the sum over each sample's voxels of x (N, ..., C), f32.
 pub fn sample_sums(x: &Tensor, out: &mut Tensor) -> Result<()> {
+    let _span = super::profile::span("sample_sums");
     let n = x.shape()[0];
     let c = *x.shape().last().unwrap_or(&0);
     let s = x.numel() / (n * c).max(1);

@@ -109,6 +109,7 @@ pub fn copy(x: &Tensor) -> Result<Tensor> {
 
 /// y = a + b elementwise: f32 on the CPU, bf16 (summed in f32) or f32 on kernel devices.
 pub fn add(a: &Tensor, b: &Tensor, y: &mut Tensor) -> Result<()> {
+    let _span = super::profile::span("add");
     same_device("add", &[a, b, y])?;
     if a.numel() != b.numel() || a.numel() != y.numel() || a.dtype() != b.dtype() || a.dtype() != y.dtype() {
         return Err(Error::Shape(format!("add: {:?} {} + {:?} {} -> {:?} {}", a.shape(), a.dtype(), b.shape(), b.dtype(), y.shape(), y.dtype())));
