@@ -129,3 +129,27 @@ fn fast_group_norm_matches_reference() {
         }
     }
 }
+
+#[test]
+fn fast_attention_matches_reference() {
+    use tomodiff::ops::attention::{attention, attention_backward, attention_backward_ref, attention_ref};
+    let mut rng = rng("cpu attention");
+    // (N, T, C, heads): one head, several, a token count that is no multiple of anything.
+    for &(n, t, c, heads) in &[(2usize, 64usize, 32usize, 2usize), (1, 37, 16, 1), (2, 125, 48, 3)] {
+        let qv = uniform(&mut rng, n * t * 3 * c, -1.5, 1.5);
+        let gv = uniform(&mut rng, n * t * c, -1.0, 1.0);
+        let d = Device::Cpu;
+        let q = Tensor::from_f32(&qv, &[n, t, 3 * c], DType::F32, &d).unwrap();
+        let mut o = Tensor::full(&[n, t, c], f32::NAN, DType::F32, &d).unwrap();
+        attention(&q, &mut o, heads).unwrap();
+        let want = attention_ref(&qv, n, t, c, heads);
+        let tag = format!("{n}x{t}x{c}/{heads}");
+        assert_close(&format!("cpu attention {tag}"), &o.to_f32_vec().unwrap(), &want, |i| 1e-5 * want[i].abs() + 2e-6);
+        let g = Tensor::from_f32(&gv, &[n, t, c], DType::F32, &d).unwrap();
+        let mut dq = Tensor::full(&[n, t, 3 * c], f32::NAN, DType::F32, &d).unwrap();
+        attention_backward(&q, &g, heads, &mut dq).unwrap();
+        let want = attention_backward_ref(&qv, n, t, c, heads, &gv);
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert_close(&format!("cpu attention backward {tag}"), &dq.to_f32_vec().unwrap(), &want, |i| 1e-5 * want[i].abs() + 1e-5 * scale);
+    }
+}

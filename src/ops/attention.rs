@@ -61,8 +61,10 @@ pub fn attention(qkv: &Tensor, out: &mut Tensor, heads: usize) -> Result<()> {
     same_device("attention", &[qkv, out])?;
     let dev = qkv.device().clone();
     if !dev.runs_kernels() {
-        let a = attention_ref(&super::host_view(qkv)?, n, t, c, heads);
-        return out.buffer_mut().write(bytemuck::cast_slice(&a));
+        let q = super::host_view(qkv)?;
+        let o = out.host_f32_mut().ok_or_else(|| Error::DType("attention: the CPU's output must be host f32".into()))?;
+        super::attention_cpu::forward(&q, n, t, c, heads, o);
+        return Ok(());
     }
     expect_dtype("attention", qkv, DType::BF16)?;
     expect_dtype("attention", out, DType::BF16)?;
@@ -133,9 +135,10 @@ pub fn attention_backward(qkv: &Tensor, dout: &Tensor, heads: usize, dqkv: &mut 
     same_device("attention_backward", &[qkv, dout, dqkv])?;
     let dev = qkv.device().clone();
     if !dev.runs_kernels() {
-        let g = attention_backward_ref(&super::host_view(qkv)?, n, t, c, heads, &super::host_view(dout)?);
-        let bytes = dqkv.dtype().encode(&g);
-        return dqkv.buffer_mut().write(&bytes);
+        let (q, go) = (super::host_view(qkv)?, super::host_view(dout)?);
+        let g = dqkv.host_f32_mut().ok_or_else(|| Error::DType("attention_backward: the CPU's dqkv must be host f32".into()))?;
+        super::attention_cpu::backward(&q, n, t, c, heads, &go, g);
+        return Ok(());
     }
     let d = c / heads;
     if ![16, 32, 64].contains(&d) {

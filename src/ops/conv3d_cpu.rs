@@ -13,6 +13,8 @@ const R: usize = 6;
 const CB: usize = 16;
 /// Register tiles per task: the tap table of a task (taps x R pointers) stays in L1.
 const TILES_PER_TASK: usize = 8;
+/// Input channels per pass over a task's tiles (a 3x3x3 weight panel of 110 KiB).
+const CI_BLOCK: usize = 64;
 /// Taps of a 3x3x3 kernel, the largest there is.
 const MAX_TAPS: usize = 27;
 
@@ -144,6 +146,7 @@ impl Direct<'_> {
         let groups = if chunks >= want { 1 } else { blocks.min(want.div_ceil(chunks)) };
         let per_group = blocks.div_ceil(groups);
         let zeros = vec![0f32; cin];
+        let packed = pack_panels(self.w, taps * cin, ldw);
         let outp = OutPtr(out.as_mut_ptr());
         (0..chunks * groups).into_par_iter().for_each(|task| {
             let (chunk, g) = (task / groups, task % groups);
@@ -152,13 +155,13 @@ impl Direct<'_> {
             let t1 = (t0 + TILES_PER_TASK).min(tiles);
             // SAFETY: `available` was checked; this task writes only voxels of tiles t0..t1 and
             // channel blocks cb, which no other task writes; bounds were asserted above.
-            unsafe { self.task(t0..t1, cb, &zeros, &outp) }
+            unsafe { self.task(t0..t1, cb, &zeros, &packed, &outp) }
         });
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn task(&self, tiles: std::ops::Range<usize>, blocks: std::ops::Range<usize>, zeros: &[f32], out: &OutPtr) {
+    unsafe fn task(&self, tiles: std::ops::Range<usize>, blocks: std::ops::Range<usize>, zeros: &[f32], packed: &[f32], out: &OutPtr) {
         use std::arch::x86_64::*;
         let taps = self.taps.k.pow(3);
         let m = self.taps.voxels();
@@ -183,53 +186,76 @@ impl Direct<'_> {
                 }
             }
         }
+        // Input channels in blocks of CI_BLOCK: one block's weight panel (taps x CI_BLOCK x 16
+        // floats) stays in L2 while the task's tiles pass over it; partial sums wait in `out`.
+        let kblocks = cin.div_ceil(CI_BLOCK);
         for cb in blocks {
-            for (i, tile) in tiles.clone().enumerate() {
-                let mut acc = [[_mm256_setzero_ps(); 2]; R];
-                for (r, a) in acc.iter_mut().enumerate() {
-                    let init = self.init.as_ptr().add(init[i][r] + cb * CB);
-                    *a = [_mm256_loadu_ps(init), _mm256_loadu_ps(init.add(8))];
-                }
-                for t in 0..taps {
-                    if !live[i * taps + t] {
-                        continue;
+            for kb in 0..kblocks {
+                let (c0, c1) = (kb * CI_BLOCK, ((kb + 1) * CI_BLOCK).min(cin));
+                let last = kb + 1 == kblocks;
+                for (i, tile) in tiles.clone().enumerate() {
+                    let valid = (m - tile * R).min(R);
+                    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+                    for (r, a) in acc.iter_mut().enumerate() {
+                        let src = if kb == 0 {
+                            self.init.as_ptr().add(init[i][r] + cb * CB)
+                        } else if r < valid {
+                            out.0.add((tile * R + r) * ldw + cb * CB) as *const f32
+                        } else {
+                            continue;
+                        };
+                        *a = [_mm256_loadu_ps(src), _mm256_loadu_ps(src.add(8))];
                     }
-                    let p = &table[i * taps + t];
-                    let mut wp = self.w.as_ptr().add(t * cin * ldw + cb * CB);
-                    for c in 0..cin {
-                        let w0 = _mm256_loadu_ps(wp);
-                        let w1 = _mm256_loadu_ps(wp.add(8));
-                        for r in 0..R {
-                            let b = _mm256_broadcast_ss(&*p[r].add(c));
-                            acc[r][0] = _mm256_fmadd_ps(b, w0, acc[r][0]);
-                            acc[r][1] = _mm256_fmadd_ps(b, w1, acc[r][1]);
+                    for t in 0..taps {
+                        if !live[i * taps + t] {
+                            continue;
                         }
-                        wp = wp.add(ldw);
+                        let p = &table[i * taps + t];
+                        let mut wp = packed.as_ptr().add(((cb * taps + t) * cin + c0) * CB);
+                        for c in c0..c1 {
+                            let w0 = _mm256_loadu_ps(wp);
+                            let w1 = _mm256_loadu_ps(wp.add(8));
+                            for r in 0..R {
+                                let b = _mm256_broadcast_ss(&*p[r].add(c));
+                                acc[r][0] = _mm256_fmadd_ps(b, w0, acc[r][0]);
+                                acc[r][1] = _mm256_fmadd_ps(b, w1, acc[r][1]);
+                            }
+                            wp = wp.add(CB);
+                        }
                     }
-                }
-                for (r, a) in acc.iter().enumerate() {
-                    let q = tile * R + r;
-                    if q >= m {
-                        break;
+                    for (r, a) in acc.iter().enumerate().take(valid) {
+                        let q = tile * R + r;
+                        let o = out.0.add(q * ldw + cb * CB);
+                        let (mut v0, mut v1) = (a[0], a[1]);
+                        if let (true, Some(res)) = (last, self.residual) {
+                            let rp = res.as_ptr().add(q * ldw + cb * CB);
+                            v0 = _mm256_add_ps(v0, _mm256_loadu_ps(rp));
+                            v1 = _mm256_add_ps(v1, _mm256_loadu_ps(rp.add(8)));
+                        }
+                        _mm256_storeu_ps(o, v0);
+                        _mm256_storeu_ps(o.add(8), v1);
                     }
-                    let o = out.0.add(q * ldw + cb * CB);
-                    let (mut v0, mut v1) = (a[0], a[1]);
-                    if let Some(res) = self.residual {
-                        let rp = res.as_ptr().add(q * ldw + cb * CB);
-                        v0 = _mm256_add_ps(v0, _mm256_loadu_ps(rp));
-                        v1 = _mm256_add_ps(v1, _mm256_loadu_ps(rp.add(8)));
-                    }
-                    _mm256_storeu_ps(o, v0);
-                    _mm256_storeu_ps(o.add(8), v1);
                 }
             }
         }
     }
 
     #[cfg(not(target_arch = "x86_64"))]
-    unsafe fn task(&self, _: std::ops::Range<usize>, _: std::ops::Range<usize>, _: &[f32], _: &OutPtr) {
+    unsafe fn task(&self, _: std::ops::Range<usize>, _: std::ops::Range<usize>, _: &[f32], _: &[f32], _: &OutPtr) {
         unreachable!("direct convolution without AVX2/FMA")
     }
+}
+
+/// w (rows, ldw) as column panels (ldw / 16, rows, 16): a register tile's weights are then one
+/// contiguous stream (rows ldw floats apart would crowd a few cache sets).
+fn pack_panels(w: &[f32], rows: usize, ldw: usize) -> Vec<f32> {
+    let mut out = vec![0f32; rows * ldw];
+    out.par_chunks_mut(rows * CB).enumerate().for_each(|(cb, panel)| {
+        for (r, dst) in panel.chunks_exact_mut(CB).enumerate() {
+            dst.copy_from_slice(&w[r * ldw + cb * CB..][..CB]);
+        }
+    });
+    out
 }
 
 /// Output channels rounded up to whole register tiles.

@@ -3,6 +3,7 @@
 //! callers (and tests, which poison them) control allocation.
 pub mod adamw;
 pub mod attention;
+pub mod attention_cpu;
 pub mod cast;
 pub mod conv3d;
 pub mod cpu;
