@@ -31,10 +31,20 @@ impl UNet {
         let w = self.p(&format!("{name}.weight"));
         let co = *dy.shape().last().unwrap();
         let (mut dx, mut dw, mut db) = (self.empty(x.shape(), DType::F32)?, self.empty(w.shape(), DType::F32)?, self.empty(&[co], DType::F32)?);
-        conv3d::conv3d_backward(x, w, dy, &mut dx, &mut dw, &mut db, k, stride)?;
+        conv3d::conv3d_backward(x, w, dy, Some(&mut dx), &mut dw, &mut db, k, stride)?;
         add_grad(g, &format!("{name}.weight"), dw)?;
         add_grad(g, &format!("{name}.bias"), db)?;
         Ok(dx)
+    }
+
+    /// conv_back for a convolution whose input needs no gradient (the network's input).
+    fn conv_params_back(&self, x: &Tensor, name: &str, k: usize, stride: usize, dy: &Tensor, g: &mut TensorGrads) -> Result<()> {
+        let w = self.p(&format!("{name}.weight"));
+        let co = *dy.shape().last().unwrap();
+        let (mut dw, mut db) = (self.empty(w.shape(), DType::F32)?, self.empty(&[co], DType::F32)?);
+        conv3d::conv3d_backward(x, w, dy, None, &mut dw, &mut db, k, stride)?;
+        add_grad(g, &format!("{name}.weight"), dw)?;
+        add_grad(g, &format!("{name}.bias"), db)
     }
 
     fn norm_back(&self, x: &Tensor, name: &str, silu: bool, dy: &Tensor, g: &mut TensorGrads) -> Result<Tensor> {
@@ -189,8 +199,12 @@ impl UNet {
             if let Some(s) = dskips[i].take() {
                 dh = self.add(&dh, &s)?;
             }
-            for (b, xin) in blocks.iter().zip(&enc_in[i]).rev() {
-                dh = self.block_back(b, xin, &emb, &dh, &mut g, &mut demb)?;
+            for (j, (b, xin)) in blocks.iter().zip(&enc_in[i]).enumerate().rev() {
+                match b {
+                    // The first convolution reads the network's input, whose gradient nobody uses.
+                    Block::Conv { name, .. } if i == 0 && j == 0 => self.conv_params_back(xin, name, 3, 1, &dh, &mut g)?,
+                    _ => dh = self.block_back(b, xin, &emb, &dh, &mut g, &mut demb)?,
+                }
             }
         }
         let dh1 = self.linear_back(&h1, "time_embed.2", true, &demb, &mut g)?;

@@ -221,11 +221,16 @@ fn conv3d_dgrad_direct(dy: &[f32], w: &[f32], x_dims: [usize; 3], n: usize, ci: 
     out.chunks(ldw).flat_map(|r| r[..ci].iter().copied()).collect()
 }
 
-/// conv3d_backward_ref's results by the direct convolution (AVX2; co a multiple of 16).
+/// conv3d_backward_ref's results by the direct convolution (AVX2), dx only when `want_dx`.
 #[allow(clippy::too_many_arguments)]
-pub fn conv3d_backward_direct(x: &[f32], n: usize, dims: [usize; 3], ci: usize, w: &[f32], dy: &[f32], co: usize, k: usize, stride: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let dx = conv3d_dgrad_direct(dy, w, dims, n, ci, co, k, stride);
-    let dw = super::conv3d_cpu::weight_gradient(&super::conv3d_cpu::Taps::forward(n, dims, ci, k, stride), x, dy, co);
+pub fn conv3d_backward_direct(x: &[f32], n: usize, dims: [usize; 3], ci: usize, w: &[f32], dy: &[f32], co: usize, k: usize, stride: usize, want_dx: bool) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
+    use super::conv3d_cpu::{pad_columns, padded, weight_gradient, Taps};
+    let dx = want_dx.then(|| conv3d_dgrad_direct(dy, w, dims, n, ci, co, k, stride));
+    // The weight gradient's register tiles take 16 output channels: dy is widened with zeros.
+    let ldw = padded(co);
+    let dyp = pad_columns(dy, co, ldw);
+    let dwp = weight_gradient(&Taps::forward(n, dims, ci, k, stride), x, &dyp, ldw);
+    let dw = if ldw == co { dwp } else { dwp.chunks(ldw).flat_map(|r| r[..co].iter().copied()).collect() };
     (dx, dw, column_sums(dy, co))
 }
 
@@ -314,11 +319,12 @@ pub fn transpose_taps(w: &[f32], taps: usize, ci: usize, co: usize) -> Vec<f32> 
     out
 }
 
-/// Gradients of `conv3d` for dy (N, D', H', W', Co): dx (shaped like x), dw (k^3 Ci, Co) and
-/// db (Co). Gradients are f32 on every device; x and w are bf16 on emu/cuda.
+/// Gradients of `conv3d` for dy (N, D', H', W', Co): dx (shaped like x; None where the input's
+/// gradient is not wanted, as for the network's input), dw (k^3 Ci, Co) and db (Co). Gradients
+/// are f32 on every device; x and w are bf16 on emu/cuda.
 /// Kernels: kernels/conv3d_backward.cu.
 #[allow(clippy::too_many_arguments)]
-pub fn conv3d_backward(x: &Tensor, w: &Tensor, dy: &Tensor, dx: &mut Tensor, dw: &mut Tensor, db: &mut Tensor, k: usize, stride: usize) -> Result<()> {
+pub fn conv3d_backward(x: &Tensor, w: &Tensor, dy: &Tensor, mut dx: Option<&mut Tensor>, dw: &mut Tensor, db: &mut Tensor, k: usize, stride: usize) -> Result<()> {
     let _span = super::profile::span("conv3d_backward");
     let xs = x.shape().to_vec();
     if xs.len() != 5 {
@@ -328,50 +334,58 @@ pub fn conv3d_backward(x: &Tensor, w: &Tensor, dy: &Tensor, dx: &mut Tensor, dw:
     let co = *dy.shape().last().unwrap_or(&0);
     let od = [out_len(xs[1], k, stride), out_len(xs[2], k, stride), out_len(xs[3], k, stride)];
     let kk = k * k * k * ci;
-    if dy.shape() != [n, od[0], od[1], od[2], co] || w.shape() != [kk, co] || dx.shape() != xs.as_slice() || dw.shape() != [kk, co] || db.shape() != [co] {
+    let dx_shape = dx.as_ref().map(|t| t.shape().to_vec());
+    if dy.shape() != [n, od[0], od[1], od[2], co] || w.shape() != [kk, co] || dx_shape.as_ref().is_some_and(|s| s != &xs) || dw.shape() != [kk, co] || db.shape() != [co] {
         return Err(Error::Shape(format!(
             "conv3d_backward: x {xs:?}, w {:?}, dy {:?}, dx {:?}, dw {:?}, db {:?} do not fit",
             w.shape(),
             dy.shape(),
-            dx.shape(),
+            dx_shape,
             dw.shape(),
             db.shape()
         )));
     }
-    same_device("conv3d_backward", &[x, w, dy, dx, dw, db])?;
+    let mut all = vec![x, w, dy, &*dw, &*db];
+    all.extend(dx.as_deref());
+    same_device("conv3d_backward", &all)?;
     let dev = x.device().clone();
     if !dev.runs_kernels() {
         let (xv, wv, dyv) = (super::host_view(x)?, super::host_view(w)?, super::host_view(dy)?);
         let dims = [xs[1], xs[2], xs[3]];
-        let (gx, gw, gb) = if super::conv3d_cpu::available() && co % 16 == 0 {
-            conv3d_backward_direct(&xv, n, dims, ci, &wv, &dyv, co, k, stride)
+        let (gx, gw, gb) = if super::conv3d_cpu::available() {
+            conv3d_backward_direct(&xv, n, dims, ci, &wv, &dyv, co, k, stride, dx.is_some())
         } else {
-            conv3d_backward_ref(&xv, n, dims, ci, &wv, &dyv, co, k, stride)
+            let (gx, gw, gb) = conv3d_backward_ref(&xv, n, dims, ci, &wv, &dyv, co, k, stride);
+            (Some(gx), gw, gb)
         };
-        let bytes = dx.dtype().encode(&gx);
-        dx.buffer_mut().write(&bytes)?;
+        if let (Some(dx), Some(gx)) = (dx, gx) {
+            let bytes = dx.dtype().encode(&gx);
+            dx.buffer_mut().write(&bytes)?;
+        }
         dw.buffer_mut().write(bytemuck::cast_slice(&gw))?;
         return db.buffer_mut().write(bytemuck::cast_slice(&gb));
     }
     for t in [x, w] {
         expect_dtype("conv3d_backward", t, DType::BF16)?;
     }
-    for t in [dy, &*dx, &*dw] {
+    for t in [dy, &*dw].into_iter().chain(dx.as_deref()) {
         expect_dtype("conv3d_backward gradient", t, DType::F32)?;
     }
     expect_dtype("conv3d_backward db", db, DType::F32)?;
-    let wt = Tensor::from_f32(&transpose_taps(&super::host_view(w)?, k * k * k, ci, co), &[k * k * k * co, ci], DType::BF16, &dev)?;
     let dv = [n, xs[1], xs[2], xs[3], ci, co, k, stride];
-    let m_in = n * xs[1] * xs[2] * xs[3];
-    Launch::new("conv3d_dgrad_f32")?
-        .grid([ci.div_ceil(128) as u32, m_in.div_ceil(128) as u32, 1])
-        .block([256, 1, 1])
-        .shared_bytes(SMEM_BYTES)
-        .buf(dy.buffer())
-        .buf(wt.buffer())
-        .buf(dx.buffer())
-        .i32s(&dv)
-        .run(&dev)?;
+    if let Some(dx) = dx.as_deref_mut() {
+        let wt = Tensor::from_f32(&transpose_taps(&super::host_view(w)?, k * k * k, ci, co), &[k * k * k * co, ci], DType::BF16, &dev)?;
+        let m_in = n * xs[1] * xs[2] * xs[3];
+        Launch::new("conv3d_dgrad_f32")?
+            .grid([ci.div_ceil(128) as u32, m_in.div_ceil(128) as u32, 1])
+            .block([256, 1, 1])
+            .shared_bytes(SMEM_BYTES)
+            .buf(dy.buffer())
+            .buf(wt.buffer())
+            .buf(dx.buffer())
+            .i32s(&dv)
+            .run(&dev)?;
+    }
     Launch::new("conv3d_wgrad_f32")?
         .grid([co.div_ceil(128) as u32, kk.div_ceil(128) as u32, 1])
         .block([256, 1, 1])
