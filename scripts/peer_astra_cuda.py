@@ -5,6 +5,7 @@ source 1000 mm and detector 500 mm from the centre, over 360 degrees: tomodiff's
 ASTRA's create_sino3d_gpu and create_backprojection3d_gpu take and return host arrays, so its
 times include the host<->device copies (0.27 GB volume, 0.57 GB projections); tomodiff's do not.
 Best of 3 after one warm-up. Prints lines like tomodiff's bench."""
+import json
 import time
 
 import astra
@@ -34,3 +35,5 @@ for what in ("forward", "adjoint"):
             best.append(time.perf_counter() - t0)
     s = min(best)
     print(f"astra cone {what} cuda {s:8.3f} s  {rays / s / 1e6:8.2f} M rays/s (with host<->device copies)")
+    print("PEER_JSON " + json.dumps({"direction": what, "median_s": sorted(best)[len(best) // 2], "min_s": min(best), "max_s": max(best),
+                                     "runs": len(best), "peer": f"astra {astra.__version__} cone (cuda, with host<->device copies)"}))

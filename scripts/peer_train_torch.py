@@ -11,7 +11,7 @@ import torch
 
 for d in ("tools", os.path.join("..", "tools")):
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), d))
-from peer_common import mean_seconds, setup  # noqa: E402
+from peer_common import peer_json, setup, timings, torch_name  # noqa: E402
 
 a, cfg, dev, cuda, model, x, t = setup()
 target = torch.randn((a.batch, 1) + tuple(cfg["patch"]), device=dev)
@@ -24,5 +24,7 @@ def step():
     loss.backward()
 
 
-s = mean_seconds(step, cuda)
+times = timings(step, cuda)
+s = sorted(times)[len(times) // 2]
 print(f"torch train {a.batch}x{tuple(cfg['patch'])} {dev.type}: {s * 1e3:.1f} ms, {a.batch / s:.2f} patches/s")
+print(peer_json(times, peer=torch_name(dev)))

@@ -12,7 +12,7 @@ import torch
 # tools/ beside this script (a GPU bundle) or in the repository.
 for d in ("tools", os.path.join("..", "tools")):
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), d))
-from peer_common import mean_seconds, setup  # noqa: E402
+from peer_common import peer_json, setup, timings, torch_name  # noqa: E402
 
 a, cfg, dev, cuda, model, x, t = setup()
 model.eval()
@@ -23,5 +23,7 @@ def run():
         return model(x, t)
 
 
-s = mean_seconds(run, cuda)
+times = timings(run, cuda)
+s = sorted(times)[len(times) // 2]
 print(f"torch unet {a.batch}x{tuple(cfg['patch'])} {dev.type} threads={torch.get_num_threads()}: {s * 1e3:.1f} ms, {a.batch / s:.1f} patches/s")
+print(peer_json(times, peer=torch_name(dev)))

@@ -7,11 +7,42 @@ use crate::tensor::{DType, Tensor};
 use rand::{Rng, SeedableRng};
 use std::time::Instant;
 
-#[derive(Debug, Clone)]
+/// Repeated measurements of one piece of work: the median is the figure, min and max the spread.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Timing {
+    pub median_s: f64,
+    pub min_s: f64,
+    pub max_s: f64,
+    pub runs: usize,
+}
+
+impl Timing {
+    fn of(mut times: Vec<f64>) -> Timing {
+        times.sort_by(f64::total_cmp);
+        let n = times.len();
+        let median = if n % 2 == 1 { times[n / 2] } else { 0.5 * (times[n / 2 - 1] + times[n / 2]) };
+        Timing { median_s: median, min_s: times[0], max_s: times[n - 1], runs: n }
+    }
+
+    /// "median of N runs, min .. max (spread %)", for the line under a row.
+    pub fn line(&self) -> String {
+        format!(
+            "median of {} runs; min {:.3} ms, max {:.3} ms (spread {:.1}%)",
+            self.runs,
+            self.min_s * 1e3,
+            self.max_s * 1e3,
+            100.0 * (self.max_s - self.min_s) / self.median_s
+        )
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Row {
     pub what: String,
     pub device: String,
+    /// The median of `timing`.
     pub seconds: f64,
+    pub timing: Timing,
     pub flops: f64,
     /// Peak FLOP/s of the device for this work, when known.
     pub peak: Option<f64>,
@@ -83,13 +114,14 @@ fn random(n: usize, seed: u64) -> Vec<f32> {
 }
 
 /// Times `f` (after one warm-up call): CUDA events on a GPU, wall clock elsewhere. Repeats until
-/// about `budget` seconds are spent, and reports the mean.
-fn time(dev: &Device, budget: f64, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+/// about `budget` seconds are spent and at least MIN_RUNS runs are done.
+fn time(dev: &Device, budget: f64, mut f: impl FnMut() -> Result<()>) -> Result<Timing> {
+    const MIN_RUNS: usize = 5;
     f()?;
     dev.synchronize()?;
-    let mut iters = 0u32;
+    let mut times = Vec::new();
     let mut total = 0.0;
-    while total < budget || iters < 1 {
+    while total < budget || times.len() < MIN_RUNS {
         let t = match dev {
             Device::Cuda(d) => {
                 let timer = GpuTimer::start(d)?;
@@ -103,9 +135,9 @@ fn time(dev: &Device, budget: f64, mut f: impl FnMut() -> Result<()>) -> Result<
             }
         };
         total += t;
-        iters += 1;
+        times.push(t);
     }
-    Ok(total / iters as f64)
+    Ok(Timing::of(times))
 }
 
 /// C = A B for an n x n x n problem: bf16 tensor cores on emu/cuda, f32 on the CPU.
@@ -115,12 +147,14 @@ pub fn gemm(dev: &Device, n: usize) -> Result<Row> {
     let b = Tensor::from_f32(&random(n * n, 2), &[n, n], dtype, dev)?;
     let mut c = Tensor::zeros(&[n, n], DType::F32, dev)?;
     let budget = if matches!(dev, Device::Cuda(_)) { 0.5 } else { 2.0 };
-    let seconds = time(dev, budget, || gemm::matmul(&a, &b, &mut c))?;
+    let timing = time(dev, budget, || gemm::matmul(&a, &b, &mut c))?;
+    let seconds = timing.median_s;
     let (peak, peak_note) = device_peak(dev);
     Ok(Row {
         what: format!("gemm {n}^3 {}", if dev.runs_kernels() { "bf16" } else { "f32" }),
         device: dev.name(),
         seconds,
+        timing,
         flops: 2.0 * (n as f64).powi(3),
         peak,
         peak_note,
@@ -130,7 +164,7 @@ pub fn gemm(dev: &Device, n: usize) -> Result<Row> {
 /// Siddon projector throughput: rays/s and voxel intersections/s, forward and adjoint.
 /// Cases: `parallel2d` (one 512x512 slice, 360 views x 768 columns over 180 degrees: the issue's
 /// CPU comparison with ASTRA's 'line' projector) and `cone` (512x512x256 to 360 views of 512x768).
-pub fn projector(dev: &Device, case: &str) -> Result<Vec<String>> {
+pub fn projector(dev: &Device, case: &str) -> Result<Vec<ProjectorRow>> {
     use crate::ct::{phantom, siddon, Geometry};
     let json = match case {
         "parallel2d" => r#"{"volume": {"shape": [1, 512, 512]}, "scan": {"type": "parallel", "n_views": 360, "det_shape": [1, 768]}}"#,
@@ -159,17 +193,35 @@ pub fn projector(dev: &Device, case: &str) -> Result<Vec<String>> {
     let adj = time(dev, budget, || p.adjoint(&pt, &mut back))?;
     let rays = g.n_rays() as f64;
     Ok([("forward", fwd), ("adjoint", adj)]
-        .iter()
-        .map(|(what, s)| {
-            format!(
-                "projector {case:<10} {what:<8} {:<8} {:>10.3} s  {:>8.2} M rays/s  {:>8.1} M intersections/s",
-                dev.name(),
-                s,
-                rays / s / 1e6,
-                intersections / s / 1e6
-            )
-        })
+        .into_iter()
+        .map(|(what, timing)| ProjectorRow { case: case.into(), direction: what.into(), device: dev.name(), timing, rays, intersections })
         .collect())
+}
+
+/// One direction of `projector`: rays/s and voxel intersections/s at the median time.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProjectorRow {
+    pub case: String,
+    pub direction: String,
+    pub device: String,
+    pub timing: Timing,
+    pub rays: f64,
+    pub intersections: f64,
+}
+
+impl ProjectorRow {
+    pub fn line(&self) -> String {
+        let s = self.timing.median_s;
+        format!(
+            "projector {:<10} {:<8} {:<8} {:>10.3} s  {:>8.2} M rays/s  {:>8.1} M intersections/s",
+            self.case,
+            self.direction,
+            self.device,
+            s,
+            self.rays / s / 1e6,
+            self.intersections / s / 1e6
+        )
+    }
 }
 
 /// One U-Net forward over a batch of patches (random weights and inputs): patches/s and achieved
@@ -184,12 +236,14 @@ pub fn unet(dev: &Device, cfg: &crate::nn::UNetConfig, batch: usize) -> Result<R
     let x = Tensor::from_f32(&random(batch * p.iter().product::<usize>() * cfg.in_channels, 3), &[batch, p[0], p[1], p[2], cfg.in_channels], net.act_dtype(), dev)?;
     let t = Tensor::from_f32(&(0..batch).map(|i| (i * 997 % 1000) as f32).collect::<Vec<_>>(), &[batch], DType::F32, dev)?;
     let budget = if matches!(dev, Device::Cuda(_)) { 1.0 } else { 3.0 };
-    let seconds = time(dev, budget, || net.forward(&x, &t, None).map(|_| ()))?;
+    let timing = time(dev, budget, || net.forward(&x, &t, None).map(|_| ()))?;
+    let seconds = timing.median_s;
     let (peak, peak_note) = device_peak(dev);
     Ok(Row {
         what: format!("unet {}x{:?} ({:.1} patches/s)", batch, p, batch as f64 / seconds),
         device: dev.name(),
         seconds,
+        timing,
         flops,
         peak,
         peak_note,
@@ -218,13 +272,14 @@ pub fn train(dev: &Device, cfg: &crate::nn::UNetConfig, batch: usize) -> Result<
     let budget = if matches!(dev, Device::Cuda(_)) { 1.0 } else { 3.0 };
     let adam = AdamConfig::default();
     let mut step = 0;
-    let seconds = time(dev, budget, || {
+    let timing = time(dev, budget, || {
         let (_, grads) = net.mse_backward(&x, &t, &target)?;
         step += 1;
         opt.apply(&adam, step, &grads, &mut net).map(|_| ())
     })?;
     let (peak, peak_note) = device_peak(dev);
-    Ok(Row { what: format!("train {}x{:?} ({:.2} patches/s)", batch, p, batch as f64 / seconds), device: dev.name(), seconds, flops, peak, peak_note })
+    let seconds = timing.median_s;
+    Ok(Row { what: format!("train {}x{:?} ({:.2} patches/s)", batch, p, batch as f64 / seconds), device: dev.name(), seconds, timing, flops, peak, peak_note })
 }
 
 /// What `bench recon` reconstructs: a chest phantom of `shape` (1 mm voxels) from `views` cone-beam

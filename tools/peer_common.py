@@ -1,6 +1,7 @@
 """What the PyTorch peers of `tomodiff bench unet` and `bench train` share: arguments, the model
 of tools/unet_reference.py with random inputs on the device, and the timing loop."""
 import argparse
+import json
 import time
 
 import torch
@@ -33,17 +34,30 @@ def setup():
     return a, cfg, dev, cuda, model, x, t
 
 
-def mean_seconds(fn, cuda):
-    """Mean time of fn() after one warm-up call, over at least 1 s (GPU) or 3 s (CPU)."""
+def timings(fn, cuda):
+    """Times of fn() after one warm-up call: at least 5 runs and 1 s (GPU) or 3 s (CPU)."""
     fn()
     if cuda:
         torch.cuda.synchronize()
-    times, total = [], 0.0
-    while total < (1.0 if cuda else 3.0) or len(times) < 2:
+    times = []
+    while sum(times) < (1.0 if cuda else 3.0) or len(times) < 5:
         t0 = time.perf_counter()
         fn()
         if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-        total += times[-1]
-    return sum(times) / len(times)
+    return times
+
+
+def peer_json(times, **extra):
+    """The line `tomodiff bench --peer` reads: median, min and max of the runs, and what ran."""
+    s = sorted(times)
+    n = len(s)
+    median = s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
+    return "PEER_JSON " + json.dumps({"median_s": median, "min_s": s[0], "max_s": s[-1], "runs": n, **extra})
+
+
+def torch_name(dev):
+    """What ran: the PyTorch version, device and threads (CPU) or GPU name."""
+    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    return f"torch {torch.__version__} ({where})"

@@ -1,3 +1,4 @@
+mod bench;
 mod ct;
 mod model;
 mod recon;
@@ -28,7 +29,7 @@ enum Cmd {
     /// Measure throughput against the device's peak (the floor).
     Bench {
         #[command(subcommand)]
-        what: BenchCmd,
+        what: bench::BenchCmd,
     },
     /// Make a phantom volume: shepp-logan, shepp-logan-ks, ellipsoids or chest.
     Phantom(ct::PhantomArgs),
@@ -72,67 +73,6 @@ enum Cmd {
     },
 }
 
-/// What the network benchmarks take.
-#[derive(clap::Args)]
-struct NetBench {
-    /// Devices to measure (repeatable); default: cpu and every CUDA device.
-    #[arg(long = "device")]
-    devices: Vec<String>,
-    /// A preset (paper, tiny) or a JSON config.
-    #[arg(long, default_value = "tiny")]
-    config: String,
-    /// Patch edge (cubic patches); default: the config's patch.
-    #[arg(long)]
-    patch: Option<usize>,
-    #[arg(long, default_value_t = 4)]
-    batch: usize,
-}
-
-#[derive(Subcommand)]
-enum BenchCmd {
-    /// One training step (forward and backward) over a batch of patches: patches/s, TFLOP/s.
-    Train(NetBench),
-    /// One U-Net forward over a batch of patches: patches/s, achieved FLOP/s, the floor.
-    Unet(NetBench),
-    /// One reconstruction (random weights, a chest phantom's cone-beam scan): wall time, network
-    /// passes/s and the split (network, projector, CG, the rest).
-    Recon {
-        #[command(flatten)]
-        net: NetBench,
-        /// Volume shape nz,ny,nx.
-        #[arg(long, value_delimiter = ',', default_value = "64,64,64")]
-        shape: Vec<usize>,
-        #[arg(long, default_value_t = 8)]
-        views: usize,
-        #[arg(long, default_value_t = 50)]
-        steps: usize,
-        #[arg(long, default_value_t = 2)]
-        rounds: usize,
-        #[arg(long, default_value_t = 5)]
-        cg_iters: usize,
-        /// Run every network pass as it comes instead of replaying a captured graph.
-        #[arg(long)]
-        no_graph: bool,
-    },
-    /// Siddon forward and adjoint: rays/s and voxel intersections/s.
-    Projector {
-        /// Devices to measure (repeatable); default: cpu and every CUDA device.
-        #[arg(long = "device")]
-        devices: Vec<String>,
-        /// parallel2d (512^2 slice, 360 views x 768 columns) or cone (512x512x256, 360 views of 512x768).
-        #[arg(long, default_value = "parallel2d")]
-        case: String,
-    },
-    /// C = A B, n x n x n: bf16 tensor cores on GPUs (and emulated), f32 on the CPU.
-    Gemm {
-        /// Devices to measure (repeatable); default: cpu and every CUDA device.
-        #[arg(long = "device")]
-        devices: Vec<String>,
-        /// Problem size n; default 4096 on CUDA, 1024 on the CPU, 256 emulated.
-        #[arg(long)]
-        size: Option<usize>,
-    },
-}
 
 /// The command line, every subcommand taking negative numbers as option values (`--eta -1`)
 /// rather than as flags; tomodiff's own checks then say what range a value must be in.
@@ -147,30 +87,13 @@ pub fn run() -> Result<()> {
     let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit());
     match cli.cmd {
         Cmd::Info { kernels } => print!("{}", tomodiff::info::report(kernels)),
-        Cmd::Bench { what: BenchCmd::Gemm { devices, size } } => bench_gemm(devices, size)?,
-        Cmd::Bench { what: BenchCmd::Projector { devices, case } } => {
-            for dev in bench_devices(devices)? {
-                for row in tomodiff::bench::projector(&dev, &case)? {
-                    println!("{row}");
-                }
-            }
-        }
+        Cmd::Bench { what } => bench::run(what)?,
         Cmd::Model { cmd } => model::run(cmd)?,
         Cmd::Train(a) => train::run(a)?,
         Cmd::Export(a) => train::export(a)?,
         Cmd::Reconstruct(a) => recon::reconstruct_cmd(a)?,
         Cmd::Demo(a) => recon::demo(a)?,
         Cmd::Sample(a) => sample::run(a)?,
-        Cmd::Bench { what: BenchCmd::Unet(a) } => bench_net(a, tomodiff::bench::unet)?,
-        Cmd::Bench { what: BenchCmd::Train(a) } => bench_net(a, tomodiff::bench::train)?,
-        Cmd::Bench { what: BenchCmd::Recon { net, shape, views, steps, rounds, cg_iters, no_graph } } => {
-            let shape: [usize; 3] = shape.as_slice().try_into().map_err(|_| anyhow::anyhow!("--shape takes nz,ny,nx"))?;
-            let case = tomodiff::bench::ReconCase { shape, views, steps, rounds, cg_iters, batch: net.batch, graph: !no_graph };
-            let cfg = net_config(&net)?;
-            for dev in bench_devices(net.devices)? {
-                println!("{}", tomodiff::bench::recon(&dev, &cfg, &case).with_context(|| format!("on {}", dev.name()))?);
-            }
-        }
         Cmd::Phantom(a) => ct::phantom(a)?,
         Cmd::Project(a) => ct::project(a)?,
         Cmd::Backproject(a) => ct::backproject(a)?,
@@ -218,52 +141,3 @@ pub(crate) fn device(name: &str) -> tomodiff::Result<Device> {
     Ok(dev)
 }
 
-/// The named devices, or the cpu and every CUDA device.
-fn bench_devices(devices: Vec<String>) -> Result<Vec<Device>> {
-    if devices.is_empty() {
-        let mut v = vec![Device::Cpu];
-        if let Ok(n) = tomodiff::device::cuda_device_count() {
-            for i in 0..n {
-                v.push(Device::cuda(i)?);
-            }
-        }
-        return Ok(v);
-    }
-    Ok(devices.iter().map(|d| crate::cli::device(d)).collect::<tomodiff::Result<_>>()?)
-}
-
-/// A network benchmark (forward or training step) on each device.
-fn bench_net(a: NetBench, f: fn(&Device, &tomodiff::nn::UNetConfig, usize) -> tomodiff::Result<tomodiff::bench::Row>) -> Result<()> {
-    let cfg = net_config(&a)?;
-    for dev in bench_devices(a.devices)? {
-        println!("{}", f(&dev, &cfg, a.batch).with_context(|| format!("on {}", dev.name()))?.line());
-        if let Some(p) = tomodiff::ops::profile::report() {
-            print!("{p}");
-        }
-    }
-    Ok(())
-}
-
-/// The benchmark's config, with its patch edge when given.
-fn net_config(a: &NetBench) -> Result<tomodiff::nn::UNetConfig> {
-    let mut cfg = tomodiff::nn::UNetConfig::load(&a.config)?;
-    if let Some(p) = a.patch {
-        cfg.patch = [p; 3];
-    }
-    cfg.validate()?;
-    Ok(cfg)
-}
-
-fn bench_gemm(devices: Vec<String>, size: Option<usize>) -> Result<()> {
-    let devs = bench_devices(devices)?;
-    for dev in &devs {
-        let n = size.unwrap_or(match dev {
-            Device::Cuda(_) => 4096,
-            Device::Cpu => 1024,
-            Device::Emu => 256,
-        });
-        let row = tomodiff::bench::gemm(dev, n).with_context(|| format!("gemm on {}", dev.name()))?;
-        println!("{}", row.line());
-    }
-    Ok(())
-}
