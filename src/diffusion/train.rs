@@ -190,30 +190,40 @@ impl Trainer {
     }
 
     /// The batch of `step`: inputs (B, P, 5) and targets (B, P, 1) channels-last, and t (B).
+    /// Samples are drawn in parallel, each from its own seeded generator (the same batch on any
+    /// thread count).
     pub fn batch(&self, step: u64) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
-        let p = self.arch.cfg.patch;
-        let pv: usize = p.iter().product();
+        use rayon::prelude::*;
+        let samples: Vec<(Vec<f32>, Vec<f32>, f32)> = (0..self.opts.batch).into_par_iter().map(|b| self.sample(step, b)).collect::<Result<_>>()?;
         let (mut x, mut target, mut ts) = (Vec::new(), Vec::new(), Vec::new());
-        for b in 0..self.opts.batch {
-            let mut rng = rand::rngs::StdRng::seed_from_u64(sample_seed(self.opts.seed, step, b));
-            let (dims, x0) = self.volume(&mut rng)?;
-            let t = rng.random_range(0..T);
-            let ab = self.sched.abar[t];
-            let eps: Vec<f32> = (0..x0.len()).map(|_| StandardNormal.sample(&mut rng)).collect();
-            let xt: Vec<f32> = x0.iter().zip(&eps).map(|(a, e)| (ab.sqrt() * *a as f64 + (1.0 - ab).sqrt() * *e as f64) as f32).collect();
-            let ctx = tiling::context(&xt, dims, p, self.arch.cfg.context);
-            // Starts whose patch overlaps the volume and lies in the P-padded volume: [-P+1, N-1].
-            let start: [isize; 3] = std::array::from_fn(|a| rng.random_range(-(p[a] as i64) + 1..dims[a] as i64) as isize);
-            x.extend(tiling::assemble(&xt, dims, p, &[start], &ctx).data);
-            // The target is the same patch of the zero-padded noise (and volume, for v).
-            let patch_of = |v: &[f32]| tiling::assemble(v, dims, p, &[start], &ctx).data.chunks(5).map(|c| c[0]).collect::<Vec<f32>>();
-            let pred = self.arch.cfg.prediction;
-            let x0p = if pred == Prediction::Eps { vec![0.0; pv] } else { patch_of(&x0) };
-            target.extend(patch_of(&eps).iter().zip(&x0p).map(|(e, a)| pred.target(*a, *e, ab)));
-            ts.push(t as f32);
-            debug_assert_eq!(target.len(), (b + 1) * pv);
+        for (xs, tg, t) in samples {
+            x.extend(xs);
+            target.extend(tg);
+            ts.push(t);
         }
         Ok((x, target, ts))
+    }
+
+    /// Sample b of `step`: its patch input (P, 5), target (P, 1) and t.
+    fn sample(&self, step: u64, b: usize) -> Result<(Vec<f32>, Vec<f32>, f32)> {
+        let p = self.arch.cfg.patch;
+        let pv: usize = p.iter().product();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(sample_seed(self.opts.seed, step, b));
+        let (dims, x0) = self.volume(&mut rng)?;
+        let t = rng.random_range(0..T);
+        let ab = self.sched.abar[t];
+        let eps: Vec<f32> = (0..x0.len()).map(|_| StandardNormal.sample(&mut rng)).collect();
+        let xt: Vec<f32> = x0.iter().zip(&eps).map(|(a, e)| (ab.sqrt() * *a as f64 + (1.0 - ab).sqrt() * *e as f64) as f32).collect();
+        let ctx = tiling::context(&xt, dims, p, self.arch.cfg.context);
+        // Starts whose patch overlaps the volume and lies in the P-padded volume: [-P+1, N-1].
+        let start: [isize; 3] = std::array::from_fn(|a| rng.random_range(-(p[a] as i64) + 1..dims[a] as i64) as isize);
+        let x = tiling::assemble(&xt, dims, p, &[start], &ctx).data;
+        // The target is the same patch of the zero-padded noise (and volume, for v).
+        let patch_of = |v: &[f32]| tiling::assemble(v, dims, p, &[start], &ctx).data.chunks(5).map(|c| c[0]).collect::<Vec<f32>>();
+        let pred = self.arch.cfg.prediction;
+        let x0p = if pred == Prediction::Eps { vec![0.0; pv] } else { patch_of(&x0) };
+        let target: Vec<f32> = patch_of(&eps).iter().zip(&x0p).map(|(e, a)| pred.target(*a, *e, ab)).collect();
+        Ok((x, target, t as f32))
     }
 
     /// Where the network's forward and backward and the optimiser run (the CPU unless set): the
