@@ -154,3 +154,19 @@ fn fast_attention_matches_reference() {
         assert_close(&format!("cpu attention backward {tag}"), &dq.to_f32_vec().unwrap(), &want, |i| 1e-5 * want[i].abs() + 1e-5 * scale);
     }
 }
+
+#[test]
+fn empty_batches_are_no_work_not_a_panic() {
+    use tomodiff::ops::{attention, group_norm};
+    let d = Device::Cpu;
+    let z = |s: &[usize]| Tensor::zeros(s, DType::F32, &d).unwrap();
+    let (x, w, b) = (z(&[0, 4, 4, 4, 16]), z(&[27 * 16, 16]), z(&[16]));
+    let mut y = z(&[0, 4, 4, 4, 16]);
+    conv3d::conv3d(&x, &w, &b, None, None, &mut y, 3, 1).unwrap();
+    let (mut dx, mut dw, mut db) = (z(&[0, 4, 4, 4, 16]), Tensor::full(&[27 * 16, 16], f32::NAN, DType::F32, &d).unwrap(), z(&[16]));
+    conv3d::conv3d_backward(&x, &w, &y, Some(&mut dx), &mut dw, &mut db, 3, 1).unwrap();
+    assert!(dw.to_f32_vec().unwrap().iter().all(|v| *v == 0.0), "no voxels: a zero weight gradient");
+    group_norm::group_norm(&x, &b, &b, 4, true, &mut y).unwrap();
+    let mut a = z(&[0, 8, 16]);
+    attention::attention(&z(&[0, 8, 48]), &mut a, 1).unwrap();
+}

@@ -52,7 +52,7 @@ pub fn attention(qkv: &Tensor, out: &mut Tensor, heads: usize) -> Result<()> {
     let n = s[0];
     let c3 = *s.last().unwrap_or(&0);
     let c = c3 / 3;
-    let t = qkv.numel() / (n * c3.max(1));
+    let t = qkv.numel() / (n * c3).max(1);
     let mut os = s.clone();
     *os.last_mut().unwrap() = c;
     if c3 % 3 != 0 || heads == 0 || c % heads != 0 || out.shape() != os.as_slice() {

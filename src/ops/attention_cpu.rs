@@ -29,6 +29,9 @@ fn probabilities(q3: &[f32], t: usize, c: usize, d: usize, h: usize) -> Vec<f32>
 
 /// out (n, t, c) = attention of qkv (n, t, 3c), `heads` heads.
 pub fn forward(qkv: &[f32], n: usize, t: usize, c: usize, heads: usize, out: &mut [f32]) {
+    if t == 0 || c == 0 {
+        return;
+    }
     let d = c / heads;
     for b in 0..n {
         let q3 = &qkv[b * t * 3 * c..(b + 1) * t * 3 * c];
@@ -43,6 +46,9 @@ pub fn forward(qkv: &[f32], n: usize, t: usize, c: usize, heads: usize, out: &mu
 /// dqkv (n, t, 3c) of attention for dout (n, t, c): dV = P^T dO, dP = dO V^T,
 /// dS = P (dP - rowsum(dP P)) s, dQ = dS K, dK = dS^T Q.
 pub fn backward(qkv: &[f32], n: usize, t: usize, c: usize, heads: usize, dout: &[f32], dqkv: &mut [f32]) {
+    if t == 0 || c == 0 {
+        return;
+    }
     let d = c / heads;
     let scale = 1.0 / (d as f32).sqrt();
     for b in 0..n {

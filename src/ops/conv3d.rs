@@ -236,6 +236,9 @@ pub fn conv3d_backward_direct(x: &[f32], n: usize, dims: [usize; 3], ci: usize, 
 
 /// Sums of the columns of a (rows, co) matrix, accumulated in f64.
 fn column_sums(m: &[f32], co: usize) -> Vec<f32> {
+    if co == 0 {
+        return Vec::new();
+    }
     let mut s = vec![0f64; co];
     for r in m.chunks(co) {
         s.iter_mut().zip(r).for_each(|(a, v)| *a += *v as f64);

@@ -137,6 +137,9 @@ impl Direct<'_> {
         assert!(taps <= MAX_TAPS && ldw % CB == 0 && self.w.len() >= taps * cin * ldw && out.len() >= m * ldw);
         assert!(self.init.len() >= self.taps.batch * ldw && self.x.len() >= self.taps.batch * self.taps.inp.iter().product::<usize>() * cin);
         assert!(self.residual.is_none_or(|r| r.len() >= m * ldw));
+        if m == 0 || ldw == 0 {
+            return;
+        }
         let tiles = m.div_ceil(R);
         let chunks = tiles.div_ceil(TILES_PER_TASK);
         let blocks = ldw / CB;
@@ -288,6 +291,9 @@ pub fn weight_gradient(taps: &Taps, x: &[f32], dy: &[f32], co: usize) -> Vec<f32
     let rows = taps.batch * od * oh;
     assert!(dy.len() >= rows * ow * co && x.len() >= taps.batch * taps.inp.iter().product::<usize>() * taps.ci);
     let size = taps.k.pow(3) * taps.ci * co;
+    if size == 0 || rows == 0 || taps.out[2] == 0 {
+        return vec![0f32; size];
+    }
     let parts = (2 * rayon::current_num_threads()).min(rows.max(1));
     let partials: Vec<Vec<f32>> = (0..parts)
         .into_par_iter()

@@ -50,6 +50,9 @@ fn sample_stats(xs: &[f32], c: usize, groups: usize) -> (Vec<f64>, Vec<f64>) {
 /// y = group_norm(x) [then SiLU] for x (n, positions, c), written into y.
 #[allow(clippy::too_many_arguments)]
 pub fn forward(x: &[f32], n: usize, c: usize, groups: usize, gamma: &[f32], beta: &[f32], fuse_silu: bool, y: &mut [f32]) {
+    if x.is_empty() {
+        return;
+    }
     let len = x.len() / n;
     for (xs, ys) in x.chunks(len).zip(y.chunks_mut(len)) {
         let (mean, inv) = sample_stats(xs, c, groups);
@@ -75,6 +78,9 @@ pub fn forward(x: &[f32], n: usize, c: usize, groups: usize, gamma: &[f32], beta
 /// group_norm_backward_ref. dz (dy through the SiLU) is kept in dx between the passes.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(x: &[f32], n: usize, c: usize, groups: usize, gamma: &[f32], beta: &[f32], fuse_silu: bool, dy: &[f32], dx: &mut [f32]) -> (Vec<f32>, Vec<f32>) {
+    if x.is_empty() {
+        return (vec![0.0; c], vec![0.0; c]);
+    }
     let len = x.len() / n;
     let cg = c / groups;
     let (mut dg, mut db) = (vec![0f64; c], vec![0f64; c]);
