@@ -13,8 +13,9 @@ fn direct_convolution_is_used_where_the_cpu_has_avx2() {
 }
 
 /// (N, [D, H, W], Ci, Co, k, stride): odd extents, both strides, 1x1x1, channel counts that are
-/// and are not whole register tiles (16), the network's 5-channel input and 1-channel output.
-const CASES: [(usize, [usize; 3], usize, usize, usize, usize); 8] = [
+/// and are not whole register tiles (16), the network's 5-channel input and 1-channel output,
+/// few output channels (the dot-product path) with input channels that are not a multiple of 8.
+const CASES: [(usize, [usize; 3], usize, usize, usize, usize); 9] = [
     (2, [6, 5, 7], 5, 16, 3, 1),
     (1, [8, 8, 8], 16, 32, 3, 2),
     (3, [4, 6, 4], 16, 8, 1, 1),
@@ -23,6 +24,7 @@ const CASES: [(usize, [usize; 3], usize, usize, usize, usize); 8] = [
     (2, [9, 7, 6], 48, 16, 3, 2),
     (1, [3, 3, 3], 32, 48, 3, 1),
     (2, [1, 2, 13], 7, 32, 3, 1),
+    (2, [5, 6, 4], 13, 3, 3, 2),
 ];
 
 #[test]

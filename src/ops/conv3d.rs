@@ -183,6 +183,19 @@ fn conv3d_direct(x: &Tensor, w: &Tensor, bias: &Tensor, bias_n: Option<&Tensor>,
     }
     let (xv, wv) = (host(x)?, host(w)?);
     let res = residual.map(host).transpose()?;
+    if co <= super::conv3d_cpu::NARROW {
+        let taps = Taps::forward(n, [xs[1], xs[2], xs[3]], ci, k, stride);
+        // (taps, ci, co) -> (co, taps, ci), and the init rows without padding.
+        let k3 = k * k * k;
+        let wt: Vec<f32> = (0..co * k3 * ci).map(|i| wv[(i % (k3 * ci)) * co + i / (k3 * ci)]).collect();
+        let init: Vec<f32> = init.chunks(ldw).flat_map(|r| r[..co].iter().copied()).collect();
+        let out = y.host_f32_mut().ok_or_else(|| Error::DType("conv3d: the CPU's output must be host f32".into()))?;
+        super::conv3d_cpu::narrow(&taps, &xv, &wt, co, &init, out);
+        if let Some(r) = &res {
+            out.iter_mut().zip(r.iter()).for_each(|(a, v)| *a += v);
+        }
+        return Ok(());
+    }
     let wp = pad_columns(&wv, co, ldw);
     let whole = co == ldw;
     let d = Direct { taps: Taps::forward(n, [xs[1], xs[2], xs[3]], ci, k, stride), x: &xv, w: &wp, ldw, init: &init, residual: if whole { res.as_deref() } else { None } };

@@ -390,3 +390,62 @@ unsafe fn wgrad_tile<const RC: usize>(taps: &Taps, x: &[f32], dy: &[f32], co: us
         _mm256_storeu_ps(d.add(r * co + 8), a[1]);
     }
 }
+
+/// Output channels up to which `narrow` beats padding them to a 16-wide tile.
+pub const NARROW: usize = 4;
+
+/// The convolution for few output channels (the U-Net's last, Co = 1): per output voxel and
+/// channel, dot products along the input channels, eight at a time. `wt` is (co, taps, ci),
+/// `init` (batch, co); out (voxels, co). Padded to 16 columns, such a convolution would cost as
+/// much as a 16-channel one.
+pub fn narrow(taps: &Taps, x: &[f32], wt: &[f32], co: usize, init: &[f32], out: &mut [f32]) {
+    assert!(available());
+    let (k3, ci) = (taps.k.pow(3), taps.ci);
+    let m = taps.voxels();
+    assert!(k3 <= MAX_TAPS && wt.len() >= co * k3 * ci && out.len() >= m * co && init.len() >= taps.batch * co);
+    assert!(x.len() >= taps.batch * taps.inp.iter().product::<usize>() * ci);
+    if m == 0 || co == 0 {
+        return;
+    }
+    out[..m * co].par_chunks_mut(co * 64).enumerate().for_each(|(chunk, o)| {
+        let mut rows = [None; MAX_TAPS];
+        for (j, ov) in o.chunks_mut(co).enumerate() {
+            let q = chunk * 64 + j;
+            taps.rows(q, &mut rows[..k3]);
+            let b = taps.coords(q)[0];
+            for (oc, v) in ov.iter_mut().enumerate() {
+                // SAFETY: `available` was checked; every row is inside x (Taps::rows) and the
+                // weights' length was asserted.
+                *v = init[b * co + oc] + unsafe { dot_taps(x, &rows[..k3], &wt[oc * k3 * ci..(oc + 1) * k3 * ci], ci) };
+            }
+        }
+    });
+}
+
+/// sum over taps t with a row of sum_c x[row + c] w[t ci + c].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_taps(x: &[f32], rows: &[Option<usize>], w: &[f32], ci: usize) -> f32 {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm256_setzero_ps(); 2];
+    let mut tail = 0f32;
+    let whole = ci / 8 * 8;
+    for (t, row) in rows.iter().enumerate() {
+        let Some(o) = row else { continue };
+        let (xp, wp) = (x.as_ptr().add(*o), w.as_ptr().add(t * ci));
+        for c in (0..whole).step_by(8) {
+            acc[(c / 8) & 1] = _mm256_fmadd_ps(_mm256_loadu_ps(xp.add(c)), _mm256_loadu_ps(wp.add(c)), acc[(c / 8) & 1]);
+        }
+        for c in whole..ci {
+            tail += *xp.add(c) * *wp.add(c);
+        }
+    }
+    let mut lanes = [0f32; 8];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(acc[0], acc[1]));
+    lanes.iter().sum::<f32>() + tail
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn dot_taps(_: &[f32], _: &[Option<usize>], _: &[f32], _: usize) -> f32 {
+    unreachable!("direct convolution without AVX2/FMA")
+}
