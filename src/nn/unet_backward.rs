@@ -1,6 +1,7 @@
 //! The U-Net's gradients on every device, over the same Tensor operations as the forward: a
-//! forward that keeps each block's input, then a backward that recomputes a block's internals
-//! from its input and runs each operation's backward (CPU reference or kernel). All gradients
+//! forward that keeps each block's input (and a residual block's internals), then a backward that
+//! recomputes what was not kept (attention's internals, the upsampled input of an Up block) and
+//! runs each operation's backward (CPU fast path, reference or kernel). All gradients
 //! are f32 (activations are bf16 on emu/cuda): parameter gradients in the engine's layout
 //! (repacked convolutions), by parameter name.
 use super::arch::Block;
@@ -20,6 +21,13 @@ fn add_grad(g: &mut TensorGrads, name: &str, t: Tensor) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// What the training forward keeps of a residual block for its backward.
+struct Kept {
+    a: Tensor,
+    c1: Tensor,
+    b2: Tensor,
 }
 
 impl UNet {
@@ -74,7 +82,7 @@ impl UNet {
 
     /// The gradient of a block's output `dy` back to its input; parameter gradients into `g`,
     /// the time embedding's into `demb`.
-    fn block_back(&self, b: &Block, x: &Tensor, emb: &Tensor, dy: &Tensor, g: &mut TensorGrads, demb: &mut Tensor) -> Result<Tensor> {
+    fn block_back(&self, b: &Block, x: &Tensor, kept: Option<&Kept>, emb: &Tensor, dy: &Tensor, g: &mut TensorGrads, demb: &mut Tensor) -> Result<Tensor> {
         match b {
             Block::Conv { name, .. } => self.conv_back(x, name, 3, 1, dy, g),
             Block::Down { name, .. } => self.conv_back(x, &format!("{name}.op"), 3, 2, dy, g),
@@ -89,17 +97,21 @@ impl UNet {
             }
             Block::Res { name, c_out, .. } => {
                 let co = *c_out;
-                let eo = self.linear(emb, &format!("{name}.emb_layers.1"), true)?;
-                let a = self.norm(x, &format!("{name}.in_layers.0"), true)?;
-                let c1 = self.conv(&a, &format!("{name}.in_layers.2"), co, 3, 1, Some(&eo), None)?;
-                let b2 = self.norm(&c1, &format!("{name}.out_layers.0"), true)?;
-                let db2 = self.conv_back(&b2, &format!("{name}.out_layers.3"), 3, 1, dy, g)?;
-                let dc1 = self.norm_back(&c1, &format!("{name}.out_layers.0"), true, &db2, g)?;
+                let recomputed;
+                let Kept { a, c1, b2 } = match kept {
+                    Some(k) => k,
+                    None => {
+                        recomputed = self.res_internals(x, emb, name, co)?;
+                        &recomputed
+                    }
+                };
+                let db2 = self.conv_back(b2, &format!("{name}.out_layers.3"), 3, 1, dy, g)?;
+                let dc1 = self.norm_back(c1, &format!("{name}.out_layers.0"), true, &db2, g)?;
                 let mut deo = self.empty(&[x.shape()[0], co], DType::F32)?;
                 resample::sample_sums(&dc1, &mut deo)?;
                 let de = self.linear_back(emb, &format!("{name}.emb_layers.1"), true, &deo, g)?;
                 elementwise::axpy(1.0, &de, demb)?;
-                let da = self.conv_back(&a, &format!("{name}.in_layers.2"), 3, 1, &dc1, g)?;
+                let da = self.conv_back(a, &format!("{name}.in_layers.2"), 3, 1, &dc1, g)?;
                 let dx = self.norm_back(x, &format!("{name}.in_layers.0"), true, &da, g)?;
                 let ci = *x.shape().last().unwrap();
                 let dskip = if ci == co { dy.to_device(&self.dev)? } else { self.conv_back(x, &format!("{name}.skip_connection"), 1, 1, dy, g)? };
@@ -121,6 +133,28 @@ impl UNet {
         }
     }
 
+    /// A residual block's internals: the first norm's output, the first convolution's, and the
+    /// second norm's.
+    fn res_internals(&self, x: &Tensor, emb: &Tensor, name: &str, co: usize) -> Result<Kept> {
+        let eo = self.linear(emb, &format!("{name}.emb_layers.1"), true)?;
+        let a = self.norm(x, &format!("{name}.in_layers.0"), true)?;
+        let c1 = self.conv(&a, &format!("{name}.in_layers.2"), co, 3, 1, Some(&eo), None)?;
+        let b2 = self.norm(&c1, &format!("{name}.out_layers.0"), true)?;
+        Ok(Kept { a, c1, b2 })
+    }
+
+    /// A block's output for training: residual blocks keep their internals for the backward
+    /// (PyTorch's choice; the inference forward drops them at once), other blocks keep nothing
+    /// and their backward recomputes what it needs.
+    fn block_kept(&self, b: &Block, x: &Tensor, emb: &Tensor) -> Result<(Tensor, Option<Kept>)> {
+        let Block::Res { name, c_out, .. } = b else { return Ok((self.block(b, x, emb)?, None)) };
+        let k = self.res_internals(x, emb, name, *c_out)?;
+        let ci = *x.shape().last().unwrap();
+        let skip = if ci == *c_out { None } else { Some(self.conv(x, &format!("{name}.skip_connection"), *c_out, 1, 1, None, None)?) };
+        let y = self.conv(&k.b2, &format!("{name}.out_layers.3"), *c_out, 3, 1, None, Some(skip.as_ref().unwrap_or(x)))?;
+        Ok((y, Some(k)))
+    }
+
     /// The MSE of eps against `target` (same shape as eps, f32 values) for x (N, D, H, W, C) and
     /// t (N), and the gradient of that loss for every parameter.
     pub fn mse_backward(&self, x: &Tensor, t: &Tensor, target: &[f32]) -> Result<(f64, TensorGrads)> {
@@ -136,16 +170,16 @@ impl UNet {
         for blocks in &self.arch.input_blocks {
             let mut ins = Vec::new();
             for b in blocks {
-                let next = self.block(b, &h, &emb)?;
-                ins.push(std::mem::replace(&mut h, next));
+                let (next, kept) = self.block_kept(b, &h, &emb)?;
+                ins.push((std::mem::replace(&mut h, next), kept));
             }
             enc_in.push(ins);
             skips.push(h.to_device(&self.dev)?);
         }
         let mut mid_in = Vec::new();
         for b in &self.arch.middle {
-            let next = self.block(b, &h, &emb)?;
-            mid_in.push(std::mem::replace(&mut h, next));
+            let (next, kept) = self.block_kept(b, &h, &emb)?;
+            mid_in.push((std::mem::replace(&mut h, next), kept));
         }
         let (mut dec_in, mut dec_split) = (Vec::new(), Vec::new());
         for blocks in &self.arch.output_blocks {
@@ -157,8 +191,8 @@ impl UNet {
             h = cat;
             let mut ins = Vec::new();
             for b in blocks {
-                let next = self.block(b, &h, &emb)?;
-                ins.push(std::mem::replace(&mut h, next));
+                let (next, kept) = self.block_kept(b, &h, &emb)?;
+                ins.push((std::mem::replace(&mut h, next), kept));
             }
             dec_in.push(ins);
         }
@@ -182,8 +216,8 @@ impl UNet {
         let levels = self.arch.input_blocks.len();
         let mut dskips: Vec<Option<Tensor>> = (0..levels).map(|_| None).collect();
         for (o, blocks) in self.arch.output_blocks.iter().enumerate().rev() {
-            for (b, xin) in blocks.iter().zip(&dec_in[o]).rev() {
-                dh = self.block_back(b, xin, &emb, &dh, &mut g, &mut demb)?;
+            for (b, (xin, kept)) in blocks.iter().zip(&dec_in[o]).rev() {
+                dh = self.block_back(b, xin, kept.as_ref(), &emb, &dh, &mut g, &mut demb)?;
             }
             let (ch, cs) = dec_split[o];
             let s = dh.shape().to_vec();
@@ -192,18 +226,18 @@ impl UNet {
             dskips[levels - 1 - o] = Some(ds);
             dh = da;
         }
-        for (b, xin) in self.arch.middle.iter().zip(&mid_in).rev() {
-            dh = self.block_back(b, xin, &emb, &dh, &mut g, &mut demb)?;
+        for (b, (xin, kept)) in self.arch.middle.iter().zip(&mid_in).rev() {
+            dh = self.block_back(b, xin, kept.as_ref(), &emb, &dh, &mut g, &mut demb)?;
         }
         for (i, blocks) in self.arch.input_blocks.iter().enumerate().rev() {
             if let Some(s) = dskips[i].take() {
                 dh = self.add(&dh, &s)?;
             }
-            for (j, (b, xin)) in blocks.iter().zip(&enc_in[i]).enumerate().rev() {
+            for (j, (b, (xin, kept))) in blocks.iter().zip(&enc_in[i]).enumerate().rev() {
                 match b {
                     // The first convolution reads the network's input, whose gradient nobody uses.
                     Block::Conv { name, .. } if i == 0 && j == 0 => self.conv_params_back(xin, name, 3, 1, &dh, &mut g)?,
-                    _ => dh = self.block_back(b, xin, &emb, &dh, &mut g, &mut demb)?,
+                    _ => dh = self.block_back(b, xin, kept.as_ref(), &emb, &dh, &mut g, &mut demb)?,
                 }
             }
         }
