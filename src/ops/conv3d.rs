@@ -188,7 +188,7 @@ fn conv3d_direct(x: &Tensor, w: &Tensor, bias: &Tensor, bias_n: Option<&Tensor>,
         // (taps, ci, co) -> (co, taps, ci), and the init rows without padding.
         let k3 = k * k * k;
         let wt: Vec<f32> = (0..co * k3 * ci).map(|i| wv[(i % (k3 * ci)) * co + i / (k3 * ci)]).collect();
-        let init: Vec<f32> = init.chunks(ldw).flat_map(|r| r[..co].iter().copied()).collect();
+        let init = super::conv3d_cpu::drop_columns(init, co, ldw);
         let out = y.host_f32_mut().ok_or_else(|| Error::DType("conv3d: the CPU's output must be host f32".into()))?;
         super::conv3d_cpu::narrow(&taps, &xv, &wt, co, &init, out);
         if let Some(r) = &res {
@@ -228,10 +228,7 @@ fn conv3d_dgrad_direct(dy: &[f32], w: &[f32], x_dims: [usize; 3], n: usize, ci: 
     let voxels = n * x_dims.iter().product::<usize>();
     let mut out = vec![0f32; voxels * ldw];
     Direct { taps, x: dy, w: &wp, ldw, init: &init, residual: None }.run(&mut out);
-    if ldw == ci {
-        return out;
-    }
-    out.chunks(ldw).flat_map(|r| r[..ci].iter().copied()).collect()
+    super::conv3d_cpu::drop_columns(out, ci, ldw)
 }
 
 /// conv3d_backward_ref's results by the direct convolution (AVX2), dx only when `want_dx`.
@@ -243,7 +240,7 @@ pub fn conv3d_backward_direct(x: &[f32], n: usize, dims: [usize; 3], ci: usize, 
     let ldw = padded(co);
     let dyp = pad_columns(dy, co, ldw);
     let dwp = weight_gradient(&Taps::forward(n, dims, ci, k, stride), x, &dyp, ldw);
-    let dw = if ldw == co { dwp } else { dwp.chunks(ldw).flat_map(|r| r[..co].iter().copied()).collect() };
+    let dw = super::conv3d_cpu::drop_columns(dwp, co, ldw);
     (dx, dw, column_sums(dy, co))
 }
 

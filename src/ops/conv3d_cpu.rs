@@ -261,6 +261,14 @@ fn pack_panels(w: &[f32], rows: usize, ldw: usize) -> Vec<f32> {
     out
 }
 
+/// (rows, ldw) -> (rows, co): the first co columns of each row (undoes `pad_columns`).
+pub fn drop_columns(m: Vec<f32>, co: usize, ldw: usize) -> Vec<f32> {
+    if co == ldw {
+        return m;
+    }
+    m.chunks(ldw).flat_map(|r| r[..co].iter().copied()).collect()
+}
+
 /// Output channels rounded up to whole register tiles.
 pub fn padded(co: usize) -> usize {
     co.div_ceil(CB) * CB
