@@ -54,7 +54,9 @@ pub fn forward(x: &[f32], n: usize, c: usize, groups: usize, gamma: &[f32], beta
         return;
     }
     let len = x.len() / n;
-    for (xs, ys) in x.chunks(len).zip(y.chunks_mut(len)) {
+    // Samples in parallel (each inner pass splits further only when a thread is idle): a
+    // sample's three passes then stay in one core's cache.
+    x.par_chunks(len).zip(y.par_chunks_mut(len)).for_each(|(xs, ys)| {
         let (mean, inv) = sample_stats(xs, c, groups);
         // y = (x - mean) a + beta per channel (centred first: no cancellation for large means).
         let a: Vec<f32> = (0..c).map(|ch| (inv[ch] * gamma[ch] as f64) as f32).collect();
@@ -71,7 +73,7 @@ pub fn forward(x: &[f32], n: usize, c: usize, groups: usize, gamma: &[f32], beta
                 }
             })
         });
-    }
+    });
 }
 
 /// (dgamma, dbeta) of group_norm for dy, with dx written: the fast twin of
@@ -83,8 +85,7 @@ pub fn backward(x: &[f32], n: usize, c: usize, groups: usize, gamma: &[f32], bet
     }
     let len = x.len() / n;
     let cg = c / groups;
-    let (mut dg, mut db) = (vec![0f64; c], vec![0f64; c]);
-    for ((xs, dys), dxs) in x.chunks(len).zip(dy.chunks(len)).zip(dx.chunks_mut(len)) {
+    let per_sample = x.par_chunks(len).zip(dy.par_chunks(len)).zip(dx.par_chunks_mut(len)).map(|((xs, dys), dxs)| {
         let (mean, inv) = sample_stats(xs, c, groups);
         let (mf, invf): (Vec<f32>, Vec<f32>) = (mean.iter().map(|v| *v as f32).collect(), inv.iter().map(|v| *v as f32).collect());
         let a: Vec<f32> = invf.iter().zip(gamma).map(|(i, g)| i * g).collect();
@@ -131,8 +132,14 @@ pub fn backward(x: &[f32], n: usize, c: usize, groups: usize, gamma: &[f32], bet
                 }
             })
         });
-        dg.iter_mut().zip(&sdzh).for_each(|(a, v)| *a += v);
-        db.iter_mut().zip(&sdz).for_each(|(a, v)| *a += v);
+        (sdzh, sdz)
+    });
+    // Summed in sample order: the same dgamma, dbeta on any thread count.
+    let parts: Vec<(Vec<f64>, Vec<f64>)> = per_sample.collect();
+    let (mut dg, mut db) = (vec![0f64; c], vec![0f64; c]);
+    for (g, b) in &parts {
+        dg.iter_mut().zip(g).for_each(|(a, v)| *a += v);
+        db.iter_mut().zip(b).for_each(|(a, v)| *a += v);
     }
     (dg.into_iter().map(|v| v as f32).collect(), db.into_iter().map(|v| v as f32).collect())
 }
