@@ -11,6 +11,6 @@ else
 fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --release "$@" 2>&1 | tee "$log"
+cargo test --release --workspace "$@" 2>&1 | tee "$log"
 # One closing line for the whole run (cargo prints one per test binary).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

@@ -16,6 +16,13 @@ pub enum Error {
     Launch { kernel: String, msg: String },
     #[error("unknown kernel {0:?}")]
     UnknownKernel(String),
+    /// Tensors of one operation on different devices, or a device-side object asked of the cpu.
+    #[error("device mismatch: {0}")]
+    DeviceMismatch(String),
+    /// A value the caller chose (an option, a name, a number) that is not allowed; the message
+    /// names it and what is accepted.
+    #[error("{0}")]
+    Argument(String),
     #[error("shape error: {0}")]
     Shape(String),
     #[error("dtype error: {0}")]
@@ -33,9 +40,18 @@ pub enum Error {
     Geometry(String),
     #[error("out of memory on {device}: {bytes} bytes requested")]
     OutOfMemory { device: String, bytes: usize },
+    /// A reconstruction's estimated memory over the caller's budget (`Device::memory_budget` by
+    /// default), found before any work.
+    #[error("the reconstruction needs about {:.2} GiB on {device}, the budget is {:.2} GiB: lower the batch or raise the memory budget", *need as f64 / GIB, *budget as f64 / GIB)]
+    MemoryBudget { device: String, need: usize, budget: usize },
+    /// The progress callback asked to stop.
+    #[error("cancelled")]
+    Cancelled,
     #[error("graph capture: {0}")]
     Capture(String),
 }
+
+const GIB: f64 = (1u64 << 30) as f64;
 
 pub type Result<T> = std::result::Result<T, Error>;
 

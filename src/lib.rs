@@ -3,14 +3,20 @@
 //! Layers, each calling only the one below: `ops` (one operation per file: CPU reference and
 //! kernel dispatch), `tensor`, `device` (cpu, emu, cuda; memory and launches), `kernels` (the
 //! table of CUDA entry points built from kernels/*.cu). See docs/ARCHITECTURE.md.
+// Internal: the tomodiff binary's benchmarks and reports, and the kernel table (used by the
+// binary and the tests); no stability promised, hidden from the docs.
+#[doc(hidden)]
 pub mod bench;
+#[doc(hidden)]
+pub mod info;
+#[doc(hidden)]
+pub mod kernels;
+
 pub mod ct;
 pub mod device;
 pub mod diffusion;
 pub mod error;
-pub mod info;
 pub mod io;
-pub mod kernels;
 pub mod metrics;
 pub mod nn;
 pub mod ops;

@@ -3,7 +3,7 @@
 mod common;
 use common::*;
 use rand::Rng;
-use tomodiff::ops::{elementwise, sampler};
+use tomodiff::ops::{elementwise, patches, sampler};
 use tomodiff::nn::Prediction;
 use tomodiff::{DType, Device, Tensor};
 
@@ -39,10 +39,10 @@ fn sampler_kernels_match_references() {
             let abar = rng.random_range(0.001..0.999f64);
             for (clip, pred) in [(false, Prediction::Eps), (true, Prediction::Eps), (false, Prediction::V), (true, Prediction::V)] {
                 let (mut we, mut w0) = (e.clone(), vec![0f32; n]);
-                sampler::tweedie_ref(&x, &mut we, &mut w0, sampler::tweedie_coefficients(abar, pred), clip);
+                sampler::tweedie_ref(&x, &mut we, &mut w0, pred.tweedie_coefficients(abar), clip);
                 let mut et = t(&e, &[n], &dev);
                 let mut x0 = Tensor::full(&[n], f32::NAN, DType::F32, &dev).unwrap();
-                sampler::tweedie(&t(&x, &[n], &dev), &mut et, &mut x0, abar, pred, clip).unwrap();
+                sampler::tweedie(&t(&x, &[n], &dev), &mut et, &mut x0, pred.tweedie_coefficients(abar), clip).unwrap();
                 let what = format!("tweedie {} n={n} clip={clip} {pred:?}", dev.name());
                 assert_close(&what, &x0.to_f32_vec().unwrap(), &w0, |i| 1e-6 * (1.0 + w0[i].abs()));
                 // eps = (x - sqrt(abar) x0) / sqrt(1 - abar) divides x0's rounding (FMA on a GPU) by sqrt(1 - abar).
@@ -68,13 +68,13 @@ fn sampler_kernels_match_references() {
         let pv: usize = patch.iter().product();
         let vals = uniform(&mut rng, starts.len() * pv, -1.0, 1.0);
         let mut want = vec![f32::NAN; dims.iter().product()];
-        sampler::stitch_ref(&vals, &starts, patch, &mut want, dims);
+        patches::stitch_ref(&vals, &starts, patch, &mut want, dims);
         assert!(want.iter().all(|v| v.is_finite()), "the tiling covers the volume");
         let mut got = Tensor::full(&dims, f32::NAN, DType::F32, &dev).unwrap();
         let starts = tomodiff::diffusion::tiling::Starts::new(&starts, &dev).unwrap();
-        sampler::stitch(&t(&vals, &[starts.len(), patch[0], patch[1], patch[2]], &dev), &starts, &mut got).unwrap();
+        patches::stitch(&t(&vals, &[starts.len(), patch[0], patch[1], patch[2]], &dev), &starts, &mut got).unwrap();
         assert_close(&format!("stitch {}", dev.name()), &got.to_f32_vec().unwrap(), &want, |_| 0.0);
-        let bad = sampler::stitch(&t(&vals, &[starts.len(), pv], &dev), &starts, &mut got).unwrap_err().to_string();
+        let bad = patches::stitch(&t(&vals, &[starts.len(), pv], &dev), &starts, &mut got).unwrap_err().to_string();
         assert!(bad.contains("stitch"), "{bad}");
     }
 }

@@ -3,7 +3,7 @@
 mod common;
 use tomodiff::diffusion::tiling;
 use tomodiff::nn::ContextMode;
-use tomodiff::ops::resample;
+use tomodiff::ops::{patches, resample};
 use tomodiff::tensor::safetensors;
 use tomodiff::Device;
 
@@ -37,10 +37,10 @@ fn assembled_inputs_hold_patch_context_and_positions() {
     let dims = [6, 5, 4];
     let vol: Vec<f32> = (0..120).map(|i| i as f32 + 1.0).collect();
     let patch = [4, 4, 4];
-    let ctx = tiling::context(&vol, dims, patch, ContextMode::Area);
-    let a = tiling::assemble(&vol, dims, patch, &[[-2, 1, 0], [3, -1, 2]], &ctx);
-    assert_eq!((a.n, a.c, a.dims), (2, 5, patch));
-    let at = |b: usize, k: usize, j: usize, i: usize, ch: usize| a.data[((b * 64) + (k * 4 + j) * 4 + i) * 5 + ch];
+    let ctx = patches::context_ref(&vol, dims, patch, ContextMode::Area);
+    let a = patches::assemble_ref(&vol, dims, patch, &[[-2, 1, 0], [3, -1, 2]], &ctx);
+    assert_eq!(a.len(), 2 * 64 * 5);
+    let at = |b: usize, k: usize, j: usize, i: usize, ch: usize| a[((b * 64) + (k * 4 + j) * 4 + i) * 5 + ch];
     // Patch 0, voxel (0, 0, 0) is volume (-2, 1, 0): padding -> 0; its z position -1 + 2 (-2) / 5.
     assert_eq!(at(0, 0, 0, 0, 0), 0.0);
     assert!((at(0, 0, 0, 0, 2) - (-1.8)).abs() < 1e-6);
@@ -69,16 +69,16 @@ fn device_context_and_patches_match_the_cpu() {
         let v = Tensor::from_f32(&vol, &dims, DType::F32, &dev).unwrap();
         for mode in [ContextMode::Trilinear, ContextMode::Area] {
             for patch in [[8, 8, 8], [4, 6, 5], [20, 16, 12]] {
-                let want = tiling::context_tensor(&cpu, patch, mode).unwrap().to_f32_vec().unwrap();
-                let got = tiling::context_tensor(&v, patch, mode).unwrap().to_f32_vec().unwrap();
+                let want = patches::context(&cpu, patch, mode).unwrap().to_f32_vec().unwrap();
+                let got = patches::context(&v, patch, mode).unwrap().to_f32_vec().unwrap();
                 let e = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
                 assert!(e < 1e-5, "{mode:?} {patch:?}: {e}");
             }
         }
-        let ctx_c = tiling::context_tensor(&cpu, [8, 8, 8], ContextMode::Trilinear).unwrap();
-        let ctx_d = tiling::context_tensor(&v, [8, 8, 8], ContextMode::Trilinear).unwrap();
-        let want = tiling::assemble_tensor(&cpu, &ctx_c, &tiling::Starts::new(&starts, &Device::Cpu).unwrap(), DType::BF16).unwrap();
-        let got = tiling::assemble_tensor(&v, &ctx_d, &tiling::Starts::new(&starts, &dev).unwrap(), DType::BF16).unwrap();
+        let ctx_c = patches::context(&cpu, [8, 8, 8], ContextMode::Trilinear).unwrap();
+        let ctx_d = patches::context(&v, [8, 8, 8], ContextMode::Trilinear).unwrap();
+        let want = patches::assemble(&cpu, &ctx_c, &patches::Starts::new(&starts, &Device::Cpu).unwrap(), DType::BF16).unwrap();
+        let got = patches::assemble(&v, &ctx_d, &patches::Starts::new(&starts, &dev).unwrap(), DType::BF16).unwrap();
         assert_eq!(got.shape(), &[starts.len(), 8, 8, 8, 5]);
         // The same bf16 values, up to one rounding step where f32 context arithmetic differs.
         let (g, w) = (got.to_f32_vec().unwrap(), want.to_f32_vec().unwrap());

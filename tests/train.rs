@@ -3,7 +3,7 @@ mod common;
 use common::*;
 use tomodiff::diffusion::train::{Data, TrainOptions, Trainer};
 use tomodiff::nn::optim::{AdamConfig, Optimizer};
-use tomodiff::ops::adamw::{adamw, AdamStep};
+use tomodiff::ops::adamw::adamw;
 use tomodiff::nn::{Arch, Prediction, UNet, UNetConfig, Weights};
 use tomodiff::{DType, Device, Tensor};
 
@@ -189,7 +189,7 @@ fn adamw_kernel_matches_reference() {
     for dev in kernel_devices("adamw") {
         for (n, step, gscale) in [(1usize, 1u64, 1.0f32), (1000, 7, 0.3), (70_001, 300, 1.0)] {
             let cfg = AdamConfig { weight_decay: 0.01, warmup_steps: 10, ..AdamConfig::default() };
-            let st = AdamStep::new(&cfg, step, gscale);
+            let st = cfg.step(step, gscale);
             let (p, g, m, e) = (uniform(&mut rng, n, -1.0, 1.0), uniform(&mut rng, n, -2.0, 2.0), uniform(&mut rng, n, -0.1, 0.1), uniform(&mut rng, n, -1.0, 1.0));
             let v = uniform(&mut rng, n, 0.0, 0.01);
             let (mut wp, mut wm, mut wv, mut we) = (p.clone(), m.clone(), v.clone(), e.clone());

@@ -11,7 +11,7 @@ fn paper_preset_counts() {
     c.patch = [32, 64, 64];
     let gflop = Arch::new(&c).total_flops() / 1e9;
     assert!((gflop / 927.0 - 1.0).abs() < 0.01, "{gflop} GFLOP per 64x64x32 patch");
-    // Attention at ds 8 instead of 4: the same parameters (METHOD.md).
+    // Attention at ds 8 instead of 4: the same parameters (docs/METHOD.md).
     c.attention_ds = vec![8];
     assert_eq!(Arch::new(&c).param_count(), 68_590_209);
 }

@@ -70,10 +70,7 @@ pub(crate) fn budget(dev: &Device, gb: Option<f64>) -> Result<usize> {
         }
         return Ok((g * (1u64 << 30) as f64) as usize);
     }
-    Ok(match dev {
-        Device::Cuda(d) => d.free_memory()? / 10 * 9,
-        _ => usize::MAX / 2,
-    })
+    Ok(dev.memory_budget()?)
 }
 
 fn view_bar(n: usize, msg: String) -> ProgressBar {

@@ -7,10 +7,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tomodiff::ct::{fbp, iterative, noise, siddon::Projector, Geometry};
-use tomodiff::diffusion::recon::{memory_estimate, reconstruct, ReconOptions, ReconStats, Start};
+use tomodiff::diffusion::recon::{reconstruct_scan, ReconOptions, ReconStats, Start};
 use super::sample::SamplerArgs;
 use tomodiff::metrics::compare;
-use tomodiff::nn::{model_files, Arch, UNet, UNetConfig, Weights};
+use tomodiff::nn::{model_files, UNetConfig, Weights};
 use tomodiff::{DType, Device, Tensor};
 
 /// The sampler's and data consistency's settings, shared by `reconstruct` and `demo`.
@@ -102,31 +102,26 @@ fn gib(b: usize) -> f64 {
     b as f64 / (1u64 << 30) as f64
 }
 
-/// Runs the prior on projections `proj` (host) with a progress bar; prints the memory estimate
-/// first and refuses a run over the budget.
+/// Runs the prior on projections `proj` (host) with a progress bar (`reconstruct_scan`, which
+/// refuses a run over the memory budget before any work), then prints the memory it took.
 fn run_prior(cfg: &UNetConfig, w: &Weights, g: &Geometry, proj: &[f32], fdk: Option<&[f32]>, a: &PriorArgs) -> Result<(Vec<f32>, ReconStats)> {
     let opts = a.options()?;
     let dev = crate::cli::device(&a.sampler.device)?;
-    if g.volume.shape.iter().zip(cfg.patch).any(|(n, p)| *n < p) {
-        bail!("the volume {:?} is smaller than the network's patch {:?}", g.volume.shape, cfg.patch);
-    }
-    let need = memory_estimate(cfg, w, a.sampler.batch, g.volume.shape, g.n_rays(), &dev)?;
     let have = budget(&dev, a.memory_budget_gb)?;
-    eprintln!("memory: about {:.2} GiB on {} (network batch {}, volume {:?})", gib(need), dev.name(), a.sampler.batch, g.volume.shape);
-    if need > have {
-        bail!("the reconstruction needs about {:.2} GiB on {}, the budget is {:.2} GiB: lower --batch or raise --memory-budget-gb", gib(need), dev.name(), gib(have));
-    }
     dev.reset_peak_memory();
-    let net = UNet::new(Arch::new(cfg), w, &dev)?;
-    let p = Projector::new(g.clone(), &dev)?;
-    let y = Tensor::from_f32(proj, &g.proj_shape(), DType::F32, &dev)?;
     let pb = ProgressBar::new(opts.sampler_options().passes() as u64);
     pb.set_style(ProgressStyle::with_template("prior on {msg} [{bar:30}] {pos}/{len} network passes {elapsed} (eta {eta})").unwrap());
     pb.set_message(dev.name());
-    let out = reconstruct(&net, &p, &y, cfg.mu_max, fdk, &opts, |k, _| pb.set_position(k as u64))?;
+    let out = reconstruct_scan(cfg, w, g, proj, fdk, &opts, &dev, Some(have), |k, _| pb.set_position(k as u64));
     pb.finish_and_clear();
+    let out = out.map_err(|e| match e {
+        tomodiff::Error::MemoryBudget { .. } => anyhow::anyhow!("{e} (--batch, --memory-budget-gb)"),
+        e => e.into(),
+    })?;
+    let need = out.1.memory_estimate;
+    eprintln!("memory: about {:.2} GiB estimated on {} (network batch {}, volume {:?})", gib(need), dev.name(), a.sampler.batch, g.volume.shape);
     if let Some(m) = dev.memory_stats() {
-        eprintln!("memory: {:.2} GiB taken from {} (peak {:.2} GiB in use), estimate {:.2} GiB", gib(m.allocated), dev.name(), gib(m.peak_in_use), gib(need));
+        eprintln!("memory: {:.2} GiB taken from {} (peak {:.2} GiB in use)", gib(m.allocated), dev.name(), gib(m.peak_in_use));
     }
     Ok(out)
 }

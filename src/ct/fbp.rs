@@ -27,7 +27,7 @@ impl Window {
             "cosine" => Window::Cosine,
             "hamming" => Window::Hamming,
             "hann" => Window::Hann,
-            _ => return Err(Error::Shape(format!("unknown filter window {s:?}: expected ram-lak, shepp-logan, cosine, hamming or hann"))),
+            _ => return Err(Error::Argument(format!("unknown filter window {s:?}: expected ram-lak, shepp-logan, cosine, hamming or hann"))),
         })
     }
     /// Gain at normalised frequency w in [0, pi].

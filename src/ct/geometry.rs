@@ -13,7 +13,7 @@
 //!   -(cos b, sin b, 0) through the pixel centres of a detector centred on the axis. Fan rays stay
 //!   in the z-plane of their detector row (the source is raised to the row).
 use crate::error::{Error, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub type V3 = [f64; 3];
 
@@ -102,56 +102,186 @@ pub struct Geometry {
     pub det_offset: [f64; 2],
 }
 
-// ---- the JSON document ----
+// ---- the document: JSON, or built in code ----
 
-#[derive(Deserialize)]
+/// A scan geometry as the JSON document of docs/CT.md ("Geometry"), for building one in code:
+/// `Geometry::new(&spec)` validates it exactly as `Geometry::from_json` does. Lengths in mm,
+/// angles in degrees, arrays in (z, y, x) and (rows, cols) order.
+///
+/// ```text
+/// let spec = GeometrySpec::cone([64, 64, 64], [104, 128], 8, 192.0, 96.0).det_spacing([1.5, 1.5]);
+/// let g = Geometry::new(&spec)?;
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Doc {
-    volume: VolumeDoc,
-    scan: ScanDoc,
+pub struct GeometrySpec {
+    pub volume: VolumeSpec,
+    pub scan: ScanSpec,
 }
 
-#[derive(Deserialize)]
+/// The reconstructed grid: `shape` (nz, ny, nx), `voxel_size` (sz, sy, sx) in mm (default 1),
+/// `origin` the grid centre's offset (oz, oy, ox) in mm (default 0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct VolumeDoc {
-    shape: [i64; 3],
+pub struct VolumeSpec {
+    pub shape: [i64; 3],
     #[serde(default = "ones")]
-    voxel_size: [f64; 3],
+    pub voxel_size: [f64; 3],
     #[serde(default)]
-    origin: [f64; 3],
+    pub origin: [f64; 3],
 }
 
 fn ones() -> [f64; 3] {
     [1.0; 3]
 }
 
-#[derive(Deserialize)]
+/// The scan: `kind` (JSON `type`) is parallel, fan or cone (circular, angles from `n_views`,
+/// `arc_deg`, `start_deg` or listed in `angles_deg`), or parallel_vec / cone_vec (one `views`
+/// record per view). Unset options take the defaults of docs/CT.md.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ScanDoc {
+pub struct ScanSpec {
     #[serde(rename = "type")]
-    kind: String,
-    det_shape: [i64; 2],
-    #[serde(default)]
-    det_spacing: Option<[f64; 2]>,
-    #[serde(default)]
-    det_offset: Option<[f64; 2]>,
-    n_views: Option<i64>,
-    arc_deg: Option<f64>,
-    start_deg: Option<f64>,
-    angles_deg: Option<Vec<f64>>,
-    source_origin: Option<f64>,
-    origin_detector: Option<f64>,
-    views: Option<Vec<ViewDoc>>,
+    pub kind: String,
+    /// (rows, cols)
+    pub det_shape: [i64; 2],
+    /// Pixel pitch (rows, cols) in mm; default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub det_spacing: Option<[f64; 2]>,
+    /// Detector shift (rows, cols) in mm; default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub det_offset: Option<[f64; 2]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_views: Option<i64>,
+    /// Default 180 for parallel, 360 for fan and cone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arc_deg: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_deg: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub angles_deg: Option<Vec<f64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_origin: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_detector: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub views: Option<Vec<ViewSpec>>,
 }
 
-#[derive(Deserialize)]
+/// One view of a vector geometry, world (x, y, z) in mm: `source` (cone_vec) or the ray direction
+/// `ray` (parallel_vec), the detector centre `det`, and the pixel steps `u` (column c to c + 1) and
+/// `v` (row r to r + 1).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ViewDoc {
-    source: Option<V3>,
-    ray: Option<V3>,
-    det: V3,
-    u: V3,
-    v: V3,
+pub struct ViewSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<V3>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ray: Option<V3>,
+    pub det: V3,
+    pub u: V3,
+    pub v: V3,
+}
+
+/// ASTRA's 3D vector geometries, 12 numbers per view (ASTRA's documentation of `parallel3d_vec`
+/// and `cone_vec`): the ray direction or source, the detector centre, u and v, each (x, y, z).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AstraVec {
+    Parallel3dVec,
+    ConeVec,
+}
+
+impl GeometrySpec {
+    fn circular(kind: &str, shape: [usize; 3], det_shape: [usize; 2], n_views: usize) -> GeometrySpec {
+        GeometrySpec {
+            volume: VolumeSpec { shape: shape.map(|v| v as i64), voxel_size: ones(), origin: [0.0; 3] },
+            scan: ScanSpec { kind: kind.into(), det_shape: det_shape.map(|v| v as i64), n_views: Some(n_views as i64), ..ScanSpec::default() },
+        }
+    }
+
+    /// A circular parallel-beam scan of a `shape` (nz, ny, nx) volume: `n_views` over 180 degrees.
+    pub fn parallel(shape: [usize; 3], det_shape: [usize; 2], n_views: usize) -> GeometrySpec {
+        GeometrySpec::circular("parallel", shape, det_shape, n_views)
+    }
+
+    /// A circular fan-beam scan (each detector row its own fan): `n_views` over 360 degrees.
+    pub fn fan(shape: [usize; 3], det_shape: [usize; 2], n_views: usize, source_origin: f64, origin_detector: f64) -> GeometrySpec {
+        let mut s = GeometrySpec::circular("fan", shape, det_shape, n_views);
+        (s.scan.source_origin, s.scan.origin_detector) = (Some(source_origin), Some(origin_detector));
+        s
+    }
+
+    /// A circular cone-beam scan: `n_views` over 360 degrees, distances in mm.
+    pub fn cone(shape: [usize; 3], det_shape: [usize; 2], n_views: usize, source_origin: f64, origin_detector: f64) -> GeometrySpec {
+        let mut s = GeometrySpec::circular("cone", shape, det_shape, n_views);
+        (s.scan.source_origin, s.scan.origin_detector) = (Some(source_origin), Some(origin_detector));
+        s
+    }
+
+    /// A vector geometry from ASTRA's 12 numbers per view; `shape` (nz, ny, nx) of 1 mm voxels
+    /// centred on the origin unless changed with `voxel_size` / `origin`.
+    pub fn astra_vectors(kind: AstraVec, shape: [usize; 3], det_shape: [usize; 2], vectors: &[[f64; 12]]) -> GeometrySpec {
+        let v3 = |r: &[f64; 12], i: usize| -> V3 { [r[i], r[i + 1], r[i + 2]] };
+        let views = vectors
+            .iter()
+            .map(|r| {
+                let (src, ray) = match kind {
+                    AstraVec::Parallel3dVec => (None, Some(v3(r, 0))),
+                    AstraVec::ConeVec => (Some(v3(r, 0)), None),
+                };
+                ViewSpec { source: src, ray, det: v3(r, 3), u: v3(r, 6), v: v3(r, 9) }
+            })
+            .collect();
+        let kind = match kind {
+            AstraVec::Parallel3dVec => "parallel_vec",
+            AstraVec::ConeVec => "cone_vec",
+        };
+        GeometrySpec {
+            volume: VolumeSpec { shape: shape.map(|v| v as i64), voxel_size: ones(), origin: [0.0; 3] },
+            scan: ScanSpec { kind: kind.into(), det_shape: det_shape.map(|v| v as i64), views: Some(views), ..ScanSpec::default() },
+        }
+    }
+
+    /// Voxel size (sz, sy, sx) in mm.
+    pub fn voxel_size(mut self, s: [f64; 3]) -> GeometrySpec {
+        self.volume.voxel_size = s;
+        self
+    }
+
+    /// The grid centre's offset (oz, oy, ox) in mm.
+    pub fn origin(mut self, o: [f64; 3]) -> GeometrySpec {
+        self.volume.origin = o;
+        self
+    }
+
+    /// Detector pixel pitch (rows, cols) in mm (circular scans).
+    pub fn det_spacing(mut self, s: [f64; 2]) -> GeometrySpec {
+        self.scan.det_spacing = Some(s);
+        self
+    }
+
+    /// Detector shift (rows, cols) in mm (circular scans; a displaced detector for half-fan).
+    pub fn det_offset(mut self, o: [f64; 2]) -> GeometrySpec {
+        self.scan.det_offset = Some(o);
+        self
+    }
+
+    /// The arc the views spread over, from `start_deg` (circular scans with `n_views`).
+    pub fn arc_deg(mut self, arc: f64, start_deg: f64) -> GeometrySpec {
+        (self.scan.arc_deg, self.scan.start_deg) = (Some(arc), Some(start_deg));
+        self
+    }
+
+    /// Explicit view angles in degrees, instead of `n_views` spread over an arc.
+    pub fn angles_deg(mut self, angles: Vec<f64>) -> GeometrySpec {
+        (self.scan.n_views, self.scan.arc_deg, self.scan.start_deg, self.scan.angles_deg) = (None, None, None, Some(angles));
+        self
+    }
+
+    /// The JSON document (what `Geometry::from_json` reads).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a geometry spec serialises")
+    }
 }
 
 fn bad(field: &str, msg: impl std::fmt::Display) -> Error {
@@ -182,8 +312,15 @@ fn count(field: &str, v: i64) -> Result<usize> {
 }
 
 impl Geometry {
+    /// A geometry from its JSON document (docs/CT.md, "Geometry"). Errors: `Error::Geometry`
+    /// naming the field and what it must be.
     pub fn from_json(text: &str) -> Result<Geometry> {
-        let doc: Doc = serde_json::from_str(text).map_err(|e| Error::Geometry(e.to_string()))?;
+        let doc: GeometrySpec = serde_json::from_str(text).map_err(|e| Error::Geometry(e.to_string()))?;
+        Geometry::new(&doc)
+    }
+
+    /// A geometry built in code, validated as `from_json` validates the document.
+    pub fn new(doc: &GeometrySpec) -> Result<Geometry> {
         let v = &doc.volume;
         let shape = [count("volume.shape[0]", v.shape[0])?, count("volume.shape[1]", v.shape[1])?, count("volume.shape[2]", v.shape[2])?];
         for (i, s) in v.voxel_size.iter().enumerate() {
@@ -284,7 +421,7 @@ impl Geometry {
     }
 }
 
-fn circular(volume: VolumeGrid, kind: Kind, det_shape: [usize; 2], s: &ScanDoc) -> Result<Geometry> {
+fn circular(volume: VolumeGrid, kind: Kind, det_shape: [usize; 2], s: &ScanSpec) -> Result<Geometry> {
     let spacing = s.det_spacing.unwrap_or([1.0, 1.0]);
     positive("scan.det_spacing[0]", spacing[0])?;
     positive("scan.det_spacing[1]", spacing[1])?;
@@ -353,7 +490,7 @@ fn circular(volume: VolumeGrid, kind: Kind, det_shape: [usize; 2], s: &ScanDoc) 
     })
 }
 
-fn vectors(volume: VolumeGrid, kind: Kind, det_shape: [usize; 2], s: &ScanDoc) -> Result<Geometry> {
+fn vectors(volume: VolumeGrid, kind: Kind, det_shape: [usize; 2], s: &ScanSpec) -> Result<Geometry> {
     let docs = s.views.as_ref().ok_or_else(|| bad("scan.views", "missing: vector geometries list one record per view"))?;
     if docs.is_empty() {
         return Err(bad("scan.views", "is empty"));

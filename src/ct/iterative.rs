@@ -25,7 +25,7 @@ pub fn cgls(p: &Projector, y: &Tensor, x: &mut Tensor, iters: usize, progress: i
 /// data residuals ||y - A x||. With gamma = 0 this is plain CGLS (early stopped, as in DDS).
 pub fn cgls_damped(p: &Projector, y: &Tensor, x: &mut Tensor, gamma: f64, iters: usize, mut progress: impl FnMut(usize, f64)) -> Result<History> {
     if !(gamma.is_finite() && gamma >= 0.0) {
-        return Err(Error::Config(format!("CG damping gamma must be finite and >= 0, got {gamma}")));
+        return Err(Error::Argument(format!("CG damping gamma must be finite and >= 0, got {gamma}")));
     }
     let mut r = zeros_like(y)?;
     p.forward(x, &mut r)?;
@@ -81,7 +81,7 @@ pub fn sirt(
     mut progress: impl FnMut(usize, f64),
 ) -> Result<History> {
     if !(lambda > 0.0 && lambda < 2.0) {
-        return Err(Error::Shape(format!("SIRT relaxation {lambda} must lie in (0, 2)")));
+        return Err(Error::Argument(format!("SIRT relaxation {lambda} must lie in (0, 2)")));
     }
     let mut ones_v = zeros_like(x)?;
     vector::fill(1.0, &mut ones_v)?;

@@ -10,4 +10,4 @@ pub mod redundancy;
 pub mod siddon;
 pub mod units;
 
-pub use geometry::{Beam, Geometry, Kind, View, VolumeGrid};
+pub use geometry::{AstraVec, Beam, Geometry, GeometrySpec, Kind, ScanSpec, View, ViewSpec, VolumeGrid, VolumeSpec};

@@ -109,6 +109,15 @@ impl Device {
         Ok(b)
     }
 
+    /// The bytes a job may plan to hold here when the caller sets no budget: 90% of the GPU's free
+    /// memory on cuda; unlimited on the cpu and emu (the operating system's to refuse).
+    pub fn memory_budget(&self) -> Result<usize> {
+        Ok(match self {
+            Device::Cuda(d) => d.free_memory()? / 10 * 9,
+            _ => usize::MAX / 2,
+        })
+    }
+
     /// The memory pool's figures (emu: this thread's pool), None on the cpu.
     pub fn memory_stats(&self) -> Option<MemoryStats> {
         match self {

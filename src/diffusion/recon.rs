@@ -1,4 +1,4 @@
-//! Reconstruction (METHOD.md section 6): the tiled sampler with data consistency in physical
+//! Reconstruction (docs/METHOD.md section 6): the tiled sampler with data consistency in physical
 //! units. After every network pass Tweedie's x0 is mapped to attenuation, a few damped CG
 //! iterations on the projector pair pull it towards the measurements, and the result goes back
 //! to the model range for the DDIM update (the noise estimate is kept, as in DDS).
@@ -7,6 +7,7 @@ use super::schedule::T;
 use super::train::to_model_range;
 use crate::ct::iterative::cgls_damped;
 use crate::ct::siddon::Projector;
+use crate::ct::Geometry;
 use crate::error::{Error, Result};
 use crate::nn::{Arch, UNet, UNetConfig, Weights};
 use crate::ops::elementwise::affine_inplace;
@@ -30,7 +31,7 @@ impl Start {
         }
         match s.strip_prefix("fdk:").map(str::parse::<usize>) {
             Some(Ok(t)) if (1..T).contains(&t) => Ok(Start::Noised(t)),
-            _ => Err(Error::Config(format!("--start {s:?}: expected noise or fdk:T with T in 1..{}", T - 1))),
+            _ => Err(Error::Argument(format!("--start {s:?}: expected noise or fdk:T with T in 1..{}", T - 1))),
         }
     }
 }
@@ -63,7 +64,7 @@ impl ReconOptions {
     pub fn validate(&self) -> Result<()> {
         self.sampler_options().validate()?;
         if !(self.gamma.is_finite() && self.gamma >= 0.0) {
-            return Err(Error::Config(format!("the CG damping gamma must be finite and >= 0, got {}", self.gamma)));
+            return Err(Error::Argument(format!("the CG damping gamma must be finite and >= 0, got {}", self.gamma)));
         }
         Ok(())
     }
@@ -75,6 +76,8 @@ pub struct ReconStats {
     pub sample: SampleStats,
     /// Seconds in the projector (forward and adjoint) during data consistency.
     pub projector_s: f64,
+    /// Bytes the job was estimated to hold on its device (`reconstruct_scan`; 0 from `reconstruct`).
+    pub memory_estimate: usize,
 }
 
 /// x0 (model range, in place on the projector's device) -> attenuation -> `iters` damped CG
@@ -85,20 +88,68 @@ pub fn data_consistency(p: &Projector, y: &Tensor, x0: &mut Tensor, mu_max: f32,
     affine_inplace(2.0 / mu_max, -1.0, x0)
 }
 
-/// Reconstructs attenuation from projections `y` (on the projector's device). `init` is the
-/// attenuation volume that `Start::Noised` starts from (FDK). `progress(pass, passes)`.
-pub fn reconstruct(
+/// A whole reconstruction of a scan: checks the inputs and the memory first, then builds the
+/// network (config `cfg`, weights `w`) and the Siddon projector on `dev` and runs `reconstruct`.
+///
+/// - `proj`: line integrals (views, rows, cols) as `g.proj_shape()`, f32, row-major;
+/// - `init`: the attenuation volume (1/mm, (nz, ny, nx)) that `Start::Noised` starts from (FDK);
+/// - `budget`: bytes the job may hold on `dev` (`Device::memory_budget` when None);
+/// - `progress(pass, passes)` after each network pass; false or `ControlFlow::Break` cancels.
+///
+/// Returns the attenuation volume (nz, ny, nx) in 1/mm and where the time went. Errors:
+/// `Shape` (projections of another shape, a volume smaller than the patch), `MemoryBudget`
+/// (before any work), `Cancelled`, and those of the parts.
+#[allow(clippy::too_many_arguments)]
+pub fn reconstruct_scan<R: crate::diffusion::Proceed>(
+    cfg: &UNetConfig,
+    w: &Weights,
+    g: &Geometry,
+    proj: &[f32],
+    init: Option<&[f32]>,
+    opts: &ReconOptions,
+    dev: &Device,
+    budget: Option<usize>,
+    progress: impl FnMut(usize, usize) -> R,
+) -> Result<(Vec<f32>, ReconStats)> {
+    opts.validate()?;
+    if proj.len() != g.n_rays() {
+        return Err(Error::Shape(format!("{} projection values for a scan of {:?} (views, rows, cols)", proj.len(), g.proj_shape())));
+    }
+    let dims = g.volume.shape;
+    if dims.iter().zip(cfg.patch).any(|(n, p)| *n < p) {
+        return Err(Error::Shape(format!("the volume {dims:?} is smaller than the network's patch {:?}", cfg.patch)));
+    }
+    let need = memory_estimate(cfg, w, opts.sampler.batch, dims, g.n_rays(), dev)?;
+    let budget = match budget {
+        Some(b) => b,
+        None => dev.memory_budget()?,
+    };
+    if need > budget {
+        return Err(Error::MemoryBudget { device: dev.name(), need, budget });
+    }
+    let net = UNet::new(Arch::new(cfg), w, dev)?;
+    let p = Projector::new(g.clone(), dev)?;
+    let y = Tensor::from_f32(proj, &g.proj_shape(), DType::F32, dev)?;
+    let (mu, mut stats) = reconstruct(&net, &p, &y, cfg.mu_max, init, opts, progress)?;
+    stats.memory_estimate = need;
+    Ok((mu, stats))
+}
+
+/// Reconstructs attenuation from projections `y` (on the projector's device) with the network
+/// `model` built already. `init` is the attenuation volume that `Start::Noised` starts from
+/// (FDK). `progress(pass, passes)`, as in `reconstruct_scan`.
+pub fn reconstruct<R: crate::diffusion::Proceed>(
     model: &dyn EpsModel,
     p: &Projector,
     y: &Tensor,
     mu_max: f32,
     init: Option<&[f32]>,
     opts: &ReconOptions,
-    progress: impl FnMut(usize, usize),
+    progress: impl FnMut(usize, usize) -> R,
 ) -> Result<(Vec<f32>, ReconStats)> {
     let dims = p.geometry().volume.shape;
     if model.device().name() != p.device().name() || y.device().name() != p.device().name() {
-        return Err(Error::Config(format!(
+        return Err(Error::DeviceMismatch(format!(
             "reconstruct: the network ({}), the projector ({}) and the projections ({}) must share one device",
             model.device().name(),
             p.device().name(),
@@ -118,7 +169,7 @@ pub fn reconstruct(
     let hook = |x0: &mut Tensor, _t: usize| data_consistency(p, y, x0, mu_max, opts.cg_iters, opts.gamma);
     let (x, sample) = sample(model, dims, &so, init.as_deref(), hook, progress)?;
     let mu = x.iter().map(|v| (v + 1.0) * 0.5 * mu_max).collect();
-    Ok((mu, ReconStats { sample, projector_s: p.busy_seconds() - busy0 }))
+    Ok((mu, ReconStats { sample, projector_s: p.busy_seconds() - busy0, memory_estimate: 0 }))
 }
 
 /// Bytes the network part of a reconstruction takes from a kernel device's memory pool: the

@@ -1,4 +1,4 @@
-//! The tiled sampler (METHOD.md sections 6 and 7): per network pass a fresh random tiling offset,
+//! The tiled sampler (docs/METHOD.md sections 6 and 7): per network pass a fresh random tiling offset,
 //! patches evaluated in batches with one shared global context, the output (eps or v) stitched
 //! back (the tiles of one tiling are disjoint and cover the volume, so every voxel comes from
 //! exactly one patch),
@@ -12,7 +12,8 @@ use crate::nn::{ContextMode, Prediction, UNet};
 use crate::device::Graph;
 use crate::tensor::{DType, Tensor};
 use crate::Device;
-use crate::ops::sampler::{ddim, stitch, tweedie};
+use crate::ops::patches::{self, stitch};
+use crate::ops::sampler::{ddim, tweedie};
 use rand::{Rng, SeedableRng};
 
 /// What predicts the noise of a batch of 5-channel patches (the U-Net, or an analytic model in
@@ -85,7 +86,7 @@ impl SamplerOptions {
 
     pub fn validate(&self) -> Result<()> {
         if self.steps == 0 || self.rounds == 0 || !(0.0..=1.0).contains(&self.eta) || self.t_start >= T {
-            return Err(Error::Config(format!(
+            return Err(Error::Argument(format!(
                 "sampler: steps {} and rounds {} must be positive, eta {} in [0, 1], the start timestep {} below {T}",
                 self.steps, self.rounds, self.eta, self.t_start
             )));
@@ -242,9 +243,9 @@ impl EpsPass {
 /// stitching of its eps into the volume.
 fn network_pass(model: &dyn EpsModel, x: &Tensor, starts: &[Starts], times: &[Tensor], eps: &mut Tensor) -> Result<()> {
     let p = model.patch();
-    let ctx = tiling::context_tensor(x, p, model.context_mode())?;
+    let ctx = patches::context(x, p, model.context_mode())?;
     for (s, tt) in starts.iter().zip(times) {
-        let inp = tiling::assemble_tensor(x, &ctx, s, model.act_dtype())?;
+        let inp = patches::assemble(x, &ctx, s, model.act_dtype())?;
         let out = model.eps(&inp, tt)?;
         let out = if out.dtype() == DType::F32 { out } else { out.to_dtype(DType::F32)? };
         if out.numel() != s.len() * p.iter().product::<usize>() {
@@ -258,14 +259,15 @@ fn network_pass(model: &dyn EpsModel, x: &Tensor, starts: &[Starts], times: &[Te
 /// Samples a volume (D, H, W) in the model range [-1, 1], from pure noise, or from `init` (model
 /// range) noised to `opts.t_start`. Every volume stays on the model's device, allocated once.
 /// `x0_hook` may change Tweedie's x0 (on that device) before each update (data consistency);
-/// `progress(pass, passes)` after each network pass.
-pub fn sample(
+/// `progress(pass, passes)` after each network pass: returning false or `ControlFlow::Break`
+/// stops the sampler with `Error::Cancelled` (see `Proceed`).
+pub fn sample<R: super::Proceed>(
     model: &dyn EpsModel,
     dims: [usize; 3],
     opts: &SamplerOptions,
     init: Option<&[f32]>,
     mut x0_hook: impl FnMut(&mut Tensor, usize) -> Result<()>,
-    mut progress: impl FnMut(usize, usize),
+    mut progress: impl FnMut(usize, usize) -> R,
 ) -> Result<(Vec<f32>, SampleStats)> {
     opts.validate()?;
     let n: usize = dims.iter().product();
@@ -304,12 +306,14 @@ pub fn sample(
             // With the clamp, eps becomes the noise consistent with the clamped x0 (as
             // guided-diffusion's DDIM): at high noise 1/sqrt(abar) amplifies eps errors into x0
             // values far outside the data range, and stepping with the raw eps would undo the clip.
-            tweedie(&x, &mut eps, &mut x0, ab_t, model.prediction(), opts.clip_x0)?;
+            tweedie(&x, &mut eps, &mut x0, model.prediction().tweedie_coefficients(ab_t), opts.clip_x0)?;
             let t0 = std::time::Instant::now();
             x0_hook(&mut x0, t)?;
             stats.hook_s += t0.elapsed().as_secs_f64();
             stats.passes += 1;
-            progress(stats.passes, passes);
+            if !progress(stats.passes, passes).proceed() {
+                return Err(Error::Cancelled);
+            }
             if i + 1 == ts.len() && round + 1 == opts.rounds {
                 let out = x0.to_f32_vec()?;
                 stats.graph_fallback = pass.fallback.clone();

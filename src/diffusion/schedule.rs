@@ -1,4 +1,4 @@
-//! The DDPM noise schedule (METHOD.md section 3): T = 1000, beta linear from 1e-4 to 0.02,
+//! The DDPM noise schedule (docs/METHOD.md section 3): T = 1000, beta linear from 1e-4 to 0.02,
 //! abar_t = prod_{s <= t} (1 - beta_s).
 pub const T: usize = 1000;
 

@@ -1,4 +1,4 @@
-//! The training step of METHOD.md section 5, on the CPU (f32): noise over the whole volume, the
+//! The training step of docs/METHOD.md section 5, on the CPU (f32): noise over the whole volume, the
 //! patch start distribution that tiling produces (uniform over starts whose patch overlaps the
 //! volume, inside the P-padded volume), global context, positional channels, t uniform, MSE on
 //! eps; AdamW with warmup and clipping, EMA weights. Every batch is drawn from a generator seeded
@@ -7,12 +7,12 @@
 //! f32 master weights, Adam's moments and the EMA, updated in place by one kernel per tensor; the
 //! host sees them only at checkpoints.
 use super::schedule::{Schedule, T};
-use super::tiling;
 use crate::ct::{chest::MU_WATER, phantom, VolumeGrid};
 use crate::error::{Error, Result};
 use crate::nn::optim::{AdamConfig, Optimizer};
 use crate::nn::{Arch, Prediction, UNet, UNetConfig, Weights};
 use crate::tensor::{safetensors, DType, Tensor};
+use crate::ops::patches::{assemble_ref, context_ref};
 use crate::Device;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
@@ -54,7 +54,7 @@ impl Units {
         match s {
             "hu" | "HU" => Ok(Units::Hu),
             "mu" => Ok(Units::Mu),
-            _ => Err(Error::Config(format!("units {s:?}: expected hu or mu (1/mm)"))),
+            _ => Err(Error::Argument(format!("units {s:?}: expected hu or mu (1/mm)"))),
         }
     }
 }
@@ -145,7 +145,7 @@ impl Trainer {
     pub fn from_weights(cfg: &UNetConfig, opts: TrainOptions, volumes: Vec<([usize; 3], Vec<f32>)>, w: &Weights) -> Result<Trainer> {
         cfg.validate()?;
         if opts.batch == 0 {
-            return Err(Error::Config("batch must be at least 1".into()));
+            return Err(Error::Argument("batch must be at least 1".into()));
         }
         let arch = Arch::new(cfg);
         let params = w.engine_map();
@@ -214,12 +214,12 @@ impl Trainer {
         let ab = self.sched.abar[t];
         let eps: Vec<f32> = (0..x0.len()).map(|_| StandardNormal.sample(&mut rng)).collect();
         let xt: Vec<f32> = x0.iter().zip(&eps).map(|(a, e)| (ab.sqrt() * *a as f64 + (1.0 - ab).sqrt() * *e as f64) as f32).collect();
-        let ctx = tiling::context(&xt, dims, p, self.arch.cfg.context);
+        let ctx = context_ref(&xt, dims, p, self.arch.cfg.context);
         // Starts whose patch overlaps the volume and lies in the P-padded volume: [-P+1, N-1].
         let start: [isize; 3] = std::array::from_fn(|a| rng.random_range(-(p[a] as i64) + 1..dims[a] as i64) as isize);
-        let x = tiling::assemble(&xt, dims, p, &[start], &ctx).data;
+        let x = assemble_ref(&xt, dims, p, &[start], &ctx);
         // The target is the same patch of the zero-padded noise (and volume, for v).
-        let patch_of = |v: &[f32]| tiling::assemble(v, dims, p, &[start], &ctx).data.chunks(5).map(|c| c[0]).collect::<Vec<f32>>();
+        let patch_of = |v: &[f32]| assemble_ref(v, dims, p, &[start], &ctx).chunks(5).map(|c| c[0]).collect::<Vec<f32>>();
         let pred = self.arch.cfg.prediction;
         let x0p = if pred == Prediction::Eps { vec![0.0; pv] } else { patch_of(&x0) };
         let target: Vec<f32> = patch_of(&eps).iter().zip(&x0p).map(|(e, a)| pred.target(*a, *e, ab)).collect();

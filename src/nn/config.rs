@@ -1,18 +1,11 @@
-//! The U-Net's configuration (METHOD.md section 4) and its presets.
+//! The U-Net's configuration (docs/METHOD.md section 4) and its presets.
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 /// How the whole noisy volume is shrunk to the patch shape for the global-context channel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ContextMode {
-    /// PyTorch F.interpolate(mode="trilinear", align_corners=False).
-    Trilinear,
-    /// Box average.
-    Area,
-}
+pub use crate::ops::resample::Resize as ContextMode;
 
-/// What the network's output is (METHOD.md section 5): the noise eps (the paper, guided-diffusion),
+/// What the network's output is (docs/METHOD.md section 5): the noise eps (the paper, guided-diffusion),
 /// or v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans and Ho 2022), which is close to -x0 at
 /// high noise, so that the loss there teaches the volume's layout instead of weighting it by abar.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,7 +21,7 @@ impl Prediction {
         match s {
             "eps" => Ok(Prediction::Eps),
             "v" => Ok(Prediction::V),
-            _ => Err(Error::Config(format!("prediction {s:?}: expected eps or v"))),
+            _ => Err(Error::Argument(format!("prediction {s:?}: expected eps or v"))),
         }
     }
 
@@ -39,6 +32,13 @@ impl Prediction {
             Prediction::Eps => (1.0 / sa, sb / sa),
             Prediction::V => (sa, sb),
         }
+    }
+
+    /// Tweedie's coefficients at abar: [cx, co, sa, sb] with x0 = cx x - co out, sa = sqrt(abar),
+    /// sb = sqrt(1 - abar) (the arguments of ops::sampler::tweedie).
+    pub fn tweedie_coefficients(self, abar: f64) -> [f32; 4] {
+        let (cx, co) = self.x0_coefficients(abar);
+        [cx as f32, co as f32, abar.sqrt() as f32, (1.0 - abar).sqrt() as f32]
     }
 
     /// The training target for clean x0 and noise eps at abar.

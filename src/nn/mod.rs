@@ -1,4 +1,4 @@
-//! The patch diffusion network: a 3D ADM U-Net with global context (METHOD.md sections 2 and 4).
+//! The patch diffusion network: a 3D ADM U-Net with global context (docs/METHOD.md sections 2 and 4).
 pub mod arch;
 pub mod config;
 pub mod model_files;

@@ -111,7 +111,7 @@ impl Optimizer {
             sq += vector::dot(g, g)?;
         }
         let norm = sq.sqrt();
-        let st = AdamStep::new(cfg, step, cfg.clip_scale(norm));
+        let st = cfg.step(step, cfg.clip_scale(norm));
         for (name, s) in self.state.iter_mut() {
             let g = grads.get(name).ok_or_else(|| Error::Config(format!("no gradient for {name}")))?;
             adamw(&st, &mut s.p, g, &mut s.m, &mut s.v, &mut s.ema)?;
@@ -123,5 +123,23 @@ impl Optimizer {
             }
         }
         Ok((norm, st.lr))
+    }
+}
+
+impl AdamConfig {
+    /// The scalars of step `step` (1-based) with the gradients scaled by `gscale`.
+    pub fn step(&self, step: u64, gscale: f32) -> AdamStep {
+        let cfg = self;
+        AdamStep {
+            gscale,
+            lr: cfg.lr_at(step),
+            b1: cfg.beta1,
+            b2: cfg.beta2,
+            c1: 1.0 - cfg.beta1.powi(step as i32),
+            c2: 1.0 - cfg.beta2.powi(step as i32),
+            eps: cfg.eps,
+            wd: cfg.weight_decay,
+            decay: cfg.ema_decay_at(step),
+        }
     }
 }

@@ -4,7 +4,6 @@
 use super::{expect_dtype, same_device, stride_grid};
 use crate::device::Launch;
 use crate::error::{Error, Result};
-use crate::nn::optim::AdamConfig;
 use crate::tensor::{DType, Tensor};
 
 /// The scalars of one step: gradient scale (clipping), learning rate, betas and their bias
@@ -22,22 +21,6 @@ pub struct AdamStep {
     pub decay: f32,
 }
 
-impl AdamStep {
-    /// Step `step` (1-based) of `cfg` with the gradients scaled by `gscale`.
-    pub fn new(cfg: &AdamConfig, step: u64, gscale: f32) -> AdamStep {
-        AdamStep {
-            gscale,
-            lr: cfg.lr_at(step),
-            b1: cfg.beta1,
-            b2: cfg.beta2,
-            c1: 1.0 - cfg.beta1.powi(step as i32),
-            c2: 1.0 - cfg.beta2.powi(step as i32),
-            eps: cfg.eps,
-            wd: cfg.weight_decay,
-            decay: cfg.ema_decay_at(step),
-        }
-    }
-}
 
 /// CPU reference of `adamw`.
 pub fn adamw_ref(s: &AdamStep, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], ema: &mut [f32]) {

@@ -32,3 +32,10 @@ pub fn cast_into(x: &Tensor, y: &mut Tensor) -> Result<()> {
     let n = x.numel();
     Launch::new(&name)?.grid(stride_grid(n, 256)).block([256, 1, 1]).i64(n as i64).buf(x.buffer()).buf(y.buffer()).run(&dev)
 }
+
+impl Tensor {
+    /// The same values stored as `dtype`, on the same device (kernels on emu/cuda).
+    pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
+        cast(self, dtype)
+    }
+}

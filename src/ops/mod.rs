@@ -14,6 +14,7 @@ pub mod gemm;
 pub mod group_norm;
 pub mod group_norm_cpu;
 pub mod linear;
+pub mod patches;
 pub mod profile;
 pub mod reduce;
 pub mod resample;
@@ -41,7 +42,7 @@ pub(crate) fn host_view(t: &Tensor) -> Result<std::borrow::Cow<'_, [f32]>> {
 pub(crate) fn same_device(op: &str, ts: &[&Tensor]) -> Result<()> {
     let d = ts[0].device().name();
     match ts.iter().find(|t| t.device().name() != d) {
-        Some(t) => Err(Error::Shape(format!("{op}: tensors on {d} and {}", t.device().name()))),
+        Some(t) => Err(Error::DeviceMismatch(format!("{op}: tensors on {d} and {}", t.device().name()))),
         None => Ok(()),
     }
 }

@@ -6,6 +6,17 @@ use super::{same_device, stride_grid};
 use crate::device::Launch;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+/// How a volume is resized to another grid (the global-context channel; `UNetConfig::context`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Resize {
+    /// PyTorch F.interpolate(mode="trilinear", align_corners=False).
+    Trilinear,
+    /// Box average.
+    Area,
+}
 
 /// y (N, 2D, 2H, 2W, C) = nearest x2 of x (N, D, H, W, C).
 pub fn upsample2(x: &Tensor, y: &mut Tensor) -> Result<()> {

@@ -114,11 +114,6 @@ impl Tensor {
         Tensor::from_bytes(&self.to_bytes()?, &self.shape, self.dtype, dev)
     }
 
-    /// The same values stored as `dtype`, on the same device (kernels on emu/cuda).
-    pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
-        crate::ops::cast::cast(self, dtype)
-    }
-
     /// Same data, new shape with the same number of elements.
     pub fn reshape(self, shape: &[usize]) -> Result<Tensor> {
         if checked_numel(shape)? != self.numel() {
