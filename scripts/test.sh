@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The test command of the README (and of CI): installs the pinned CUDA compiler into .cache/,
-# builds (every kernels/*.cu to PTX, checked by ptxas; the emulator library), and runs every test.
-# Extra arguments go to `cargo test` (e.g. a test name).
+# builds (every kernels/*.cu to PTX, checked by ptxas; the emulator library), runs every Rust test
+# of the workspace (the library, the C ABI and its C example, the Rust example), then builds the
+# Python package into a virtual environment (.cache/venv) and runs its pytest suite.
+# Extra arguments go to `cargo test` (e.g. a test name); TOMODIFF_NO_PYTHON=1 skips the Python part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${TOMODIFF_NO_NVCC:-}" = "1" ]; then
@@ -11,6 +13,16 @@ else
 fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --release --workspace "$@" 2>&1 | tee "$log"
-# One closing line for the whole run (cargo prints one per test binary).
-awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+cargo test --release --workspace --exclude tomodiff-py "$@" 2>&1 | tee "$log"
+if [ "${TOMODIFF_NO_PYTHON:-}" != "1" ]; then
+  venv=.cache/venv
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "maturin>=1.7,<2" "numpy>=1.23" pytest
+  # The extension builds with the workspace's target/ (the library is already compiled there).
+  PATH="$PWD/$venv/bin:$PATH" "$venv/bin/pip" install -q --disable-pip-version-check --no-build-isolation --force-reinstall --no-deps ./python
+  TOMODIFF_BIN="$PWD/target/release/tomodiff" "$venv/bin/python" -m pytest -q python/tests 2>&1 | tee -a "$log"
+fi
+# One closing line for the whole run (cargo prints one per test binary, pytest one).
+awk '/^test result:/ { p += $4; f += $6 }
+     / passed| failed/ && !/^test result:/ { for (i = 2; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

@@ -45,7 +45,7 @@ pub enum Error {
     #[error("the reconstruction needs about {:.2} GiB on {device}, the budget is {:.2} GiB: lower the batch or raise the memory budget", *need as f64 / GIB, *budget as f64 / GIB)]
     MemoryBudget { device: String, need: usize, budget: usize },
     /// The progress callback asked to stop.
-    #[error("cancelled")]
+    #[error("cancelled by the progress callback")]
     Cancelled,
     #[error("graph capture: {0}")]
     Capture(String),
