@@ -13,6 +13,9 @@ else
 fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
+# The C ABI's cdylib first: its test compiles and runs the C example against it (cargo test
+# builds only the rlib).
+cargo build --release -p tomodiff-capi
 cargo test --release --workspace --exclude tomodiff-py "$@" 2>&1 | tee "$log"
 if [ "${TOMODIFF_NO_PYTHON:-}" != "1" ]; then
   venv=.cache/venv

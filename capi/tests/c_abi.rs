@@ -134,7 +134,7 @@ fn the_c_example_compiles_and_reconstructs() {
     let exe = dir.path().join("reconstruct");
     let root = crate_dir().join("..");
     let lib = lib_dir();
-    assert!(lib.join("libtomodiff_capi.so").exists() || lib.join("libtomodiff_capi.dylib").exists(), "no cdylib in {}", lib.display());
+    assert!(lib.join("libtomodiff_capi.so").exists() || lib.join("libtomodiff_capi.dylib").exists(), "no libtomodiff_capi in {}: build it first with cargo build --release -p tomodiff-capi (scripts/test.sh does)", lib.display());
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let out = Command::new(&cc)
         .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-O2"])

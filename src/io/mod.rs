@@ -4,6 +4,7 @@ pub mod dicom;
 pub mod nifti;
 pub mod npy;
 pub mod output;
+#[cfg(feature = "preview")]
 pub mod preview;
 
 use crate::error::{Error, Result};

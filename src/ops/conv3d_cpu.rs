@@ -126,7 +126,7 @@ unsafe impl Sync for OutPtr {}
 unsafe impl Send for OutPtr {}
 
 impl Direct<'_> {
-    /// out (voxels, ldw) = init + sum over taps and input channels of x[src] w (+ residual).
+    /// out (voxels, ldw) = init + sum over taps and input channels of `x[src]` w (+ residual).
     /// Panics if the operands are shorter than their shapes say (callers check shapes first) or
     /// if the CPU lacks AVX2/FMA (`available`).
     pub fn run(&self, out: &mut [f32]) {
@@ -288,7 +288,7 @@ pub fn pad_columns(w: &[f32], co: usize, ldw: usize) -> std::borrow::Cow<'_, [f3
 /// dy and x rows stay in L1/L2 while every tap and channel tile passes over them.
 const WGRAD_VOXELS: usize = 64;
 
-/// The weight gradient dw (k^3, ci, co) = sum over output voxels q of x[src(q, t)] dy[q], for a
+/// The weight gradient dw (k^3, ci, co) = sum over output voxels q of `x[src(q, t)] dy[q]`, for a
 /// forward map `taps` over x (N, D, H, W, ci) and dy (N, D', H', W', co) with co a multiple of 16.
 /// Register tiles of up to six input channels by sixteen output channels run along each output
 /// row's stretch inside the volume; threads take contiguous ranges of rows and their partial

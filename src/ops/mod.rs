@@ -1,5 +1,5 @@
 //! Operations, one file each: the CPU reference (the truth that kernels are tested against) and
-//! the dispatch to the kernel of kernels/<op>.cu on emu and cuda. Outputs are passed in, so that
+//! the dispatch to the kernel of `kernels/<op>.cu` on emu and cuda. Outputs are passed in, so that
 //! callers (and tests, which poison them) control allocation.
 pub mod adamw;
 pub mod attention;
