@@ -13,9 +13,9 @@ else
 fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-# The C ABI's cdylib first: its test compiles and runs the C example against it (cargo test
-# builds only the rlib).
-cargo build --release -p tomodiff-capi
+# Everything the tests need first, in one feature resolution with them (so the library compiles
+# once): cargo test alone builds the C ABI's rlib but not its cdylib, which the C example links.
+cargo build --release --workspace --exclude tomodiff-py --lib --bins --tests --examples
 cargo test --release --workspace --exclude tomodiff-py "$@" 2>&1 | tee "$log"
 if [ "${TOMODIFF_NO_PYTHON:-}" != "1" ]; then
   venv=.cache/venv

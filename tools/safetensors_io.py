@@ -1,19 +1,36 @@
-"""Minimal safetensors writer (format: u64 header length, JSON header, raw little-endian data),
-so the tools need only PyTorch."""
+"""Minimal safetensors reader and writer (format: u64 header length, JSON header, raw
+little-endian data) over numpy arrays or PyTorch tensors, so the tools need neither the
+safetensors package nor, for numpy data, PyTorch."""
 import json
 import struct
 
-import torch
+import numpy as np
 
-_DT = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.int64: "I64", torch.int32: "I32"}
+_NP = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16", np.dtype(np.int64): "I64", np.dtype(np.int32): "I32"}
+_FROM = {"F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32, "BF16": np.uint16}
+
+
+def _raw(t):
+    """(dtype name, shape, bytes) of a numpy array, a (\"BF16\", uint16 array) pair or a tensor."""
+    if isinstance(t, tuple) and t[0] == "BF16":
+        a = np.ascontiguousarray(t[1], dtype=np.uint16)
+        return "BF16", list(a.shape), a.tobytes()
+    if not isinstance(t, np.ndarray):  # a torch tensor
+        import torch
+
+        t = t.detach().contiguous().cpu()
+        if t.dtype == torch.bfloat16:
+            return "BF16", list(t.shape), t.view(torch.uint8).numpy().tobytes()
+        t = t.numpy()
+    a = np.ascontiguousarray(t)
+    return _NP[a.dtype], list(a.shape), a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes()
 
 
 def save(path, tensors, metadata=None):
     header, blobs, offset = {}, [], 0
     for name in sorted(tensors):
-        t = tensors[name].detach().contiguous().cpu()
-        raw = t.view(torch.uint8).numpy().tobytes() if t.dtype == torch.bfloat16 else t.numpy().tobytes()
-        header[name] = {"dtype": _DT[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(raw)]}
+        dt, shape, raw = _raw(tensors[name])
+        header[name] = {"dtype": dt, "shape": shape, "data_offsets": [offset, offset + len(raw)]}
         blobs.append(raw)
         offset += len(raw)
     if metadata:
@@ -25,3 +42,25 @@ def save(path, tensors, metadata=None):
         f.write(text)
         for b in blobs:
             f.write(b)
+
+
+def load(path):
+    """(tensors as float32/int numpy arrays (BF16 widened to float32), metadata dict)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 8:
+        raise ValueError(f"{path}: not a safetensors file (too short)")
+    (n,) = struct.unpack("<Q", data[:8])
+    try:
+        header = json.loads(data[8:8 + n])
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not a safetensors file ({e})") from None
+    meta = header.pop("__metadata__", {}) or {}
+    out = {}
+    for name, h in header.items():
+        a, b = h["data_offsets"]
+        arr = np.frombuffer(data[8 + n + a:8 + n + b], dtype=np.dtype(_FROM[h["dtype"]]).newbyteorder("<"))
+        if h["dtype"] == "BF16":
+            arr = (arr.astype(np.uint32) << 16).view(np.float32)
+        out[name] = arr.reshape(h["shape"]).astype(arr.dtype.newbyteorder("="))
+    return out, meta

@@ -17,13 +17,17 @@ pub struct Weights {
 impl Weights {
     /// Loads and checks every tensor: a missing, unexpected or misshapen tensor is an error that
     /// names it.
+    /// The settings a converter stored in the metadata (tools/pt_to_safetensors.py: norm groups,
+    /// head size, qkv order, prediction, mu_max) are checked against the config first.
     pub fn load(path: &Path, arch: &Arch) -> Result<Weights> {
+        check_metadata(path, &safetensors::metadata(path)?, &arch.cfg)?;
         let tensors = safetensors::load(path, &Device::Cpu)?;
         Weights::from_tensors(path, arch, tensors)
     }
 
     /// As `load`, from a safetensors image in memory (`path` names it in errors).
     pub fn load_bytes(path: &Path, bytes: &[u8], arch: &Arch) -> Result<Weights> {
+        check_metadata(path, &safetensors::metadata_bytes(path, bytes)?, &arch.cfg)?;
         let tensors = safetensors::load_bytes(path, bytes, &Device::Cpu)?;
         Weights::from_tensors(path, arch, tensors)
     }
@@ -124,4 +128,34 @@ impl Weights {
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Vec<usize>, &Vec<f32>)> {
         self.map.iter().map(|(k, (s, v))| (k, s, v))
     }
+}
+
+/// The settings a state_dict cannot show, as the converter recorded them (`tomodiff.*` metadata
+/// keys), against the config: a mismatch loads without a shape error but computes something else.
+fn check_metadata(path: &Path, meta: &std::collections::BTreeMap<String, String>, cfg: &super::UNetConfig) -> Result<()> {
+    let prediction = match cfg.prediction {
+        super::Prediction::Eps => "eps",
+        super::Prediction::V => "v",
+    };
+    let want = [
+        ("norm_groups", cfg.norm_groups.to_string()),
+        ("head_channels", cfg.head_channels.to_string()),
+        ("qkv_order", "legacy".to_string()),
+        ("prediction", prediction.to_string()),
+    ];
+    for (key, want) in want {
+        if let Some(got) = meta.get(&format!("tomodiff.{key}")) {
+            if *got != want {
+                let msg = format!("the weights were converted with {key} {got}, the config says {want} (use the config.json written beside them, or convert again)");
+                return Err(Error::Weights { path: path.to_path_buf(), msg });
+            }
+        }
+    }
+    if let Some(got) = meta.get("tomodiff.mu_max").and_then(|v| v.parse::<f32>().ok()) {
+        if (got - cfg.mu_max).abs() > 1e-6 * got.abs() {
+            let msg = format!("the weights were converted with mu_max {got}, the config says {} (the intensity range differs)", cfg.mu_max);
+            return Err(Error::Weights { path: path.to_path_buf(), msg });
+        }
+    }
+    Ok(())
 }

@@ -41,6 +41,20 @@ pub fn load(path: &Path, dev: &Device) -> Result<BTreeMap<String, Tensor>> {
     with_file(path, |st| tensors(path, st, dev))
 }
 
+/// The file's string metadata (`__metadata__`; empty when it has none), without reading the data.
+pub fn metadata(path: &Path) -> Result<BTreeMap<String, String>> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    // SAFETY: as in `with_file`.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+    metadata_bytes(path, &map)
+}
+
+/// As `metadata`, of an image in memory.
+pub fn metadata_bytes(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, String>> {
+    let (_, m) = SafeTensors::read_metadata(bytes).map_err(|e| Error::SafeTensors { path: path.to_path_buf(), msg: e.to_string() })?;
+    Ok(m.metadata().clone().unwrap_or_default().into_iter().collect())
+}
+
 /// Every tensor of a safetensors image in memory (`path` names it in errors).
 pub fn load_bytes(path: &Path, bytes: &[u8], dev: &Device) -> Result<BTreeMap<String, Tensor>> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| Error::SafeTensors { path: path.to_path_buf(), msg: e.to_string() })?;
