@@ -16,7 +16,7 @@ use std::path::Path;
 use tomodiff::ct::{fbp, iterative, siddon::Projector, Geometry};
 use tomodiff::diffusion::recon::{reconstruct_scan, ReconOptions};
 use tomodiff::nn::{model_files, UNetConfig, Weights};
-use tomodiff::{DType, Device, Error, Tensor};
+use tomodiff::{Device, Error};
 
 /// What a call returned: `TD_STATUS_OK`, or the kind of fault (`td_last_error` has the message).
 #[repr(C)]
@@ -197,9 +197,8 @@ pub unsafe extern "C" fn td_geometry_shapes(g: *const TdGeometry, volume_shape: 
     })
 }
 
-fn run_projector(g: &Geometry, dev: &Device, f: impl FnOnce(&Projector) -> tomodiff::Result<Vec<f32>>) -> Result<Vec<f32>, (TdStatus, String)> {
-    let p = Projector::new(g.clone(), dev).map_err(lib)?;
-    f(&p).map_err(lib)
+fn projector(g: &Geometry, dev: &Device) -> Result<Projector, (TdStatus, String)> {
+    Projector::new(g.clone(), dev).map_err(lib)
 }
 
 /// Siddon forward projection: `volume` (nz, ny, nx) in 1/mm -> `proj` (views, rows, cols) line
@@ -211,13 +210,7 @@ pub unsafe extern "C" fn td_project(g: *const TdGeometry, volume: *const f32, vo
         let v = slice(volume, volume_len, g.volume.len(), "volume")?;
         let out = slice_mut(proj, proj_len, g.n_rays(), "proj")?;
         let dev = device(device_name)?;
-        let y = run_projector(g, &dev, |p| {
-            let x = Tensor::from_f32(v, &g.volume.shape, DType::F32, &dev)?;
-            let mut y = Tensor::zeros(&g.proj_shape(), DType::F32, &dev)?;
-            p.forward(&x, &mut y)?;
-            y.to_f32_vec()
-        })?;
-        out.copy_from_slice(&y);
+        out.copy_from_slice(&projector(g, &dev)?.forward_host(v).map_err(lib)?);
         Ok(())
     })
 }
@@ -230,13 +223,7 @@ pub unsafe extern "C" fn td_backproject(g: *const TdGeometry, proj: *const f32, 
         let y = slice(proj, proj_len, g.n_rays(), "proj")?;
         let out = slice_mut(volume, volume_len, g.volume.len(), "volume")?;
         let dev = device(device_name)?;
-        let x = run_projector(g, &dev, |p| {
-            let y = Tensor::from_f32(y, &g.proj_shape(), DType::F32, &dev)?;
-            let mut x = Tensor::zeros(&g.volume.shape, DType::F32, &dev)?;
-            p.adjoint(&y, &mut x)?;
-            x.to_f32_vec()
-        })?;
-        out.copy_from_slice(&x);
+        out.copy_from_slice(&projector(g, &dev)?.adjoint_host(y).map_err(lib)?);
         Ok(())
     })
 }
@@ -265,12 +252,7 @@ pub unsafe extern "C" fn td_cgls(g: *const TdGeometry, proj: *const f32, proj_le
         let y = slice(proj, proj_len, g.n_rays(), "proj")?;
         let out = slice_mut(volume, volume_len, g.volume.len(), "volume")?;
         let dev = device(device_name)?;
-        let x = run_projector(g, &dev, |p| {
-            let y = Tensor::from_f32(y, &g.proj_shape(), DType::F32, &dev)?;
-            let mut x = Tensor::from_f32(out, &g.volume.shape, DType::F32, &dev)?;
-            iterative::cgls(p, &y, &mut x, iters, |_, _| {})?;
-            x.to_f32_vec()
-        })?;
+        let x = iterative::cgls_host(&projector(g, &dev)?, y, out, iters).map_err(lib)?;
         out.copy_from_slice(&x);
         Ok(())
     })

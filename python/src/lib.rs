@@ -15,7 +15,7 @@ use tomodiff::ct::{fbp, iterative, noise, phantom, siddon::Projector, Geometry};
 use tomodiff::diffusion::recon::{range_warning, reconstruct_scan, ReconOptions, Start};
 use tomodiff::diffusion::sampler::{sample as sample_volume, SamplerOptions};
 use tomodiff::nn::{model_files, Arch, UNet, UNetConfig, Weights};
-use tomodiff::{DType, Device, Error, Tensor};
+use tomodiff::{Device, Error};
 
 create_exception!(_tomodiff, TomodiffError, PyException, "Base class of tomodiff's errors.");
 create_exception!(_tomodiff, GeometryError, TomodiffError, "A scan geometry that is not valid.");
@@ -84,14 +84,10 @@ fn scan_warnings(json: &str) -> PyResult<Vec<String>> {
     fbp::warnings(&geometry(json)?).map_err(py_err)
 }
 
-fn run_projector(py: Python<'_>, json: &str, dev: &str, f: impl FnOnce(&Projector, &Device) -> tomodiff::Result<Vec<f32>> + Send) -> PyResult<Vec<f32>> {
-    let g = geometry(json)?;
+/// `f` on the projector of `g` on device `dev`, without the GIL.
+fn with_projector(py: Python<'_>, g: &Geometry, dev: &str, f: impl FnOnce(&Projector) -> tomodiff::Result<Vec<f32>> + Send) -> PyResult<Vec<f32>> {
     let dev = device(dev)?;
-    py.detach(|| {
-        let p = Projector::new(g, &dev)?;
-        f(&p, &dev)
-    })
-    .map_err(py_err)
+    py.detach(|| f(&Projector::new(g.clone(), &dev)?)).map_err(py_err)
 }
 
 /// Siddon forward projection of `volume` into `out` (line integrals).
@@ -99,12 +95,7 @@ fn run_projector(py: Python<'_>, json: &str, dev: &str, f: impl FnOnce(&Projecto
 fn project(py: Python<'_>, json: &str, volume: PyBuffer<f32>, out: PyBuffer<f32>, device: &str) -> PyResult<()> {
     let g = geometry(json)?;
     let x = values(py, &volume, g.volume.len(), "the volume")?;
-    let y = run_projector(py, json, device, |p, dev| {
-        let x = Tensor::from_f32(&x, &g.volume.shape, DType::F32, dev)?;
-        let mut y = Tensor::zeros(&g.proj_shape(), DType::F32, dev)?;
-        p.forward(&x, &mut y)?;
-        y.to_f32_vec()
-    })?;
+    let y = with_projector(py, &g, device, |p| p.forward_host(&x))?;
     fill(py, &out, &y)
 }
 
@@ -113,12 +104,7 @@ fn project(py: Python<'_>, json: &str, volume: PyBuffer<f32>, out: PyBuffer<f32>
 fn backproject(py: Python<'_>, json: &str, proj: PyBuffer<f32>, out: PyBuffer<f32>, device: &str) -> PyResult<()> {
     let g = geometry(json)?;
     let y = values(py, &proj, g.n_rays(), "the projections")?;
-    let x = run_projector(py, json, device, |p, dev| {
-        let y = Tensor::from_f32(&y, &g.proj_shape(), DType::F32, dev)?;
-        let mut x = Tensor::zeros(&g.volume.shape, DType::F32, dev)?;
-        p.adjoint(&y, &mut x)?;
-        x.to_f32_vec()
-    })?;
+    let x = with_projector(py, &g, device, |p| p.adjoint_host(&y))?;
     fill(py, &out, &x)
 }
 
@@ -143,14 +129,9 @@ fn iterate(py: Python<'_>, json: &str, method: &str, proj: PyBuffer<f32>, volume
     if method != "cgls" && method != "sirt" {
         return Err(ArgumentError::new_err(format!("unknown method {method:?}: expected cgls or sirt")));
     }
-    let x = run_projector(py, json, device, |p, dev| {
-        let y = Tensor::from_f32(&y, &g.proj_shape(), DType::F32, dev)?;
-        let mut x = Tensor::from_f32(&x0, &g.volume.shape, DType::F32, dev)?;
-        match method {
-            "cgls" => iterative::cgls(p, &y, &mut x, iters, |_, _| {})?,
-            _ => iterative::sirt(p, &y, &mut x, iters, lam, nonneg, |_, _| {})?,
-        };
-        x.to_f32_vec()
+    let x = with_projector(py, &g, device, |p| match method {
+        "cgls" => iterative::cgls_host(p, &y, &x0, iters),
+        _ => iterative::sirt_host(p, &y, &x0, iters, lam, nonneg),
     })?;
     fill(py, &volume, &x)
 }

@@ -117,3 +117,23 @@ pub fn sirt(
     }
     Ok(h)
 }
+
+/// The device tensors of host projections (views, rows, cols) and a start volume (nz, ny, nx).
+fn on_device(p: &Projector, proj: &[f32], x0: &[f32]) -> Result<(Tensor, Tensor)> {
+    let g = p.geometry();
+    Ok((Tensor::from_f32(proj, &g.proj_shape(), DType::F32, p.device())?, Tensor::from_f32(x0, &g.volume.shape, DType::F32, p.device())?))
+}
+
+/// `cgls` on host arrays: `iters` iterations from `x0`; returns the volume (nz, ny, nx).
+pub fn cgls_host(p: &Projector, proj: &[f32], x0: &[f32], iters: usize) -> Result<Vec<f32>> {
+    let (y, mut x) = on_device(p, proj, x0)?;
+    cgls(p, &y, &mut x, iters, |_, _| {})?;
+    x.to_f32_vec()
+}
+
+/// `sirt` on host arrays: `iters` iterations from `x0`; returns the volume (nz, ny, nx).
+pub fn sirt_host(p: &Projector, proj: &[f32], x0: &[f32], iters: usize, lambda: f32, nonneg: bool) -> Result<Vec<f32>> {
+    let (y, mut x) = on_device(p, proj, x0)?;
+    sirt(p, &y, &mut x, iters, lambda, nonneg, |_, _| {})?;
+    x.to_f32_vec()
+}

@@ -251,6 +251,22 @@ impl Projector {
         self.timed(|| self.adjoint_untimed(proj, vol))
     }
 
+    /// A vol for a host volume (nz, ny, nx): the line integrals (views, rows, cols), on the host.
+    pub fn forward_host(&self, vol: &[f32]) -> Result<Vec<f32>> {
+        let x = Tensor::from_f32(vol, &self.geom.volume.shape, DType::F32, &self.dev)?;
+        let mut y = Tensor::zeros(&self.geom.proj_shape(), DType::F32, &self.dev)?;
+        self.forward(&x, &mut y)?;
+        y.to_f32_vec()
+    }
+
+    /// A^T proj for host projections (views, rows, cols): the volume (nz, ny, nx), on the host.
+    pub fn adjoint_host(&self, proj: &[f32]) -> Result<Vec<f32>> {
+        let y = Tensor::from_f32(proj, &self.geom.proj_shape(), DType::F32, &self.dev)?;
+        let mut x = Tensor::zeros(&self.geom.volume.shape, DType::F32, &self.dev)?;
+        self.adjoint(&y, &mut x)?;
+        x.to_f32_vec()
+    }
+
     fn forward_untimed(&self, vol: &Tensor, proj: &mut Tensor) -> Result<()> {
         self.check(vol, proj)?;
         match &self.views {
