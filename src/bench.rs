@@ -376,7 +376,7 @@ pub fn recon(dev: &Device, cfg: &crate::nn::UNetConfig, case: &ReconCase) -> Res
         gamma: 0.0,
         start: Start::Noise,
     };
-    let (_, s) = reconstruct(&net, &p, &y, cfg.mu_max, None, &opts, |_, _| {})?;
+    let (_, s) = reconstruct(&net, &p, &y, cfg.intensity(), None, &opts, |_, _| {})?;
     let patches = crate::diffusion::tiling::tiling(case.shape, cfg.patch, [0; 3]).len();
     let net_flops = flops_per_patch * (patches * s.sample.passes) as f64;
     let (peak, note) = device_peak(dev);

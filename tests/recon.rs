@@ -7,7 +7,7 @@ use tomodiff::ct::{fbp, siddon::Projector, Geometry};
 use tomodiff::diffusion::recon::{memory_estimate, reconstruct, ReconOptions, Start};
 use tomodiff::diffusion::sampler::SamplerOptions;
 use tomodiff::metrics::psnr;
-use tomodiff::nn::{model_files, Arch, UNet};
+use tomodiff::nn::{model_files, Arch, UNet, UNetConfig};
 use tomodiff::{DType, Device, Tensor};
 
 fn scan(n: usize, views: usize) -> (Geometry, Vec<f32>, Vec<f32>) {
@@ -42,7 +42,7 @@ fn tiny_prior_reconstructs_a_phantom_on_every_device() {
             start: Start::Noised(400),
         };
         let mut passes = 0;
-        let (mu, stats) = reconstruct(&net, &p, &yt, cfg.mu_max, Some(&fdk), &opts, |k, _| passes = k).unwrap();
+        let (mu, stats) = reconstruct(&net, &p, &yt, cfg.intensity(), Some(&fdk), &opts, |k, _| passes = k).unwrap();
         let (pr, pf) = (psnr(&mu, &truth), psnr(&fdk, &truth));
         eprintln!("recon {} {n}^3, 12 views: prior {pr:.2} dB, FDK {pf:.2} dB ({:.1} s, projector {:.1} s)", dev.name(), stats.sample.total_s, stats.projector_s);
         assert_eq!((passes, stats.sample.passes), (steps, steps));
@@ -64,7 +64,7 @@ fn tiny_prior_reconstructs_a_phantom_on_every_device() {
             continue;
         }
         // Same seed, same device: the same volume.
-        let (again, _) = reconstruct(&net, &p, &yt, cfg.mu_max, Some(&fdk), &opts, |_, _| {}).unwrap();
+        let (again, _) = reconstruct(&net, &p, &yt, cfg.intensity(), Some(&fdk), &opts, |_, _| {}).unwrap();
         assert_eq!(again, mu, "{}: not reproducible", dev.name());
     }
 }
@@ -94,7 +94,7 @@ fn the_shipped_prior_denoises_held_out_phantoms() {
     let (cfg, w) = model_files::shipped().unwrap();
     let net = UNet::new(Arch::new(&cfg), &w, &Device::Cpu).unwrap();
     let grid = tomodiff::ct::VolumeGrid { shape: [64, 64, 64], voxel_size: [1.0; 3], origin: [0.0; 3] };
-    let x0 = tomodiff::diffusion::train::to_model_range(&tomodiff::ct::chest::chest(&grid, 31_337), cfg.mu_max);
+    let x0 = tomodiff::diffusion::train::to_model_range(&tomodiff::ct::chest::chest(&grid, 31_337), cfg.intensity(), cfg.clip_x0);
     let sched = Schedule::default();
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1);
     for t in [100usize, 400, 700] {
@@ -130,4 +130,31 @@ fn data_outside_the_priors_range_are_named() {
         .expect("x10 data are out of range");
     eprintln!("{w}");
     assert!(w.contains("times the prior's range") && w.contains("1/cm"), "{w}");
+}
+
+/// The intensity map: the default (mu_min 0) is the old x = 2 mu / mu_max - 1 bit for bit; a
+/// z-score map round-trips; configs without the fields read as mu_min 0, clip_x0 true.
+#[test]
+fn intensity_maps() {
+    let cfg = UNetConfig::tiny();
+    let m = cfg.intensity();
+    for mu in [0.0f32, 0.013, 0.02, 0.04, 0.07] {
+        assert_eq!(m.to_model(mu), 2.0 * mu / cfg.mu_max - 1.0);
+        assert_eq!(m.to_mu(m.to_model(mu)), (m.to_model(mu) + 1.0) * 0.5 * cfg.mu_max);
+    }
+    assert_eq!((m.to_mu_affine(), m.to_model_affine()), ((0.5 * cfg.mu_max, 0.5 * cfg.mu_max), (2.0 / cfg.mu_max, -1.0)));
+    let z = tomodiff::nn::Intensity { mu_min: 0.015, mu_max: 0.025 }; // mean 0.02, std 0.005
+    for mu in [-0.01f32, 0.0, 0.02, 0.05] {
+        let ((a, b), (c, d)) = (z.to_mu_affine(), z.to_model_affine());
+        assert!((z.to_mu(z.to_model(mu)) - mu).abs() < 1e-7);
+        assert!((a * (c * mu + d) + b - mu).abs() < 1e-7);
+        assert!((z.to_model(mu) - (mu - 0.02) / 0.005).abs() < 1e-4);
+    }
+    let json = serde_json::to_string(&cfg).unwrap();
+    assert!(!json.contains("mu_min") && !json.contains("clip_x0"), "{json}");
+    let z_cfg: UNetConfig = serde_json::from_str(&json.replace("\"mu_max\":0.04", "\"mu_max\":0.025,\"mu_min\":0.015,\"clip_x0\":false")).unwrap();
+    assert_eq!((z_cfg.mu_min, z_cfg.clip_x0), (0.015, false));
+    z_cfg.validate().unwrap();
+    let bad = UNetConfig { mu_min: 0.05, ..UNetConfig::tiny() };
+    assert!(bad.validate().unwrap_err().to_string().contains("above mu_min"));
 }

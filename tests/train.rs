@@ -217,7 +217,7 @@ fn folder_volumes_map_through_mu_max() {
     let v = load_folder(dir.path(), Units::Hu, None).unwrap();
     let mu = &v[0].2;
     assert!((mu[0] - 0.0).abs() < 1e-7 && (mu[2] - 0.0193).abs() < 1e-6 && (mu[4] - 0.0386).abs() < 1e-6, "{:?}", &mu[..5]);
-    let x = tomodiff::diffusion::train::to_model_range(mu, 0.04);
+    let x = tomodiff::diffusion::train::to_model_range(mu, UNetConfig::tiny().intensity(), true);
     assert!((x[4] - (2.0 * 0.0386 / 0.04 - 1.0)).abs() < 1e-5, "HU +1000 -> {}", x[4]);
     let as_mu = load_folder(dir.path(), Units::Mu, None).unwrap();
     assert_eq!(as_mu[0].2, hu, "mu files are taken as they are");

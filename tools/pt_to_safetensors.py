@@ -174,6 +174,8 @@ def main(argv=None):
     p.add_argument("--head-channels", type=int, default=64)
     p.add_argument("--prediction", default="eps", choices=["eps", "v"])
     p.add_argument("--mu-max", type=float, default=0.04, help="attenuation (1/mm) that maps to the model range's 1")
+    p.add_argument("--mu-min", type=float, default=0.0, help="attenuation (1/mm) that maps to -1; z-scored data: mean - std, with --mu-max mean + std")
+    p.add_argument("--no-clip", action="store_true", help="the model's data leave [-1, 1] (z-scored): x0 is not clamped while sampling")
     p.add_argument("--context", default="trilinear", choices=["trilinear", "area"])
     p.add_argument("--dtype", default="f32", choices=["f32", "bf16", "f16"])
     a = p.parse_args(argv)
@@ -194,9 +196,13 @@ def main(argv=None):
         sys.exit(f"--patch {a.patch!r}: three positive integers expected, e.g. 32,32,32")
     cfg.update({"head_channels": a.head_channels, "norm_groups": a.norm_groups, "patch": patch, "context": a.context,
                 "mu_max": a.mu_max, "prediction": a.prediction})
+    if a.mu_min:
+        cfg["mu_min"] = a.mu_min
+    if a.no_clip:
+        cfg["clip_x0"] = False
     conv = {"f32": lambda v: v.astype(np.float32), "f16": lambda v: v.astype(np.float16), "bf16": bf16}[a.dtype]
     meta = {"tomodiff.norm_groups": a.norm_groups, "tomodiff.head_channels": a.head_channels, "tomodiff.qkv_order": "legacy",
-            "tomodiff.prediction": a.prediction, "tomodiff.mu_max": a.mu_max, "tomodiff.source": os.path.basename(a.input),
+            "tomodiff.prediction": a.prediction, "tomodiff.mu_max": a.mu_max, "tomodiff.mu_min": a.mu_min, "tomodiff.source": os.path.basename(a.input),
             "tomodiff.weights": what}
     os.makedirs(os.path.dirname(os.path.abspath(a.output)), exist_ok=True)
     save(a.output, {k: conv(v) for k, v in sd.items()}, metadata=meta)
@@ -205,7 +211,8 @@ def main(argv=None):
         json.dump(cfg, f, indent=2)
     print(f"wrote {what}: {len(sd)} tensors to {a.output} ({a.dtype}), and {cfg_path}:")
     print("  inferred: " + ", ".join(f"{k} {cfg[k]}" for k in ("in_channels", "model_channels", "out_channels", "num_res_blocks", "channel_mult", "attention_ds")))
-    print("  given (a state_dict cannot show them; check them): " + ", ".join(f"{k} {cfg[k]}" for k in ("norm_groups", "head_channels", "patch", "prediction", "mu_max", "context")))
+    given = ("norm_groups", "head_channels", "patch", "prediction", "mu_min", "mu_max", "clip_x0", "context")
+    print("  given (a state_dict cannot show them; check them): " + ", ".join(f"{k} {cfg.get(k, {'mu_min': 0.0, 'clip_x0': True}.get(k))}" for k in given))
 
 
 if __name__ == "__main__":

@@ -302,7 +302,8 @@ fn reconstruct_into(py: Python<'_>, model: &Model, json: &str, proj: PyBuffer<f3
 #[pyfunction]
 #[pyo3(signature = (model, shape, out, options, device, progress=None))]
 fn sample_into(py: Python<'_>, model: &Model, shape: [usize; 3], out: PyBuffer<f32>, options: &Bound<'_, PyDict>, device: &str, progress: Option<Py<PyAny>>) -> PyResult<()> {
-    let opts = sampler_options(options, 1)?;
+    let mut opts = sampler_options(options, 1)?;
+    opts.clip_x0 &= model.cfg.clip_x0;
     let dev = self::device(device)?;
     if shape.iter().zip(model.cfg.patch).any(|(n, p)| *n < p) {
         return Err(ShapeError::new_err(format!("the shape {shape:?} is smaller than the network's patch {:?}", model.cfg.patch)));
@@ -315,7 +316,8 @@ fn sample_into(py: Python<'_>, model: &Model, shape: [usize; 3], out: PyBuffer<f
         })
         .map_err(|e| cancelled_or(e, raised))?
         .0;
-    let mu: Vec<f32> = x.iter().map(|v| (v + 1.0) * 0.5 * model.cfg.mu_max).collect();
+    let map = model.cfg.intensity();
+    let mu: Vec<f32> = x.iter().map(|v| map.to_mu(*v)).collect();
     fill(py, &out, &mu)
 }
 

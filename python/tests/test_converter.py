@@ -57,11 +57,20 @@ def test_state_dict_of_an_ema_checkpoint_on_request(tmp_path):
 def test_settings_a_state_dict_cannot_show_are_checked_at_load(tmp_path):
     assert convert(FIX / "ds4.pt", tmp_path / "weights.safetensors").returncode == 0
     cfg = json.loads((tmp_path / "config.json").read_text())
-    for key, value in [("norm_groups", 8), ("head_channels", 16), ("prediction", "v")]:
+    for key, value in [("norm_groups", 8), ("head_channels", 16), ("prediction", "v"), ("mu_min", 0.01)]:
         (tmp_path / "config.json").write_text(json.dumps(dict(cfg, **{key: value})))
         r, out = run_model(tmp_path, FIX / "ds4_io.safetensors")
         assert r.returncode != 0 and f"converted with {key}" in r.stderr, r.stderr
         assert not out.exists()
+
+
+def test_z_scored_models_state_their_intensity_map(tmp_path):
+    r = convert(FIX / "ds4.pt", tmp_path / "weights.safetensors", "--mu-min", "0.015", "--mu-max", "0.025", "--no-clip")
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert (cfg["mu_min"], cfg["mu_max"], cfg["clip_x0"]) == (0.015, 0.025, False)
+    r, out = run_model(tmp_path, FIX / "ds4_io.safetensors")
+    assert r.returncode == 0 and out.exists(), r.stderr
 
 
 def test_bad_checkpoints_are_refused(tmp_path):

@@ -59,7 +59,7 @@ pub struct SampleArgs {
     shape: Vec<usize>,
     #[command(flatten)]
     sampler: SamplerArgs,
-    /// Output volume in attenuation units, mu = (x + 1) / 2 mu_max (.npy, .nii, .nii.gz).
+    /// Output volume in attenuation units (1/mm, through the config's mu_min and mu_max; .npy, .nii, .nii.gz).
     #[arg(short, long)]
     output: PathBuf,
     #[arg(long)]
@@ -78,12 +78,14 @@ pub fn run(a: SampleArgs) -> Result<()> {
     }
     let dev = crate::cli::device(&a.sampler.device)?;
     let net = UNet::new(Arch::new(&cfg), &w, &dev)?;
-    let opts = a.sampler.options(1);
+    let mut opts = a.sampler.options(1);
+    opts.clip_x0 &= cfg.clip_x0;
     let pb = ProgressBar::new(opts.passes() as u64);
     pb.set_style(ProgressStyle::with_template("sample [{bar:30}] {pos}/{len} network passes {elapsed} (eta {eta})").unwrap());
     let (x, stats) = sample(&net, shape, &opts, None, |_, _| Ok(()), |p, _| pb.set_position(p as u64))?;
     pb.finish_and_clear();
-    let mu: Vec<f32> = x.iter().map(|v| (v + 1.0) / 2.0 * cfg.mu_max).collect();
+    let map = cfg.intensity();
+    let mu: Vec<f32> = x.iter().map(|v| map.to_mu(*v)).collect();
     let grid = VolumeGrid { shape, voxel_size: [1.0; 3], origin: [0.0; 3] };
     super::ct::save_volume(&a.output, &grid, &mu, a.preview.as_deref())?;
     println!("sample {shape:?} written to {} ({} passes on {})", a.output.display(), stats.passes, dev.name());

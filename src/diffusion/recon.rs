@@ -9,7 +9,7 @@ use crate::ct::iterative::cgls_damped;
 use crate::ct::siddon::Projector;
 use crate::ct::Geometry;
 use crate::error::{Error, Result};
-use crate::nn::{Arch, UNet, UNetConfig, Weights};
+use crate::nn::{Arch, Intensity, UNet, UNetConfig, Weights};
 use crate::ops::elementwise::affine_inplace;
 use crate::tensor::{DType, Tensor};
 use crate::Device;
@@ -82,10 +82,11 @@ pub struct ReconStats {
 
 /// x0 (model range, in place on the projector's device) -> attenuation -> `iters` damped CG
 /// iterations against y -> model range.
-pub fn data_consistency(p: &Projector, y: &Tensor, x0: &mut Tensor, mu_max: f32, iters: usize, gamma: f64) -> Result<()> {
-    affine_inplace(0.5 * mu_max, 0.5 * mu_max, x0)?;
+pub fn data_consistency(p: &Projector, y: &Tensor, x0: &mut Tensor, map: Intensity, iters: usize, gamma: f64) -> Result<()> {
+    let ((a, b), (c, d)) = (map.to_mu_affine(), map.to_model_affine());
+    affine_inplace(a, b, x0)?;
     cgls_damped(p, y, x0, gamma, iters, |_, _| {})?;
-    affine_inplace(2.0 / mu_max, -1.0, x0)
+    affine_inplace(c, d, x0)
 }
 
 /// A whole reconstruction of a scan: checks the inputs and the memory first, then builds the
@@ -130,7 +131,9 @@ pub fn reconstruct_scan<R: crate::diffusion::Proceed>(
     let net = UNet::new(Arch::new(cfg), w, dev)?;
     let p = Projector::new(g.clone(), dev)?;
     let y = Tensor::from_f32(proj, &g.proj_shape(), DType::F32, dev)?;
-    let (mu, mut stats) = reconstruct(&net, &p, &y, cfg.mu_max, init, opts, progress)?;
+    // The config says whether its x0 may be clamped (not for z-scored data).
+    let opts = ReconOptions { sampler: SamplerOptions { clip_x0: opts.sampler.clip_x0 && cfg.clip_x0, ..opts.sampler.clone() }, ..opts.clone() };
+    let (mu, mut stats) = reconstruct(&net, &p, &y, cfg.intensity(), init, &opts, progress)?;
     stats.memory_estimate = need;
     Ok((mu, stats))
 }
@@ -142,7 +145,7 @@ pub fn reconstruct<R: crate::diffusion::Proceed>(
     model: &dyn EpsModel,
     p: &Projector,
     y: &Tensor,
-    mu_max: f32,
+    map: Intensity,
     init: Option<&[f32]>,
     opts: &ReconOptions,
     progress: impl FnMut(usize, usize) -> R,
@@ -162,13 +165,13 @@ pub fn reconstruct<R: crate::diffusion::Proceed>(
         Start::Noise => None,
         Start::Noised(_) => {
             let v = init.ok_or_else(|| Error::Config("starting from a noised volume needs the volume (FDK)".into()))?;
-            Some(to_model_range(v, mu_max))
+            Some(to_model_range(v, map, opts.sampler.clip_x0))
         }
     };
     let busy0 = p.busy_seconds();
-    let hook = |x0: &mut Tensor, _t: usize| data_consistency(p, y, x0, mu_max, opts.cg_iters, opts.gamma);
+    let hook = |x0: &mut Tensor, _t: usize| data_consistency(p, y, x0, map, opts.cg_iters, opts.gamma);
     let (x, sample) = sample(model, dims, &so, init.as_deref(), hook, progress)?;
-    let mu = x.iter().map(|v| (v + 1.0) * 0.5 * mu_max).collect();
+    let mu = x.iter().map(|v| map.to_mu(*v)).collect();
     Ok((mu, ReconStats { sample, projector_s: p.busy_seconds() - busy0, memory_estimate: 0 }))
 }
 

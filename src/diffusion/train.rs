@@ -10,7 +10,7 @@ use super::schedule::{Schedule, T};
 use crate::ct::{chest::MU_WATER, phantom, VolumeGrid};
 use crate::error::{Error, Result};
 use crate::nn::optim::{AdamConfig, Optimizer};
-use crate::nn::{Arch, Prediction, UNet, UNetConfig, Weights};
+use crate::nn::{Arch, Intensity, Prediction, UNet, UNetConfig, Weights};
 use crate::tensor::{safetensors, DType, Tensor};
 use crate::ops::patches::{assemble_ref, context_ref};
 use crate::Device;
@@ -59,9 +59,14 @@ impl Units {
     }
 }
 
-/// Maps attenuation to the model's range: x = 2 mu / mu_max - 1, clamped to [-1, 1].
-pub fn to_model_range(mu: &[f32], mu_max: f32) -> Vec<f32> {
-    mu.iter().map(|m| (2.0 * m / mu_max - 1.0).clamp(-1.0, 1.0)).collect()
+/// Maps attenuation to the model's range with `map`, clamped to [-1, 1] with `clip`.
+pub fn to_model_range(mu: &[f32], map: Intensity, clip: bool) -> Vec<f32> {
+    let x = |m: &f32| map.to_model(*m);
+    if clip {
+        mu.iter().map(|m| x(m).clamp(-1.0, 1.0)).collect()
+    } else {
+        mu.iter().map(x).collect()
+    }
 }
 
 /// Reads every .npy/.nii/.nii.gz volume of a folder, and every sub-folder that is a DICOM CT
@@ -69,7 +74,7 @@ pub fn to_model_range(mu: &[f32], mu_max: f32) -> Vec<f32> {
 /// attenuation in 1/mm: DICOM through its rescale to HU, .npy/NIfTI values as `units` says, HU
 /// mapped by `ct::units::hu_to_mu`. With `voxel_size` (z, y, x mm), each volume whose file states
 /// its voxel size (NIfTI, DICOM) is resampled to it (trilinear). The trainer maps attenuation to
-/// the model's range with the config's mu_max, the same map as phantoms and reconstruction.
+/// the model's range with the config's intensity map, the same map as phantoms and reconstruction.
 pub fn load_folder(dir: &Path, units: Units, voxel_size: Option<[f64; 3]>) -> Result<Vec<(PathBuf, [usize; 3], Vec<f32>)>> {
     use crate::io::dicom;
     let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
@@ -150,7 +155,7 @@ impl Trainer {
         let arch = Arch::new(cfg);
         let params = w.engine_map();
         let opt = Optimizer::from_maps(&arch, [&params, &params, &BTreeMap::new(), &BTreeMap::new()])?;
-        let volumes = volumes.into_iter().map(|(d, mu)| (d, to_model_range(&mu, cfg.mu_max))).collect();
+        let volumes = volumes.into_iter().map(|(d, mu)| (d, to_model_range(&mu, cfg.intensity(), cfg.clip_x0))).collect();
         Ok(Trainer { arch, opts, step: 0, opt, net: None, sched: Schedule::default(), volumes, dev: Device::Cpu })
     }
 
@@ -183,7 +188,7 @@ impl Trainer {
                     // Ellipsoid densities are relative to water.
                     mu.iter_mut().for_each(|v| *v *= MU_WATER);
                 }
-                Ok((*shape, to_model_range(&mu, self.arch.cfg.mu_max)))
+                Ok((*shape, to_model_range(&mu, self.arch.cfg.intensity(), self.arch.cfg.clip_x0)))
             }
             Data::Volumes { .. } => Ok(self.volumes[rng.random_range(0..self.volumes.len())].clone()),
         }

@@ -66,8 +66,17 @@ pub struct UNetConfig {
     /// Patch shape (z, y, x).
     pub patch: [usize; 3],
     pub context: ContextMode,
-    /// Attenuation that maps to x = 1 (x = 2 mu / mu_max - 1).
+    /// Attenuation (1/mm) that maps to x = 1.
     pub mu_max: f32,
+    /// Attenuation (1/mm) that maps to x = -1 (default 0): with mu_max, the affine intensity map
+    /// of `intensity()`. A model trained on z-scored data (x = (mu - mean) / std) has
+    /// mu_min = mean - std, mu_max = mean + std.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub mu_min: f32,
+    /// Whether Tweedie's x0 is clamped to [-1, 1] while sampling and training data are clamped to
+    /// it (default true; false for data that leave the range, such as z-scored volumes).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub clip_x0: bool,
     /// What the output is; configs without the field predict eps.
     #[serde(default, skip_serializing_if = "is_eps")]
     pub prediction: Prediction,
@@ -77,7 +86,56 @@ fn is_eps(p: &Prediction) -> bool {
     *p == Prediction::Eps
 }
 
+fn is_zero(v: &f32) -> bool {
+    *v == 0.0
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(v: &bool) -> bool {
+    *v
+}
+
+/// The affine map between attenuation mu (1/mm) and the model's range x: mu_min -> -1,
+/// mu_max -> 1 (docs/METHOD.md section 3). One map for phantoms, files, training and sampling.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Intensity {
+    pub mu_min: f32,
+    pub mu_max: f32,
+}
+
+impl Intensity {
+    /// x of attenuation mu.
+    pub fn to_model(&self, mu: f32) -> f32 {
+        2.0 * (mu - self.mu_min) / (self.mu_max - self.mu_min) - 1.0
+    }
+
+    /// Attenuation of x.
+    pub fn to_mu(&self, x: f32) -> f32 {
+        self.mu_min + (x + 1.0) * 0.5 * (self.mu_max - self.mu_min)
+    }
+
+    /// (a, b) with mu = a x + b.
+    pub fn to_mu_affine(&self) -> (f32, f32) {
+        let h = 0.5 * (self.mu_max - self.mu_min);
+        (h, self.mu_min + h)
+    }
+
+    /// (a, b) with x = a mu + b.
+    pub fn to_model_affine(&self) -> (f32, f32) {
+        let w = self.mu_max - self.mu_min;
+        (2.0 / w, -1.0 - 2.0 * self.mu_min / w)
+    }
+}
+
 impl UNetConfig {
+    /// The config's intensity map (`mu_min`, `mu_max`).
+    pub fn intensity(&self) -> Intensity {
+        Intensity { mu_min: self.mu_min, mu_max: self.mu_max }
+    }
+
     /// The paper's network: 68,590,209 parameters, 5 channels in, 1 out, 32^3 patches.
     pub fn paper() -> UNetConfig {
         UNetConfig {
@@ -92,6 +150,8 @@ impl UNetConfig {
             patch: [32, 32, 32],
             context: ContextMode::Trilinear,
             mu_max: 0.04,
+            mu_min: 0.0,
+            clip_x0: true,
             prediction: Prediction::Eps,
         }
     }
@@ -167,8 +227,8 @@ impl UNetConfig {
                 return bad(format!("patch {a} = {p} must be a positive multiple of {down} (the U-Net halves it {} times)", self.channel_mult.len() - 1));
             }
         }
-        if !(self.mu_max.is_finite() && self.mu_max > 0.0) {
-            return bad(format!("mu_max {} must be positive", self.mu_max));
+        if !(self.mu_max.is_finite() && self.mu_min.is_finite() && self.mu_max > self.mu_min) {
+            return bad(format!("mu_max {} must be finite and above mu_min {}", self.mu_max, self.mu_min));
         }
         Ok(())
     }

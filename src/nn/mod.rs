@@ -8,6 +8,6 @@ pub mod unet_backward;
 pub mod weights;
 
 pub use arch::{Arch, Block, Param};
-pub use config::{ContextMode, Prediction, UNetConfig};
+pub use config::{ContextMode, Intensity, Prediction, UNetConfig};
 pub use unet::UNet;
 pub use weights::Weights;

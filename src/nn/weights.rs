@@ -18,7 +18,7 @@ impl Weights {
     /// Loads and checks every tensor: a missing, unexpected or misshapen tensor is an error that
     /// names it.
     /// The settings a converter stored in the metadata (tools/pt_to_safetensors.py: norm groups,
-    /// head size, qkv order, prediction, mu_max) are checked against the config first.
+    /// head size, qkv order, prediction, mu_min and mu_max) are checked against the config first.
     pub fn load(path: &Path, arch: &Arch) -> Result<Weights> {
         check_metadata(path, &safetensors::metadata(path)?, &arch.cfg)?;
         let tensors = safetensors::load(path, &Device::Cpu)?;
@@ -151,10 +151,12 @@ fn check_metadata(path: &Path, meta: &std::collections::BTreeMap<String, String>
             }
         }
     }
-    if let Some(got) = meta.get("tomodiff.mu_max").and_then(|v| v.parse::<f32>().ok()) {
-        if (got - cfg.mu_max).abs() > 1e-6 * got.abs() {
-            let msg = format!("the weights were converted with mu_max {got}, the config says {} (the intensity range differs)", cfg.mu_max);
-            return Err(Error::Weights { path: path.to_path_buf(), msg });
+    for (key, want) in [("mu_max", cfg.mu_max), ("mu_min", cfg.mu_min)] {
+        if let Some(got) = meta.get(&format!("tomodiff.{key}")).and_then(|v| v.parse::<f32>().ok()) {
+            if (got - want).abs() > 1e-6 * got.abs().max(want.abs()) {
+                let msg = format!("the weights were converted with {key} {got}, the config says {want} (the intensity map differs)");
+                return Err(Error::Weights { path: path.to_path_buf(), msg });
+            }
         }
     }
     Ok(())
