@@ -84,6 +84,9 @@ pub enum Kind {
     ConeVec,
 }
 
+/// A validated scan geometry: the volume grid and one vector record per view, all the projectors
+/// see (conventions at the top of this file and in docs/CT.md). Built by `from_json`,
+/// `from_file` or `new(&GeometrySpec)`; errors are `Error::Geometry` naming the field.
 #[derive(Clone, Debug)]
 pub struct Geometry {
     pub volume: VolumeGrid,

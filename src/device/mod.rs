@@ -22,6 +22,9 @@ use crate::error::{Error, Result};
 use std::sync::Arc;
 
 #[derive(Clone)]
+/// Where tensors live and operations run (docs/ARCHITECTURE.md): `Cpu` runs the Rust references
+/// and fast paths, `Emu` the CUDA kernels through the emulator, `Cuda` a GPU. `parse` takes
+/// "cpu", "emu", "cuda", "cuda:N" or "auto"; `auto()` picks a GPU when one works, else the CPU.
 pub enum Device {
     Cpu,
     Emu,

@@ -36,6 +36,8 @@ impl Start {
     }
 }
 
+/// The reconstruction's settings (docs/RECONSTRUCTION.md); `Default` is the paper's: 50 DDIM
+/// steps x 2 rounds (recurrent noising), 5 CG iterations per network pass, gamma 0, from noise.
 #[derive(Clone, Debug)]
 pub struct ReconOptions {
     pub sampler: SamplerOptions,

@@ -16,6 +16,9 @@ fn field<'a>(header: &'a str, key: &str) -> Option<&'a str> {
     Some(rest[..end].trim())
 }
 
+/// Reads a C-order .npy file of floats (float32 or float64, either byte order) as f32 values with
+/// its shape. Errors name the file and the fault: not .npy, Fortran order, an unsupported dtype,
+/// a truncated file, float64 values beyond float32's range.
 pub fn read(path: &Path) -> Result<Array> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     parse(path, &bytes)

@@ -9,6 +9,9 @@ use crate::ops::{attention, conv3d, embedding, group_norm, linear, resample};
 use crate::tensor::{DType, Tensor};
 use std::collections::{BTreeMap, HashMap};
 
+/// The patch U-Net on a device (docs/NETWORK.md): built from an `Arch` (its config) and `Weights`;
+/// `forward` maps inputs (N, pz, py, px, 5) channels-last and timesteps (N) to the output
+/// (N, pz, py, px, out_channels), eps or v (`UNetConfig::prediction`).
 pub struct UNet {
     pub arch: Arch,
     pub(crate) dev: Device,

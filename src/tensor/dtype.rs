@@ -3,6 +3,8 @@
 use crate::error::{Error, Result};
 use half::{bf16, f16};
 
+/// Element types: f32 everywhere; bf16 for activations and weights on kernel devices (f32
+/// accumulation); f16 for weights in files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
     F32,

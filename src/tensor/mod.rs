@@ -11,6 +11,9 @@ pub use dtype::DType;
 use crate::device::{Buffer, Device};
 use crate::error::{Error, Result};
 
+/// An n-dimensional array on a device: a shape (row-major, the last axis fastest), a dtype (f32,
+/// bf16, f16) and one buffer (host memory on cpu and emu, GPU memory on cuda). Activations are
+/// channels-last (N, D, H, W, C); volumes (nz, ny, nx); projections (views, rows, cols).
 pub struct Tensor {
     shape: Vec<usize>,
     dtype: DType,
