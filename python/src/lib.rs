@@ -236,7 +236,7 @@ fn progress_fn<'a>(cb: &'a Option<Py<PyAny>>, raised: &'a Mutex<Option<PyErr>>) 
             }
             match cb.as_ref().map(|f| f.call1(py, (done, total))) {
                 Some(Err(e)) => stop(e),
-                Some(Ok(r)) if r.bind(py).extract::<bool>().is_ok_and(|b| !b) && !r.is_none(py) => ControlFlow::Break(()),
+                Some(Ok(r)) if r.bind(py).extract::<bool>().is_ok_and(|b| !b) => ControlFlow::Break(()),
                 _ => ControlFlow::Continue(()),
             }
         })
@@ -339,8 +339,8 @@ fn metrics(py: Python<'_>, shape: [usize; 3], x: PyBuffer<f32>, reference: PyBuf
 #[pyfunction]
 fn devices() -> Vec<String> {
     let mut v = vec!["cpu".to_string(), "emu".to_string()];
-    if let Device::Cuda(_) = Device::auto() {
-        v.push(Device::auto().name());
+    if let gpu @ Device::Cuda(_) = Device::auto() {
+        v.push(gpu.name());
     }
     v
 }

@@ -207,18 +207,21 @@ impl GeometrySpec {
         GeometrySpec::circular("parallel", shape, det_shape, n_views)
     }
 
-    /// A circular fan-beam scan (each detector row its own fan): `n_views` over 360 degrees.
-    pub fn fan(shape: [usize; 3], det_shape: [usize; 2], n_views: usize, source_origin: f64, origin_detector: f64) -> GeometrySpec {
-        let mut s = GeometrySpec::circular("fan", shape, det_shape, n_views);
+    /// A circular divergent-beam scan of `kind` (fan, cone) with its distances in mm.
+    fn divergent(kind: &str, shape: [usize; 3], det_shape: [usize; 2], n_views: usize, source_origin: f64, origin_detector: f64) -> GeometrySpec {
+        let mut s = GeometrySpec::circular(kind, shape, det_shape, n_views);
         (s.scan.source_origin, s.scan.origin_detector) = (Some(source_origin), Some(origin_detector));
         s
     }
 
+    /// A circular fan-beam scan (each detector row its own fan): `n_views` over 360 degrees.
+    pub fn fan(shape: [usize; 3], det_shape: [usize; 2], n_views: usize, source_origin: f64, origin_detector: f64) -> GeometrySpec {
+        GeometrySpec::divergent("fan", shape, det_shape, n_views, source_origin, origin_detector)
+    }
+
     /// A circular cone-beam scan: `n_views` over 360 degrees, distances in mm.
     pub fn cone(shape: [usize; 3], det_shape: [usize; 2], n_views: usize, source_origin: f64, origin_detector: f64) -> GeometrySpec {
-        let mut s = GeometrySpec::circular("cone", shape, det_shape, n_views);
-        (s.scan.source_origin, s.scan.origin_detector) = (Some(source_origin), Some(origin_detector));
-        s
+        GeometrySpec::divergent("cone", shape, det_shape, n_views, source_origin, origin_detector)
     }
 
     /// A vector geometry from ASTRA's 12 numbers per view; `shape` (nz, ny, nx) of 1 mm voxels
@@ -532,15 +535,6 @@ fn vectors(volume: VolumeGrid, kind: Kind, det_shape: [usize; 2], s: &ScanSpec) 
 /// 360 a limited-angle scan).
 pub fn cone_scan_json(shape: [usize; 3], views: usize, arc_deg: f64) -> String {
     let n = shape[1].max(shape[2]);
-    format!(
-        r#"{{"volume": {{"shape": [{}, {}, {}]}}, "scan": {{"type": "cone", "n_views": {views}, "arc_deg": {arc_deg}, "source_origin": {}, "origin_detector": {},
-             "det_shape": [{}, {}], "det_spacing": [1.5, 1.5]}}}}"#,
-        shape[0],
-        shape[1],
-        shape[2],
-        3 * n,
-        3 * n / 2,
-        (3 * shape[0]).div_ceil(2) + 8,
-        2 * n
-    )
+    let det = [(3 * shape[0]).div_ceil(2) + 8, 2 * n];
+    GeometrySpec::cone(shape, det, views, (3 * n) as f64, (3 * n / 2) as f64).det_spacing([1.5, 1.5]).arc_deg(arc_deg, 0.0).to_json()
 }
