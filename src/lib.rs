@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! tomodiff: 3D patch diffusion priors with global context for CT reconstruction.
 //!
 //! Layers, each calling only the one below: `ops` (one operation per file: CPU reference and
@@ -19,6 +20,9 @@ pub mod error;
 pub mod io;
 pub mod metrics;
 pub mod nn;
+// Internal: one operation per file (CPU reference + kernel dispatch), used by the layers above,
+// the tests and the benchmarks; no stability promised.
+#[doc(hidden)]
 pub mod ops;
 pub mod tensor;
 

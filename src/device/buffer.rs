@@ -6,6 +6,7 @@ use super::{emu, Device};
 use crate::error::{Error, Result};
 use std::sync::Arc;
 
+#[doc(hidden)]
 pub struct Buffer {
     device: Device,
     len: usize,

@@ -551,6 +551,7 @@ pub(super) struct CudaGraphExec(Handle);
 /// Device memory from the device's pool, given back on drop. Transfers and fills are ordered on
 /// the device's stream. New memory is not initialised: ops write their outputs whole, and the
 /// few that accumulate fill zeros first (`zero`).
+#[doc(hidden)]
 pub struct CudaMem {
     dev: Arc<CudaDevice>,
     ptr: CUdeviceptr,
@@ -605,6 +606,7 @@ impl Drop for CudaMem {
 }
 
 /// Times work on the device's stream with CUDA events.
+#[doc(hidden)]
 pub struct GpuTimer {
     dev: Arc<CudaDevice>,
     start: Handle,

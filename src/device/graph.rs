@@ -7,6 +7,7 @@ use super::emu::{self, Op, Reserved};
 use super::Device;
 use crate::error::{Error, Result};
 
+#[doc(hidden)]
 pub struct Graph {
     dev: Device,
     exec: Exec,

@@ -6,8 +6,10 @@ use crate::error::{Error, Result};
 use crate::kernels::{self, ParamKind, KERNELS};
 use std::ffi::c_void;
 
+#[doc(hidden)]
 pub const MAX_THREADS: u32 = 1024;
 /// Largest dynamic shared memory per block on the GPUs we target (sm_80/sm_90: 227 KB).
+#[doc(hidden)]
 pub const MAX_SHARED_BYTES: u32 = 227 * 1024;
 
 #[derive(Clone, Copy, Debug)]
@@ -41,6 +43,7 @@ impl Arg {
     }
 }
 
+#[doc(hidden)]
 pub struct Launch<'a> {
     kernel: usize,
     grid: [u32; 3],

@@ -11,11 +11,18 @@ mod launch;
 mod nvrtc;
 mod pool;
 
-pub use buffer::Buffer;
-pub use cuda::{cuda_device_count, driver_version, CudaDevice, DeviceInfo, GpuTimer, MIN_COMPUTE_CAPABILITY};
-pub use graph::Graph;
+pub use cuda::{cuda_device_count, driver_version, CudaDevice, DeviceInfo, MIN_COMPUTE_CAPABILITY};
 pub use nvrtc::version as nvrtc_version;
 pub use pool::MemoryStats;
+// Internal: device memory, kernel launches, CUDA graphs and timers, used by `ops`, the tests and
+// the benchmarks; no stability promised.
+#[doc(hidden)]
+pub use buffer::Buffer;
+#[doc(hidden)]
+pub use cuda::GpuTimer;
+#[doc(hidden)]
+pub use graph::Graph;
+#[doc(hidden)]
 pub use launch::{Launch, MAX_SHARED_BYTES, MAX_THREADS};
 
 use crate::error::{Error, Result};

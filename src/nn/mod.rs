@@ -4,6 +4,7 @@ pub mod config;
 pub mod model_files;
 pub mod optim;
 pub mod unet;
+#[doc(hidden)]
 pub mod unet_backward;
 pub mod weights;
 
