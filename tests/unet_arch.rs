@@ -57,3 +57,29 @@ fn bad_configs_are_errors() {
     assert!(c.validate().unwrap_err().to_string().contains("norm_groups"));
     assert!(UNetConfig::load("nonexistent.json").is_err());
 }
+
+#[test]
+fn heads_by_size_or_by_count() {
+    use tomodiff::nn::Block;
+    let heads = |c: &UNetConfig| -> Vec<(usize, usize)> {
+        let a = Arch::new(c);
+        let blocks = a.input_blocks.iter().flatten().chain(&a.middle).chain(a.output_blocks.iter().flatten());
+        blocks.filter_map(|b| if let Block::Attn { c, heads, .. } = b { Some((*c, *heads)) } else { None }).collect()
+    };
+    // The paper preset: 256 channels at factor 4 and in the middle, 64 per head.
+    assert!(heads(&UNetConfig::paper()).iter().all(|&(c, h)| c == 256 && h == 4));
+    let fixed = UNetConfig { num_heads: Some(2), ..UNetConfig::paper() };
+    fixed.validate().unwrap();
+    assert!(heads(&fixed).iter().all(|&(_, h)| h == 2));
+    let json = serde_json::to_string(&fixed).unwrap();
+    assert_eq!(serde_json::from_str::<UNetConfig>(&json).unwrap(), fixed);
+    // Channels that do not split, a zero count, neither stated: config errors naming the field.
+    let bad = UNetConfig { num_heads: Some(3), ..UNetConfig::paper() };
+    assert!(bad.validate().unwrap_err().to_string().contains("by num_heads = 3"));
+    let bad = UNetConfig { head_channels: 48, ..UNetConfig::paper() };
+    assert!(bad.validate().unwrap_err().to_string().contains("256 channels does not split by head_channels = 48"));
+    let bad = UNetConfig { num_heads: Some(0), ..UNetConfig::paper() };
+    assert!(bad.validate().unwrap_err().to_string().contains("num_heads must be positive"));
+    let bad = UNetConfig { head_channels: 0, ..UNetConfig::paper() };
+    assert!(bad.validate().unwrap_err().to_string().contains("or give num_heads"));
+}

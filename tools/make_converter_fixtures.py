@@ -6,8 +6,9 @@ reference: small U-Nets (8 channels, 4 levels) as a guided-diffusion-style user 
 - ds4.pt: a plain state_dict, attention at downsampling factor 4;
 - ds8_ema.pt: {"model": state_dict, "ema": {"shadow_params": [...]}}, attention at factor 8,
   the EMA list (other weights than the state_dict's) in parameter order;
-- ds4_io.safetensors, ds8_io.safetensors: inputs x (N, 5, D, H, W), t (N) and the output eps of
-  the weights the converter should pick (the state_dict; the EMA list).
+- heads4.pt: a plain state_dict with num_heads = 4 for every attention block (no head size);
+- ds4_io.safetensors, ds8_io.safetensors, heads4_io.safetensors: inputs x (N, 5, D, H, W), t (N)
+  and the output eps of the weights the converter should pick (the state_dict; the EMA list).
 """
 import os
 import sys
@@ -43,6 +44,10 @@ def main(out):
     shadow = [p.detach().clone() for p in ema.parameters()]
     torch.save({"model": m8.state_dict(), "ema": {"shadow_params": shadow, "decay": 0.999}}, os.path.join(out, "ds8_ema.pt"))
     save(os.path.join(out, "ds8_io.safetensors"), io(ema, 2))
+    mh = UNet(dict(BASE, attention_ds=(4,), num_heads=4)).eval()
+    randomize(mh, 43)
+    torch.save(mh.state_dict(), os.path.join(out, "heads4.pt"))
+    save(os.path.join(out, "heads4_io.safetensors"), io(mh, 3))
     print(f"fixtures in {out}: {sum(p.numel() for p in m4.parameters())} and {len(shadow)} parameters tensors")
 
 

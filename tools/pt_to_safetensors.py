@@ -2,7 +2,7 @@
 and config.json that tomodiff loads (docs/NETWORK.md, "Converting a PyTorch checkpoint").
 
     python3 tools/pt_to_safetensors.py model.pt OUT/weights.safetensors [--weights auto|state_dict|ema]
-        [--patch 32,32,32] [--norm-groups 32] [--head-channels 64] [--prediction eps|v]
+        [--patch 32,32,32] [--norm-groups 32] [--head-channels 64 | --num-heads N] [--prediction eps|v]
         [--mu-max 0.04] [--context trilinear|area] [--dtype f32|bf16|f16]
 
 - Input: a .pt file (a state_dict, or a dict holding one under 'state_dict', 'model', 'ema' or
@@ -171,7 +171,8 @@ def main(argv=None):
     p.add_argument("--weights", default="auto", choices=["auto", "state_dict", "ema"])
     p.add_argument("--patch", default="32,32,32", help="the training patch (pz,py,px); not in a state_dict")
     p.add_argument("--norm-groups", type=int, default=32)
-    p.add_argument("--head-channels", type=int, default=64)
+    p.add_argument("--head-channels", type=int, default=64, help="channels per attention head (guided-diffusion's num_head_channels)")
+    p.add_argument("--num-heads", type=int, help="a fixed head count instead (guided-diffusion's num_heads with num_head_channels=-1)")
     p.add_argument("--prediction", default="eps", choices=["eps", "v"])
     p.add_argument("--mu-max", type=float, default=0.04, help="attenuation (1/mm) that maps to the model range's 1")
     p.add_argument("--mu-min", type=float, default=0.0, help="attenuation (1/mm) that maps to -1; z-scored data: mean - std, with --mu-max mean + std")
@@ -194,14 +195,17 @@ def main(argv=None):
         assert len(patch) == 3 and min(patch) > 0
     except (ValueError, AssertionError):
         sys.exit(f"--patch {a.patch!r}: three positive integers expected, e.g. 32,32,32")
-    cfg.update({"head_channels": a.head_channels, "norm_groups": a.norm_groups, "patch": patch, "context": a.context,
+    if a.num_heads is not None and a.num_heads <= 0:
+        sys.exit(f"--num-heads {a.num_heads}: a positive head count expected")
+    heads = {"num_heads": a.num_heads} if a.num_heads else {"head_channels": a.head_channels}
+    cfg.update({**heads, "norm_groups": a.norm_groups, "patch": patch, "context": a.context,
                 "mu_max": a.mu_max, "prediction": a.prediction})
     if a.mu_min:
         cfg["mu_min"] = a.mu_min
     if a.no_clip:
         cfg["clip_x0"] = False
     conv = {"f32": lambda v: v.astype(np.float32), "f16": lambda v: v.astype(np.float16), "bf16": bf16}[a.dtype]
-    meta = {"tomodiff.norm_groups": a.norm_groups, "tomodiff.head_channels": a.head_channels, "tomodiff.qkv_order": "legacy",
+    meta = {"tomodiff.norm_groups": a.norm_groups, **{f"tomodiff.{k}": v for k, v in heads.items()}, "tomodiff.qkv_order": "legacy",
             "tomodiff.prediction": a.prediction, "tomodiff.mu_max": a.mu_max, "tomodiff.mu_min": a.mu_min, "tomodiff.source": os.path.basename(a.input),
             "tomodiff.weights": what}
     os.makedirs(os.path.dirname(os.path.abspath(a.output)), exist_ok=True)
@@ -211,7 +215,7 @@ def main(argv=None):
         json.dump(cfg, f, indent=2)
     print(f"wrote {what}: {len(sd)} tensors to {a.output} ({a.dtype}), and {cfg_path}:")
     print("  inferred: " + ", ".join(f"{k} {cfg[k]}" for k in ("in_channels", "model_channels", "out_channels", "num_res_blocks", "channel_mult", "attention_ds")))
-    given = ("norm_groups", "head_channels", "patch", "prediction", "mu_min", "mu_max", "clip_x0", "context")
+    given = ("norm_groups", *heads, "patch", "prediction", "mu_min", "mu_max", "clip_x0", "context")
     print("  given (a state_dict cannot show them; check them): " + ", ".join(f"{k} {cfg.get(k, {'mu_min': 0.0, 'clip_x0': True}.get(k))}" for k in given))
 
 

@@ -97,7 +97,7 @@ class UNet(nn.Module):
         super().__init__()
         mc, g = cfg["model_channels"], cfg["norm_groups"]
         e = 4 * mc
-        heads = lambda c: max(c // cfg["head_channels"], 1)  # noqa: E731
+        heads = lambda c: cfg.get("num_heads") or max(c // cfg["head_channels"], 1)  # noqa: E731
         self.mc = mc
         self.time_embed = nn.Sequential(nn.Linear(mc, e), nn.SiLU(), nn.Linear(e, e))
         self.input_blocks = nn.ModuleList([Seq([nn.Conv3d(cfg["in_channels"], mc, 3, padding=1)])])

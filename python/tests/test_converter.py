@@ -46,6 +46,23 @@ def test_converted_checkpoints_match_pytorch(tmp_path, name, ds, taken):
     assert np.abs(got - want).max() <= 2e-5 * np.abs(want).max()
 
 
+def test_a_fixed_head_count(tmp_path):
+    """guided-diffusion's num_heads (a head count, not a head size): converted with --num-heads it
+    matches PyTorch; read with a head size instead, it computes something else."""
+    r = convert(FIX / "heads4.pt", tmp_path / "weights.safetensors", "--num-heads", "4")
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["num_heads"] == 4 and "head_channels" not in cfg
+    io = FIX / "heads4_io.safetensors"
+    r, out = run_model(tmp_path, io)
+    assert r.returncode == 0, r.stderr
+    got, want = load(out)[0]["eps"], load(io)[0]["eps"]
+    assert np.abs(got - want).max() <= 2e-5 * np.abs(want).max()
+    (tmp_path / "config.json").write_text(json.dumps(dict({k: v for k, v in cfg.items() if k != "num_heads"}, head_channels=8)))
+    r, out = run_model(tmp_path, io)
+    assert r.returncode != 0 and "converted with num_heads 4, the config says head_channels 8" in r.stderr, r.stderr
+
+
 def test_state_dict_of_an_ema_checkpoint_on_request(tmp_path):
     r = convert(FIX / "ds8_ema.pt", tmp_path / "weights.safetensors", "--weights", "state_dict")
     assert r.returncode == 0 and r.stdout.startswith("wrote the state_dict"), r.stdout + r.stderr

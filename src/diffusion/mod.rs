@@ -9,6 +9,7 @@ pub mod train;
 /// What a progress callback returns: `()` or `true` to go on; `false` or `ControlFlow::Break` to
 /// stop the work, which then ends with `Error::Cancelled`.
 pub trait Proceed {
+    /// Whether the work goes on.
     fn proceed(self) -> bool;
 }
 

@@ -40,11 +40,14 @@ impl Start {
 /// steps x 2 rounds (recurrent noising), 5 CG iterations per network pass, gamma 0, from noise.
 #[derive(Clone, Debug)]
 pub struct ReconOptions {
+    /// DDIM steps, rounds, eta, batch, seed, graph replay (`clip_x0` and `t_start` are set from
+    /// the model config and `start`).
     pub sampler: SamplerOptions,
     /// CG iterations of data consistency per network pass (M).
     pub cg_iters: usize,
     /// Damping towards the network's estimate (gamma; 0 is early-stopped CG).
     pub gamma: f64,
+    /// Pure noise, or the FDK volume noised to a timestep.
     pub start: Start,
 }
 
@@ -63,6 +66,7 @@ impl ReconOptions {
         }
     }
 
+    /// The sampler's checks and a finite gamma >= 0; `Error::Argument` otherwise.
     pub fn validate(&self) -> Result<()> {
         self.sampler_options().validate()?;
         if !(self.gamma.is_finite() && self.gamma >= 0.0) {
@@ -75,6 +79,7 @@ impl ReconOptions {
 /// Where the time of a reconstruction went.
 #[derive(Clone, Debug, Default)]
 pub struct ReconStats {
+    /// The sampler's share: passes, network and hook (data consistency) seconds.
     pub sample: SampleStats,
     /// Seconds in the projector (forward and adjoint) during data consistency.
     pub projector_s: f64,

@@ -19,9 +19,13 @@ use rand::{Rng, SeedableRng};
 /// What predicts the noise of a batch of 5-channel patches (the U-Net, or an analytic model in
 /// tests).
 pub trait EpsModel {
+    /// Where the model's inputs and outputs live.
     fn device(&self) -> &Device;
+    /// The dtype of the inputs `eps` takes (bf16 on emu/cuda, f32 on the CPU).
     fn act_dtype(&self) -> DType;
+    /// Patch shape (z, y, x) in voxels.
     fn patch(&self) -> [usize; 3];
+    /// How the global-context channel is resized from the whole volume.
     fn context_mode(&self) -> ContextMode;
     /// The network's output (N, P, 1) for inputs (N, P, 5) and timesteps t (N), tensors on
     /// `device()`: eps, or v (see `prediction`).
@@ -53,15 +57,19 @@ impl EpsModel for UNet {
     }
 }
 
+/// DDIM sampling settings (Song et al. 2021; docs/METHOD.md section 6). `Default`: 50 steps,
+/// eta 0.85, 1 round, 16 patches per call, seed 0, x0 clamped, from t = 999, graphs on.
 #[derive(Clone, Debug)]
 pub struct SamplerOptions {
     /// DDIM steps, evenly spaced from t = 999 down to 0.
     pub steps: usize,
+    /// DDIM's stochasticity in [0, 1]: 0 is deterministic DDIM, 1 is DDPM-like.
     pub eta: f64,
     /// Recurrent rounds per step (K): all but the last re-noise x0 to the same level.
     pub rounds: usize,
     /// Patches per network call.
     pub batch: usize,
+    /// Seeds the noise and the per-step tiling offsets: the same seed gives the same volume.
     pub seed: u64,
     /// Clamp Tweedie's x0 to the data range [-1, 1].
     pub clip_x0: bool,
@@ -84,6 +92,7 @@ impl SamplerOptions {
         timesteps(self.steps, self.t_start).len() * self.rounds
     }
 
+    /// Positive steps and rounds, eta in [0, 1], t_start < T; `Error::Argument` otherwise.
     pub fn validate(&self) -> Result<()> {
         if self.steps == 0 || self.rounds == 0 || !(0.0..=1.0).contains(&self.eta) || self.t_start >= T {
             return Err(Error::Argument(format!(
@@ -108,9 +117,13 @@ pub fn timesteps(steps: usize, t_start: usize) -> Vec<usize> {
 /// Where the time of a sampling run went.
 #[derive(Clone, Debug, Default)]
 pub struct SampleStats {
+    /// Network passes over the whole volume (timesteps x rounds).
     pub passes: usize,
+    /// Seconds in the network (all patches of all passes).
     pub network_s: f64,
+    /// Seconds in the per-pass hook (data consistency in a reconstruction).
     pub hook_s: f64,
+    /// Seconds of the whole run.
     pub total_s: f64,
     /// Passes that replayed a captured graph.
     pub replayed: usize,
@@ -144,6 +157,7 @@ pub fn predict_eps(model: &dyn EpsModel, x: &Tensor, t: usize, batch: usize, rng
 /// buffers rewritten before each pass and the pass itself queues the same launches every time:
 /// on emu and cuda it is captured once as a graph and replayed (`graph`), after a first pass run
 /// as it comes (which also fills the memory pool the capture then draws from).
+#[doc(hidden)]
 pub struct EpsPass {
     dims: [usize; 3],
     patch: [usize; 3],

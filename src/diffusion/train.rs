@@ -23,16 +23,23 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum Data {
     /// A built-in phantom (`ellipsoids`, `chest`, `shepp-logan`) of this shape, a new seed per draw.
+    #[allow(missing_docs)] // the phantom's name and its volume shape (z, y, x) in voxels
     Phantom { name: String, shape: [usize; 3] },
     /// Volumes of a folder (see `load_folder`), with the files they came from.
+    #[allow(missing_docs)] // the volume files
     Volumes { files: Vec<PathBuf> },
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+/// A training run's settings, saved in checkpoint.json.
 pub struct TrainOptions {
+    /// Patches per step.
     pub batch: usize,
+    /// Seeds the weights' initialisation and every draw (volume, patch, timestep, noise).
     pub seed: u64,
+    /// The optimiser.
     pub adam: AdamConfig,
+    /// Where the volumes come from.
     pub data: Data,
     /// What the values of a folder's .npy/NIfTI volumes are (DICOM is always HU).
     #[serde(default)]
@@ -50,6 +57,7 @@ pub enum Units {
 }
 
 impl Units {
+    /// "hu"/"HU" or "mu"; `Error::Argument` otherwise.
     pub fn parse(s: &str) -> Result<Units> {
         match s {
             "hu" | "HU" => Ok(Units::Hu),
@@ -111,14 +119,22 @@ pub fn load_folder(dir: &Path, units: Units, voxel_size: Option<[f64; 3]>) -> Re
         .collect()
 }
 
+/// What one optimisation step reports.
 pub struct StepStats {
+    /// Mean squared error of the batch's prediction (eps or v).
     pub loss: f64,
+    /// Global gradient norm before clipping.
     pub grad_norm: f64,
+    /// The step's learning rate (after warmup).
     pub lr: f32,
 }
 
+/// Denoising score-matching training of the patch U-Net (docs/TRAINING.md): draws patches with
+/// their global context from the volumes, takes AdamW steps, keeps the EMA, saves and resumes.
 pub struct Trainer {
+    /// The network's layout.
     pub arch: Arch,
+    /// The run's settings.
     pub opts: TrainOptions,
     /// Optimisation steps taken.
     pub step: u64,

@@ -3,7 +3,10 @@
 //! Weights loading, the forward pass and `model info` all walk this one description.
 use super::config::UNetConfig;
 
+/// One block of the U-Net. `name` is its guided-diffusion state_dict prefix (e.g.
+/// "input_blocks.4.0"); channel counts are per voxel.
 #[derive(Clone, Debug, PartialEq)]
+#[allow(missing_docs)] // the fields are named for what they hold: name, input/output channels, heads
 pub enum Block {
     /// 3x3x3 convolution, padding 1 (input_blocks.0.0).
     Conv { name: String, c_in: usize, c_out: usize },
@@ -18,28 +21,36 @@ pub enum Block {
     Up { name: String, c: usize },
 }
 
+/// One parameter tensor of the state_dict.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Param {
+    /// guided-diffusion's name, e.g. "input_blocks.1.0.in_layers.2.weight".
     pub name: String,
     /// Shape as PyTorch stores it (Cout, Cin, kd, kh, kw for convolutions).
     pub shape: Vec<usize>,
 }
 
+/// The U-Net's layout for one config: the encoder, middle and decoder blocks in forward order,
+/// as guided-diffusion's `UNetModel` builds them (docs/METHOD.md section 4).
 #[derive(Clone, Debug)]
 pub struct Arch {
+    /// The config the layout was derived from.
     pub cfg: UNetConfig,
-    /// Each entry's output is kept for the decoder's skip connections.
+    /// The encoder: each entry's output is kept for the decoder's skip connections.
     pub input_blocks: Vec<Vec<Block>>,
+    /// Res, attention, res at the lowest resolution.
     pub middle: Vec<Block>,
+    /// The decoder: each entry takes the previous output concatenated with one skip.
     pub output_blocks: Vec<Vec<Block>>,
     /// Channels of the final GroupNorm/SiLU/conv head.
     pub out_channels_in: usize,
 }
 
 impl Arch {
+    /// The layout of `cfg` (not validated here: call `UNetConfig::validate` first).
     pub fn new(cfg: &UNetConfig) -> Arch {
         let mc = cfg.model_channels;
-        let heads = |c: usize| (c / cfg.head_channels).max(1);
+        let heads = |c: usize| cfg.attention_heads(c);
         let mut input_blocks = vec![vec![Block::Conv { name: "input_blocks.0.0".into(), c_in: cfg.in_channels, c_out: mc }]];
         let mut chans = vec![mc];
         let (mut ch, mut ds) = (mc, 1usize);
@@ -139,6 +150,7 @@ impl Arch {
         self.input_blocks.iter().flatten().chain(&self.middle).chain(self.output_blocks.iter().flatten())
     }
 
+    /// Scalars over all parameters (68,590,209 for the paper preset).
     pub fn param_count(&self) -> usize {
         self.params().iter().map(|p| p.shape.iter().product::<usize>()).sum()
     }
@@ -173,6 +185,7 @@ impl Arch {
         out
     }
 
+    /// Forward FLOPs of one patch, all blocks summed (about 228 G for the paper preset at 32^3).
     pub fn total_flops(&self) -> f64 {
         self.flops().iter().map(|f| f.1).sum()
     }

@@ -11,12 +11,15 @@ pub use crate::ops::resample::Resize as ContextMode;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Prediction {
+    /// The noise eps (Ho et al. 2020; the paper).
     #[default]
     Eps,
+    /// The velocity v (Salimans and Ho 2022).
     V,
 }
 
 impl Prediction {
+    /// "eps" or "v"; `Error::Argument` otherwise.
     pub fn parse(s: &str) -> Result<Prediction> {
         match s {
             "eps" => Ok(Prediction::Eps),
@@ -50,21 +53,37 @@ impl Prediction {
     }
 }
 
+/// The patch U-Net's configuration: guided-diffusion's `UNetModel` arguments plus the patch, the
+/// global-context resize and the intensity map. JSON with these field names (unknown fields are
+/// refused); presets `paper` and `tiny`; table in docs/NETWORK.md.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UNetConfig {
+    /// Input channels: 5 in the paper (noisy patch, global context, three position channels).
     pub in_channels: usize,
+    /// Channels of the first level; level i has channel_mult[i] times as many.
     pub model_channels: usize,
+    /// Output channels: 1 (eps or v of the patch).
     pub out_channels: usize,
+    /// Residual blocks per level in the encoder (the decoder has one more).
     pub num_res_blocks: usize,
+    /// Channel multiplier per level; the U-Net halves the patch len - 1 times.
     pub channel_mult: Vec<usize>,
     /// Downsampling factors (1, 2, 4, ...) at which attention blocks sit.
     pub attention_ds: Vec<usize>,
-    /// Channels per attention head.
+    /// Channels per attention head (guided-diffusion's `num_head_channels`): a block of C
+    /// channels has C / head_channels heads. 0 (or absent) when `num_heads` is given instead.
+    #[serde(default, skip_serializing_if = "is_zero_usize")]
     pub head_channels: usize,
+    /// A fixed head count for every attention block (guided-diffusion's `num_heads` with
+    /// `num_head_channels = -1`); when set, `head_channels` is not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_heads: Option<usize>,
+    /// GroupNorm groups (32 in guided-diffusion); every level's channels must split by it.
     pub norm_groups: usize,
-    /// Patch shape (z, y, x).
+    /// Patch shape (z, y, x) in voxels; each a multiple of 2^(levels - 1).
     pub patch: [usize; 3],
+    /// How the whole volume is resized to the patch shape for the global-context channel.
     pub context: ContextMode,
     /// Attenuation (1/mm) that maps to x = 1.
     pub mu_max: f32,
@@ -86,6 +105,10 @@ fn is_eps(p: &Prediction) -> bool {
     *p == Prediction::Eps
 }
 
+fn is_zero_usize(v: &usize) -> bool {
+    *v == 0
+}
+
 fn is_zero(v: &f32) -> bool {
     *v == 0.0
 }
@@ -102,7 +125,9 @@ fn is_true(v: &bool) -> bool {
 /// mu_max -> 1 (docs/METHOD.md section 3). One map for phantoms, files, training and sampling.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Intensity {
+    /// Attenuation (1/mm) at x = -1.
     pub mu_min: f32,
+    /// Attenuation (1/mm) at x = 1.
     pub mu_max: f32,
 }
 
@@ -146,6 +171,7 @@ impl UNetConfig {
             channel_mult: vec![1, 2, 4, 4],
             attention_ds: vec![4],
             head_channels: 64,
+            num_heads: None,
             norm_groups: 32,
             patch: [32, 32, 32],
             context: ContextMode::Trilinear,
@@ -169,6 +195,7 @@ impl UNetConfig {
         }
     }
 
+    /// "paper" or "tiny"; None for any other name.
     pub fn preset(name: &str) -> Option<UNetConfig> {
         match name {
             "paper" => Some(UNetConfig::paper()),
@@ -197,10 +224,32 @@ impl UNetConfig {
         Ok(c)
     }
 
+    /// Width of the timestep embedding: 4 model_channels, as guided-diffusion.
     pub fn time_embed_dim(&self) -> usize {
         4 * self.model_channels
     }
 
+    /// Heads of an attention block with `c` channels: `num_heads` when given, else
+    /// c / head_channels (at least 1).
+    pub fn attention_heads(&self, c: usize) -> usize {
+        match self.num_heads {
+            Some(h) => h,
+            None => (c / self.head_channels.max(1)).max(1),
+        }
+    }
+
+    /// Channel counts of the attention blocks: the levels in `attention_ds` and the middle block.
+    fn attention_channels(&self) -> Vec<usize> {
+        let mut cs: Vec<usize> = (self.channel_mult.iter().enumerate())
+            .filter(|(level, _)| self.attention_ds.contains(&(1usize << level)))
+            .map(|(_, m)| m * self.model_channels)
+            .collect();
+        cs.extend(self.channel_mult.last().map(|m| m * self.model_channels));
+        cs
+    }
+
+    /// Checks the config: positive sizes, channels that split into norm groups and heads, a patch
+    /// the U-Net can halve, and an intensity map with mu_max > mu_min; `Error::Config` otherwise.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
         if self.in_channels == 0 || self.model_channels == 0 || self.out_channels == 0 || self.channel_mult.is_empty() {
@@ -218,8 +267,19 @@ impl UNetConfig {
                 return bad(format!("{c} channels do not split into norm_groups = {}", self.norm_groups));
             }
         }
-        if self.head_channels == 0 {
-            return bad("head_channels must be positive".into());
+        match self.num_heads {
+            Some(0) => return bad("num_heads must be positive".into()),
+            None if self.head_channels == 0 => return bad("head_channels must be positive (or give num_heads)".into()),
+            _ => {}
+        }
+        for c in self.attention_channels() {
+            let (what, n) = match self.num_heads {
+                Some(h) => ("num_heads", h),
+                None => ("head_channels", self.head_channels),
+            };
+            if c % n != 0 {
+                return bad(format!("an attention block of {c} channels does not split by {what} = {n}"));
+            }
         }
         let down = 1usize << (self.channel_mult.len() - 1);
         for (a, p) in ["z", "y", "x"].iter().zip(self.patch) {

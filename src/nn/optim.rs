@@ -10,16 +10,25 @@ use crate::tensor::{DType, Tensor};
 use crate::Device;
 use std::collections::BTreeMap;
 
+/// AdamW's settings (Loshchilov and Hutter 2019), with warmup, clipping and the EMA; saved in
+/// checkpoint.json so that training resumes with the same ones.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct AdamConfig {
+    /// Peak learning rate (default 2e-4), reached after `warmup_steps`.
     pub lr: f32,
+    /// Decay of the first moment (default 0.9).
     pub beta1: f32,
+    /// Decay of the second moment (default 0.999).
     pub beta2: f32,
+    /// Added to the second moment's root (default 1e-8).
     pub eps: f32,
+    /// Decoupled weight decay per unit learning rate (default 0).
     pub weight_decay: f32,
+    /// Steps of linear warmup from 0 to `lr` (default 100).
     pub warmup_steps: u64,
     /// Clip the global gradient norm to this (0: no clipping).
     pub clip_norm: f32,
+    /// The EMA's decay per step, before its warm-up cap (default 0.999; see `ema_decay_at`).
     pub ema_decay: f32,
 }
 

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 /// `forward` maps inputs (N, pz, py, px, 5) channels-last and timesteps (N) to the output
 /// (N, pz, py, px, out_channels), eps or v (`UNetConfig::prediction`).
 pub struct UNet {
+    /// The layout (and config) the network was built from.
     pub arch: Arch,
     pub(crate) dev: Device,
     pub(crate) act: DType,
@@ -33,6 +34,7 @@ impl UNet {
         Ok(UNet { arch, dev: dev.clone(), act, params })
     }
 
+    /// Where the weights live and the forward pass runs.
     pub fn device(&self) -> &Device {
         &self.dev
     }

@@ -32,6 +32,9 @@ impl Weights {
         Weights::from_tensors(path, arch, tensors)
     }
 
+    /// Checks named tensors (PyTorch shapes, any float dtype, on the CPU) against `arch`: every
+    /// parameter present, shaped and finite, nothing extra; convolution weights repacked to the
+    /// engine's layout. `Error::Weights` naming the tensor and `path` otherwise.
     pub fn from_tensors(path: &Path, arch: &Arch, mut tensors: BTreeMap<String, Tensor>) -> Result<Weights> {
         let err = |msg: String| Error::Weights { path: path.to_path_buf(), msg };
         let mut map = HashMap::new();
@@ -137,18 +140,32 @@ fn check_metadata(path: &Path, meta: &std::collections::BTreeMap<String, String>
         super::Prediction::Eps => "eps",
         super::Prediction::V => "v",
     };
+    let mismatch = |what: String, want: String| {
+        let msg = format!("the weights were converted with {what}, the config says {want} (use the config.json written beside them, or convert again)");
+        Err(Error::Weights { path: path.to_path_buf(), msg })
+    };
     let want = [
         ("norm_groups", cfg.norm_groups.to_string()),
-        ("head_channels", cfg.head_channels.to_string()),
         ("qkv_order", "legacy".to_string()),
         ("prediction", prediction.to_string()),
     ];
     for (key, want) in want {
         if let Some(got) = meta.get(&format!("tomodiff.{key}")) {
             if *got != want {
-                let msg = format!("the weights were converted with {key} {got}, the config says {want} (use the config.json written beside them, or convert again)");
-                return Err(Error::Weights { path: path.to_path_buf(), msg });
+                return mismatch(format!("{key} {got}"), want);
             }
+        }
+    }
+    // The heads are stated either way: a head count, or a head size.
+    let heads_want = match cfg.num_heads {
+        Some(h) => format!("num_heads {h}"),
+        None => format!("head_channels {}", cfg.head_channels),
+    };
+    let heads_got = (meta.get("tomodiff.num_heads").map(|h| format!("num_heads {h}")))
+        .or_else(|| meta.get("tomodiff.head_channels").map(|h| format!("head_channels {h}")));
+    if let Some(got) = heads_got {
+        if got != heads_want {
+            return mismatch(got, heads_want);
         }
     }
     for (key, want) in [("mu_max", cfg.mu_max), ("mu_min", cfg.mu_min)] {
