@@ -33,7 +33,7 @@ fn run(steps: usize) -> tomodiff::Result<(f64, f64)> {
     })?;
     eprintln!();
     println!("reconstructed {:?} on {} in {:.1} s", g.volume.shape, dev.name(), stats.sample.total_s);
-    Ok((psnr(&fdk, &truth), psnr(&mu, &truth)))
+    Ok((psnr(&fdk, &truth)?, psnr(&mu, &truth)?))
 }
 
 #[cfg_attr(test, allow(dead_code))]

@@ -1,16 +1,26 @@
 //! Image quality against a reference: PSNR (data range = reference max - min) and SSIM (7x7
 //! Gaussian window, sigma 1.5, K1 = 0.01, K2 = 0.03), on the whole volume and per plane (mean over
 //! the slices of each orientation), as reconstruction papers report them.
+use crate::error::{Error, Result};
 use serde::Serialize;
 
+/// A volume's quality against its reference, from `compare`. PSNR in dB with the whole reference's
+/// range (max - min) as the peak; per-plane values are means over the slices of a (z, y, x) volume.
 #[derive(Debug, Clone, Serialize)]
 pub struct Metrics {
+    /// PSNR of the whole volume, dB; infinite when the volumes are equal.
     pub psnr: f64,
+    /// Mean PSNR of the axial slices (planes of constant z), each capped at 100 dB.
     pub psnr_axial: f64,
+    /// Mean PSNR of the coronal slices (planes of constant y), each capped at 100 dB.
     pub psnr_coronal: f64,
+    /// Mean PSNR of the sagittal slices (planes of constant x), each capped at 100 dB.
     pub psnr_sagittal: f64,
+    /// Mean SSIM (Wang et al. 2004) of the axial slices.
     pub ssim_axial: f64,
+    /// Mean SSIM of the coronal slices.
     pub ssim_coronal: f64,
+    /// Mean SSIM of the sagittal slices.
     pub ssim_sagittal: f64,
 }
 
@@ -19,13 +29,26 @@ fn range(v: &[f32]) -> f64 {
     (mx - mn).max(f32::MIN_POSITIVE) as f64
 }
 
+/// The cap of every PSNR, reached by identical images (a finite number, so JSON can hold it).
+pub const MAX_PSNR_DB: f64 = 100.0;
+
 fn psnr_of(mse: f64, l: f64) -> f64 {
-    if mse == 0.0 { f64::INFINITY } else { 10.0 * (l * l / mse).log10() }
+    if mse == 0.0 { MAX_PSNR_DB } else { (10.0 * (l * l / mse).log10()).min(MAX_PSNR_DB) }
 }
 
-pub fn psnr(x: &[f32], reference: &[f32]) -> f64 {
+fn same_length(what: &str, x: &[f32], reference: &[f32], n: usize) -> Result<()> {
+    if x.len() != n || reference.len() != n {
+        return Err(Error::Shape(format!("{what}: {} and {} values, {n} expected", x.len(), reference.len())));
+    }
+    Ok(())
+}
+
+/// PSNR in dB of `x` against `reference` (same length, any shape): 10 log10(L^2 / MSE), L the
+/// reference's max - min; capped at `MAX_PSNR_DB`. `Error::Shape` when the lengths differ.
+pub fn psnr(x: &[f32], reference: &[f32]) -> Result<f64> {
+    same_length("psnr", x, reference, reference.len())?;
     let mse = x.iter().zip(reference).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() / x.len().max(1) as f64;
-    psnr_of(mse, range(reference))
+    Ok(psnr_of(mse, range(reference)))
 }
 
 /// Slices of a (nz, ny, nx) volume along `axis` (0 axial, 1 coronal, 2 sagittal) as 2D images.
@@ -81,8 +104,10 @@ pub fn ssim2d(h: usize, w: usize, x: &[f32], y: &[f32], l: f64) -> f64 {
     total / ((h - 6) * (w - 6)) as f64
 }
 
-/// All metrics of x against the reference, both (nz, ny, nx).
-pub fn compare(shape: [usize; 3], x: &[f32], reference: &[f32]) -> Metrics {
+/// All metrics of x against the reference, both (nz, ny, nx). `Error::Shape` when either length
+/// is not nz ny nx.
+pub fn compare(shape: [usize; 3], x: &[f32], reference: &[f32]) -> Result<Metrics> {
+    same_length("metrics", x, reference, shape.iter().product())?;
     let l = range(reference);
     let per = |axis: usize| -> (f64, f64) {
         let (xs, rs) = (slices(shape, x, axis), slices(shape, reference, axis));
@@ -90,19 +115,19 @@ pub fn compare(shape: [usize; 3], x: &[f32], reference: &[f32]) -> Metrics {
         let (mut p, mut s) = (0.0, 0.0);
         for ((h, w, a), (_, _, b)) in xs.iter().zip(&rs) {
             let mse = a.iter().zip(b).map(|(u, v)| ((u - v) as f64).powi(2)).sum::<f64>() / a.len() as f64;
-            p += psnr_of(mse, l).min(100.0);
+            p += psnr_of(mse, l);
             s += ssim2d(*h, *w, a, b, l);
         }
         (p / n, s / n)
     };
     let (a, c, s) = (per(0), per(1), per(2));
-    Metrics {
-        psnr: psnr(x, reference),
+    Ok(Metrics {
+        psnr: psnr(x, reference)?,
         psnr_axial: a.0,
         psnr_coronal: c.0,
         psnr_sagittal: s.0,
         ssim_axial: a.1,
         ssim_coronal: c.1,
         ssim_sagittal: s.1,
-    }
+    })
 }

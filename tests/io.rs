@@ -94,15 +94,19 @@ fn psnr_and_ssim_known_values() {
     let shape = [8, 9, 10];
     let n = 720;
     let reference: Vec<f32> = (0..n).map(|i| (i % 17) as f32 / 16.0).collect(); // range exactly 1
-    let m = metrics::compare(shape, &reference, &reference);
-    assert!(m.psnr.is_infinite() && (m.ssim_axial - 1.0).abs() < 1e-12 && (m.ssim_sagittal - 1.0).abs() < 1e-12);
+    let m = metrics::compare(shape, &reference, &reference).unwrap();
+    assert!(m.psnr == metrics::MAX_PSNR_DB && m.psnr_axial == metrics::MAX_PSNR_DB && (m.ssim_axial - 1.0).abs() < 1e-12 && (m.ssim_sagittal - 1.0).abs() < 1e-12);
     let off: Vec<f32> = reference.iter().map(|v| v + 0.1).collect();
-    let m = metrics::compare(shape, &off, &reference);
+    let m = metrics::compare(shape, &off, &reference).unwrap();
     assert!((m.psnr - 20.0).abs() < 1e-4, "{}", m.psnr);
     assert!((m.psnr_coronal - 20.0).abs() < 1e-4);
     assert!(m.ssim_axial < 1.0 && m.ssim_axial > 0.8, "{}", m.ssim_axial);
     let noisy: Vec<f32> = reference.iter().enumerate().map(|(i, v)| v + if i % 2 == 0 { 0.3 } else { -0.3 }).collect();
-    assert!(metrics::compare(shape, &noisy, &reference).ssim_axial < m.ssim_axial);
+    assert!(metrics::compare(shape, &noisy, &reference).unwrap().ssim_axial < m.ssim_axial);
+    // Lengths that do not match the shape: an error naming both, not a panic.
+    let e = metrics::compare(shape, &reference[1..], &reference).unwrap_err().to_string();
+    assert!(e.contains("719 and 720 values, 720 expected"), "{e}");
+    assert!(metrics::psnr(&reference[1..], &reference).is_err());
 }
 
 #[test]

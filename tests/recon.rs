@@ -43,7 +43,7 @@ fn tiny_prior_reconstructs_a_phantom_on_every_device() {
         };
         let mut passes = 0;
         let (mu, stats) = reconstruct(&net, &p, &yt, cfg.intensity(), Some(&fdk), &opts, |k, _| passes = k).unwrap();
-        let (pr, pf) = (psnr(&mu, &truth), psnr(&fdk, &truth));
+        let (pr, pf) = (psnr(&mu, &truth).unwrap(), psnr(&fdk, &truth).unwrap());
         eprintln!("recon {} {n}^3, 12 views: prior {pr:.2} dB, FDK {pf:.2} dB ({:.1} s, projector {:.1} s)", dev.name(), stats.sample.total_s, stats.projector_s);
         assert_eq!((passes, stats.sample.passes), (steps, steps));
         // On kernel devices every pass after the first replays the captured network pass.

@@ -327,7 +327,7 @@ fn sample_into(py: Python<'_>, model: &Model, shape: [usize; 3], out: PyBuffer<f
 fn metrics(py: Python<'_>, shape: [usize; 3], x: PyBuffer<f32>, reference: PyBuffer<f32>) -> PyResult<Py<PyDict>> {
     let n = shape.iter().product();
     let (a, b) = (values(py, &x, n, "the volume")?, values(py, &reference, n, "the reference")?);
-    let m = py.detach(|| tomodiff::metrics::compare(shape, &a, &b));
+    let m = py.detach(|| tomodiff::metrics::compare(shape, &a, &b)).map_err(py_err)?;
     let d = PyDict::new(py);
     for (k, v) in [("psnr", m.psnr), ("psnr_axial", m.psnr_axial), ("psnr_coronal", m.psnr_coronal), ("psnr_sagittal", m.psnr_sagittal), ("ssim_axial", m.ssim_axial), ("ssim_coronal", m.ssim_coronal), ("ssim_sagittal", m.ssim_sagittal)] {
         d.set_item(k, v)?;

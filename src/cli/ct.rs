@@ -344,7 +344,7 @@ pub fn metrics(a: MetricsArgs) -> Result<()> {
     if x.shape != r.shape || x.shape.len() != 3 {
         bail!("{} has shape {:?}, {} has {:?}: two volumes of one 3D shape are needed", a.input.display(), x.shape, a.reference.display(), r.shape);
     }
-    let m = tomodiff::metrics::compare([x.shape[0], x.shape[1], x.shape[2]], &x.data, &r.data);
+    let m = tomodiff::metrics::compare([x.shape[0], x.shape[1], x.shape[2]], &x.data, &r.data)?;
     println!("PSNR {:.2} dB (axial {:.2}, coronal {:.2}, sagittal {:.2})", m.psnr, m.psnr_axial, m.psnr_coronal, m.psnr_sagittal);
     println!("SSIM axial {:.4}, coronal {:.4}, sagittal {:.4}", m.ssim_axial, m.ssim_coronal, m.ssim_sagittal);
     if let Some(j) = a.json {

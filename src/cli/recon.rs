@@ -172,7 +172,7 @@ fn baselines(g: &Geometry, proj: &[f32], cgls_iters: usize, dev: &Device) -> Res
 fn report(shape: [usize; 3], truth: &[f32], methods: &[&Method], mut extra: serde_json::Value, path: &Path) -> Result<()> {
     println!("{:<22} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>9}", "method", "PSNR", "axial", "coronal", "sagittal", "SSIM ax", "cor", "sag", "seconds");
     for me in methods {
-        let m = compare(shape, &me.volume, truth);
+        let m = compare(shape, &me.volume, truth)?;
         println!(
             "{:<22} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>8.4} {:>8.4} {:>8.4} {:>9.1}",
             me.name, m.psnr, m.psnr_axial, m.psnr_coronal, m.psnr_sagittal, m.ssim_axial, m.ssim_coronal, m.ssim_sagittal, me.seconds

@@ -5,6 +5,7 @@ use super::geometry::VolumeGrid;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
+/// Attenuation of water in 1/mm at about 70 keV (0 HU); `ct::units` converts HU with it.
 pub const MU_WATER: f32 = 0.0193;
 const LUNG: f32 = 0.0045;
 const FAT: f32 = 0.0175;

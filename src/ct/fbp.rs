@@ -10,16 +10,25 @@ use rayon::prelude::*;
 use rustfft::{num_complex::Complex, FftPlanner};
 use std::f64::consts::PI;
 
+/// Apodisation window multiplied onto the ramp filter's frequency response, as a function of
+/// the normalised frequency w in [0, pi] (pi = Nyquist of the detector sampling).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Window {
+    /// No window: the bare Ram-Lak ramp (Ramachandran-Lakshminarayanan 1971), sharpest, noisiest.
     RamLak,
+    /// sin(w/2) / (w/2), the Shepp-Logan filter (Shepp-Logan 1974).
     SheppLogan,
+    /// cos(w/2).
     Cosine,
+    /// 0.54 + 0.46 cos(w).
     Hamming,
+    /// 0.5 (1 + cos(w)), zero at Nyquist: the smoothest; the command line's default.
     Hann,
 }
 
 impl Window {
+    /// The window of a command-line name: ram-lak (or ramp), shepp-logan, cosine, hamming, hann.
+    /// Errors: `Error::Argument` for any other name.
     pub fn parse(s: &str) -> Result<Window> {
         Ok(match s {
             "ram-lak" | "ramp" => Window::RamLak,

@@ -15,8 +15,11 @@
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
+/// A world vector (x, y, z) in f64: a point or a step in mm, or a direction.
 pub type V3 = [f64; 3];
 
+/// The validated volume grid: (nz, ny, nx) voxels of (sz, sy, sx) mm, centred at `origin`.
+/// Volumes on it are f32 arrays in that C order, (z, y, x); voxel centres as `voxel_centre`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct VolumeGrid {
     /// (nz, ny, nx)
@@ -28,9 +31,11 @@ pub struct VolumeGrid {
 }
 
 impl VolumeGrid {
+    /// Number of voxels, nz ny nx: the length of a volume array.
     pub fn len(&self) -> usize {
         self.shape.iter().product()
     }
+    /// Whether the grid holds no voxel (never true of a validated geometry's grid).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -62,25 +67,39 @@ impl VolumeGrid {
 /// Parallel beams: `src` is the ray direction and the ray passes through the pixel centre.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct View {
+    /// Divergent beams: the source position, mm; parallel beams: the ray direction (non-zero).
     pub src: V3,
+    /// Source shift per row from the detector's centre row, mm: `v` for fan scans, else zero.
     pub src_row: V3,
+    /// Detector centre (world x, y, z) in mm; between pixels where a dimension is even.
     pub det: V3,
+    /// Step from column c to c + 1, mm (its length is the column pitch).
     pub u: V3,
+    /// Step from row r to r + 1, mm (its length is the row pitch).
     pub v: V3,
 }
 
+/// Beam shape as the projectors see it: decides whether `View::src` is a direction or a point.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Beam {
+    /// Parallel and parallel_vec: `src` is the ray direction; rays pass through the pixel centres.
     Parallel,
+    /// Fan, cone and cone_vec: rays run from the (row-shifted) source point to the pixel centre.
     Divergent,
 }
 
+/// Scan type, the document's `type`; FBP/FDK take the circular three and refuse vector forms.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
+    /// Circular parallel beam (`parallel`); reconstructed by FBP.
     Parallel,
+    /// Circular fan beam, each detector row its own fan in its z-plane (`fan`); FBP.
     Fan,
+    /// Circular cone beam, one source point and a flat detector (`cone`); FDK.
     Cone,
+    /// Parallel beam given as one vector record per view (`parallel_vec`).
     ParallelVec,
+    /// Cone beam given as one vector record per view (`cone_vec`).
     ConeVec,
 }
 
@@ -89,19 +108,25 @@ pub enum Kind {
 /// `from_file` or `new(&GeometrySpec)`; errors are `Error::Geometry` naming the field.
 #[derive(Clone, Debug)]
 pub struct Geometry {
+    /// The volume grid: shape (nz, ny, nx), voxel size and origin in mm.
     pub volume: VolumeGrid,
+    /// Scan type from the document; FBP/FDK choose their method by it.
     pub kind: Kind,
+    /// Parallel or divergent: how each `View` is read.
     pub beam: Beam,
     /// (rows, cols)
     pub det_shape: [usize; 2],
+    /// One vector record per view, in the document's order (the projections' first axis).
     pub views: Vec<View>,
     /// View angles in degrees for circular scans (FBP/FDK need them); None for vector forms.
     pub angles_deg: Option<Vec<f64>>,
     /// Source to axis and axis to detector distances for circular divergent scans.
     pub source_origin: f64,
+    /// Axis to detector centre distance in mm (fan, cone); 0 for parallel and vector forms.
     pub origin_detector: f64,
     /// Detector spacing (rows, cols) in mm for circular scans.
     pub det_spacing: [f64; 2],
+    /// Detector shift (rows (v), cols (u)) in mm for circular scans; [0, 0] for vector forms.
     pub det_offset: [f64; 2],
 }
 
@@ -118,7 +143,9 @@ pub struct Geometry {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GeometrySpec {
+    /// The reconstructed grid (JSON `volume`).
     pub volume: VolumeSpec,
+    /// The scan: type, detector and views (JSON `scan`).
     pub scan: ScanSpec,
 }
 
@@ -127,9 +154,12 @@ pub struct GeometrySpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VolumeSpec {
+    /// (nz, ny, nx): each 1 to 2^20, at most 2^34 voxels in all.
     pub shape: [i64; 3],
+    /// (sz, sy, sx) in mm, each positive; default [1, 1, 1].
     #[serde(default = "ones")]
     pub voxel_size: [f64; 3],
+    /// The grid centre's offset (oz, oy, ox) in mm, finite; default [0, 0, 0].
     #[serde(default)]
     pub origin: [f64; 3],
 }
@@ -144,6 +174,7 @@ fn ones() -> [f64; 3] {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScanSpec {
+    /// JSON `type`: parallel, fan, cone, parallel_vec or cone_vec.
     #[serde(rename = "type")]
     pub kind: String,
     /// (rows, cols)
@@ -154,19 +185,28 @@ pub struct ScanSpec {
     /// Detector shift (rows, cols) in mm; default 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub det_offset: Option<[f64; 2]>,
+    /// Number of views at start_deg + arc_deg i / n_views, i = 0..n_views (circular scans; required
+    /// unless `angles_deg` is given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub n_views: Option<i64>,
     /// Default 180 for parallel, 360 for fan and cone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arc_deg: Option<f64>,
+    /// Angle of the first view in degrees; default 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_deg: Option<f64>,
+    /// Explicit view angles in degrees, any order; replaces `n_views`, `arc_deg` and `start_deg`
+    /// (giving both is an error).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub angles_deg: Option<Vec<f64>>,
+    /// Source to rotation axis distance in mm, positive; required for fan and cone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_origin: Option<f64>,
+    /// Rotation axis to detector centre distance in mm; required for fan and cone, with
+    /// source_origin + origin_detector > 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin_detector: Option<f64>,
+    /// One record per view; required for parallel_vec and cone_vec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub views: Option<Vec<ViewSpec>>,
 }
@@ -177,12 +217,17 @@ pub struct ScanSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ViewSpec {
+    /// Source position; cone_vec records only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<V3>,
+    /// Ray direction (non-zero, any length); parallel_vec records only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ray: Option<V3>,
+    /// Detector centre.
     pub det: V3,
+    /// Step from column c to c + 1 (its length is the column pitch).
     pub u: V3,
+    /// Step from row r to r + 1 (its length is the row pitch).
     pub v: V3,
 }
 
@@ -190,7 +235,9 @@ pub struct ViewSpec {
 /// and `cone_vec`): the ray direction or source, the detector centre, u and v, each (x, y, z).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AstraVec {
+    /// `parallel3d_vec`: (ray, d, u, v); becomes a parallel_vec geometry.
     Parallel3dVec,
+    /// `cone_vec`: (src, d, u, v); becomes a cone_vec geometry.
     ConeVec,
 }
 
@@ -359,6 +406,8 @@ impl Geometry {
         Ok(g)
     }
 
+    /// A geometry from a JSON document file (docs/CT.md). Errors: `Error::Io` when the file cannot
+    /// be read; `Error::Geometry`, prefixed with the path, as for `from_json`.
     pub fn from_file(path: &std::path::Path) -> Result<Geometry> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         Geometry::from_json(&text).map_err(|e| match e {
@@ -367,12 +416,15 @@ impl Geometry {
         })
     }
 
+    /// Number of views, the projections' first dimension.
     pub fn n_views(&self) -> usize {
         self.views.len()
     }
+    /// Shape of the projection array: (n_views, rows, cols).
     pub fn proj_shape(&self) -> [usize; 3] {
         [self.views.len(), self.det_shape[0], self.det_shape[1]]
     }
+    /// Number of rays, one per detector pixel per view: the length of a projection array.
     pub fn n_rays(&self) -> usize {
         self.views.len() * self.det_shape[0] * self.det_shape[1]
     }

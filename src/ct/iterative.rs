@@ -7,6 +7,8 @@ use crate::tensor::{DType, Tensor};
 /// What an iterative solve reports: the residual ||y - A x|| before each iteration and at the end.
 #[derive(Debug, Clone, Default)]
 pub struct History {
+    /// ||y - A x||_2 over all rays (line-integral units) at the start and after each iteration:
+    /// iters + 1 values, fewer when CGLS stops early on an exact solution.
     pub residuals: Vec<f64>,
 }
 

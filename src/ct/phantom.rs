@@ -12,9 +12,14 @@ use rayon::prelude::*;
 /// An ellipsoid in phantom coordinates: semi-axes, centre, rotation (columns: the body axes), density.
 #[derive(Clone, Debug)]
 pub struct Ellipsoid {
+    /// Semi-axes along the body axes, in phantom units (1 = half the box's extent on that axis).
     pub semi: V3,
+    /// Centre (x, y, z) in phantom coordinates, [-1, 1] across the volume box.
     pub centre: V3,
+    /// Rotation, row-major; its columns are the body axes in phantom (x, y, z).
     pub rot: [[f64; 3]; 3],
+    /// Value added inside (overlapping ellipsoids add up); a unitless density in the built-in
+    /// phantoms.
     pub rho: f64,
 }
 
@@ -38,6 +43,7 @@ impl Ellipsoid {
         let y: V3 = std::array::from_fn(|a| x[a] - if is_dir { 0.0 } else { self.centre[a] });
         std::array::from_fn(|i| (0..3).map(|k| self.rot[k][i] * y[k]).sum::<f64>() / self.semi[i])
     }
+    /// Whether the point `x` (phantom coordinates x, y, z) lies inside or on the ellipsoid.
     pub fn contains(&self, x: V3) -> bool {
         let p = self.to_unit(x, false);
         p[0] * p[0] + p[1] * p[1] + p[2] * p[2] <= 1.0
@@ -58,15 +64,18 @@ impl Ellipsoid {
     }
 }
 
+/// The density set of the 3D Shepp-Logan head phantom (Shepp-Logan 1974, in 3D as Kak & Slaney
+/// 1988); both use the same ten ellipsoids.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SheppLogan {
-    /// Kak & Slaney (1988): the original high-contrast densities.
+    /// Kak & Slaney (1988): Shepp and Logan's original densities, low contrast (inner steps of
+    /// 0.01 to 0.02 against a skull of 1.0).
     KakSlaney,
-    /// Yu, Ye & Wang (2004), "modified": better contrast for display.
+    /// Yu, Ye & Wang (2004), "modified": inner steps of 0.1 to 0.2, better contrast for display.
     YuYeWang,
 }
 
-/// 3D Shepp-Logan: (a, b, c, x0, y0, z0, phi, KS density, YYW density), CT.md's table.
+/// 3D Shepp-Logan: (a, b, c, x0, y0, z0, phi, KS density, YYW density), as in Kak & Slaney (1988) Table 3.1 (3D) and Yu, Ye & Wang (2004).
 const SHEPP_LOGAN: [[f64; 9]; 10] = [
     [0.69, 0.92, 0.90, 0.0, 0.0, 0.0, 0.0, 2.0, 1.0],
     [0.6624, 0.874, 0.88, 0.0, 0.0, 0.0, 0.0, -0.98, -0.8],
@@ -80,6 +89,8 @@ const SHEPP_LOGAN: [[f64; 9]; 10] = [
     [0.056, 0.056, 0.10, 0.0, 0.1, 0.625, 0.0, -0.02, -0.2],
 ];
 
+/// The ten ellipsoids of the 3D Shepp-Logan head phantom in phantom coordinates (rotations about
+/// z), with the densities of `d`.
 pub fn shepp_logan(d: SheppLogan) -> Vec<Ellipsoid> {
     SHEPP_LOGAN
         .iter()
@@ -178,8 +189,9 @@ pub fn by_name(name: &str, grid: &VolumeGrid, seed: u64) -> Result<Vec<f32>> {
         "shepp-logan-ks" => Ok(voxelize(&shepp_logan(SheppLogan::KakSlaney), grid, 2)),
         "ellipsoids" => Ok(voxelize(&random_ellipsoids(seed), grid, 2)),
         "chest" => Ok(super::chest::chest(grid, seed)),
-        _ => Err(Error::Shape(format!("unknown phantom {name:?}: expected shepp-logan, shepp-logan-ks, ellipsoids or chest"))),
+        _ => Err(Error::Argument(format!("unknown phantom {name:?}: expected shepp-logan, shepp-logan-ks, ellipsoids or chest"))),
     }
 }
 
+/// The phantom names `by_name` accepts.
 pub const NAMES: [&str; 4] = ["shepp-logan", "shepp-logan-ks", "ellipsoids", "chest"];

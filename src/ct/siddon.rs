@@ -206,9 +206,11 @@ impl Projector {
         Ok(Projector { geom, dev: dev.clone(), views, busy_ns: Default::default() })
     }
 
+    /// The geometry the projector was built for: it fixes the volume and projection shapes.
     pub fn geometry(&self) -> &Geometry {
         &self.geom
     }
+    /// The device `forward` and `adjoint` run on; their tensors must live there.
     pub fn device(&self) -> &Device {
         &self.dev
     }

@@ -6,6 +6,8 @@ use super::{emu, Device};
 use crate::error::{Error, Result};
 use std::sync::Arc;
 
+/// Untyped memory of `len()` bytes on one device: a block of that device's caching pool
+/// (process-wide on cpu, per thread on emu, the GPU's on cuda), given back to it on drop.
 #[doc(hidden)]
 pub struct Buffer {
     device: Device,
@@ -47,14 +49,17 @@ impl Buffer {
         Ok(Buffer { device: Device::Cuda(dev), len: bytes, mem: Mem::Cuda(mem) })
     }
 
+    /// The device the memory is on.
     pub fn device(&self) -> &Device {
         &self.device
     }
 
+    /// Size in bytes, as requested (the pool block behind it may be larger).
     pub fn len(&self) -> usize {
         self.len
     }
 
+    /// Whether the buffer holds no bytes.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -75,6 +80,7 @@ impl Buffer {
         }
     }
 
+    /// The bytes, writable, when they live in host memory (cpu, emu); None on cuda.
     pub fn host_slice_mut(&mut self) -> Option<&mut [u8]> {
         let len = self.len;
         match &mut self.mem {
@@ -132,7 +138,10 @@ impl Buffer {
     /// Copies `src` (same device, same length) into this buffer on the device, in stream order
     /// (captured by a graph like a launch).
     pub fn copy_from(&mut self, src: &Buffer) -> Result<()> {
-        if src.len != self.len || src.device.name() != self.device.name() {
+        if src.device.name() != self.device.name() {
+            return Err(Error::DeviceMismatch(format!("device copy from {} into {}", src.device.name(), self.device.name())));
+        }
+        if src.len != self.len {
             return Err(Error::Shape(format!(
                 "device copy of {} bytes on {} into {} bytes on {}",
                 src.len,

@@ -32,12 +32,19 @@ pub const MIN_COMPUTE_CAPABILITY: (i32, i32) = (8, 0);
 /// What the device reports at open; launches are checked against it.
 #[derive(Clone, Debug)]
 pub struct DeviceInfo {
+    /// The N of `cuda:N`.
     pub ordinal: usize,
+    /// The GPU's name (cuDeviceGetName), e.g. "NVIDIA H200".
     pub name: String,
+    /// Device memory in bytes (cuDeviceTotalMem).
     pub total_memory: usize,
+    /// (major, minor), e.g. (9, 0) for sm_90.
     pub compute_capability: (i32, i32),
+    /// Streaming multiprocessors (CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT).
     pub multiprocessors: i32,
+    /// Most threads a block may have (CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK).
     pub max_threads_per_block: i32,
+    /// 32-bit registers available to a block (CU_DEVICE_ATTRIBUTE_MAX_REGISTERS_PER_BLOCK).
     pub max_registers_per_block: i32,
     /// Dynamic + static shared memory a block may have once opted in (227 KiB on sm_90,
     /// 163 KiB on sm_80).
@@ -72,6 +79,10 @@ struct LastLaunch {
     block: [u32; 3],
 }
 
+/// An open GPU: its primary context, one non-blocking stream that all work is queued on, a
+/// caching memory pool, and the kernel modules, loaded on first use. Held as `Arc<CudaDevice>` by
+/// [`Device::Cuda`](super::Device::Cuda) and every buffer and graph on it; the last to drop
+/// frees the cached memory and releases the context.
 pub struct CudaDevice {
     ordinal: usize,
     dev: CUdevice,
@@ -193,10 +204,12 @@ impl CudaDevice {
         }))
     }
 
+    /// The N of `cuda:N`.
     pub fn ordinal(&self) -> usize {
         self.ordinal
     }
 
+    /// What the device reported when it was opened.
     pub fn info(&self) -> &DeviceInfo {
         &self.info
     }
@@ -614,6 +627,8 @@ pub struct GpuTimer {
 }
 
 impl GpuTimer {
+    /// Records a start event on `dev`'s stream (cuEventCreate, cuEventRecord);
+    /// `Error::Capture` while a graph is being captured, `Error::Cuda` when a driver call fails.
     pub fn start(dev: &Arc<CudaDevice>) -> Result<GpuTimer> {
         let d = api();
         dev.not_capturing("timing")?;

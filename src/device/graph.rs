@@ -7,6 +7,9 @@ use super::emu::{self, Op, Reserved};
 use super::Device;
 use crate::error::{Error, Result};
 
+/// Device work captured by `Device::capture`, replayed by `replay`: an instantiated CUDA graph
+/// on cuda, a recorded list of launches, fills and copies on emu. It holds the pool blocks the
+/// captured work used until it is dropped.
 #[doc(hidden)]
 pub struct Graph {
     dev: Device,

@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::kernels::{self, ParamKind, KERNELS};
 use std::ffi::c_void;
 
+/// Most threads (x·y·z) a launch's block may have, as on every GPU we target.
 #[doc(hidden)]
 pub const MAX_THREADS: u32 = 1024;
 /// Largest dynamic shared memory per block on the GPUs we target (sm_80/sm_90: 227 KB).
@@ -43,6 +44,8 @@ impl Arg {
     }
 }
 
+/// A kernel launch being built: the kernel, grid, block, dynamic shared memory and the
+/// arguments in parameter order, checked and queued by `launch`.
 #[doc(hidden)]
 pub struct Launch<'a> {
     kernel: usize,
@@ -56,18 +59,23 @@ pub struct Launch<'a> {
 }
 
 impl<'a> Launch<'a> {
+    /// A launch of the kernel named `kernel`, with a 1×1×1 grid and block, no shared memory and
+    /// no arguments yet; `Error::UnknownKernel` for a name not in the kernel table.
     pub fn new(kernel: &str) -> Result<Launch<'a>> {
         let kernel = kernels::index(kernel).ok_or_else(|| Error::UnknownKernel(kernel.to_string()))?;
         Ok(Launch { kernel, grid: [1; 3], block: [1; 3], smem: 0, args: Vec::new(), buffers: Vec::new(), overflow: None })
     }
+    /// The grid, in blocks (x, y, z).
     pub fn grid(mut self, g: [u32; 3]) -> Self {
         self.grid = g;
         self
     }
+    /// The block, in threads (x, y, z).
     pub fn block(mut self, b: [u32; 3]) -> Self {
         self.block = b;
         self
     }
+    /// Dynamic shared memory per block, in bytes.
     pub fn shared_bytes(mut self, s: u32) -> Self {
         self.smem = s;
         self
@@ -90,6 +98,7 @@ impl<'a> Launch<'a> {
             None => self.null(),
         }
     }
+    /// A 32-bit signed integer argument.
     pub fn i32(mut self, v: i32) -> Self {
         self.args.push(Arg::I32(v));
         self
@@ -105,14 +114,17 @@ impl<'a> Launch<'a> {
         }
         self
     }
+    /// A 32-bit unsigned integer argument.
     pub fn u32(mut self, v: u32) -> Self {
         self.args.push(Arg::U32(v));
         self
     }
+    /// A 64-bit signed integer argument.
     pub fn i64(mut self, v: i64) -> Self {
         self.args.push(Arg::I64(v));
         self
     }
+    /// A `float` argument.
     pub fn f32(mut self, v: f32) -> Self {
         self.args.push(Arg::F32(v));
         self

@@ -33,8 +33,11 @@ use std::sync::Arc;
 /// and fast paths, `Emu` the CUDA kernels through the emulator, `Cuda` a GPU. `parse` takes
 /// "cpu", "emu", "cuda", "cuda:N" or "auto"; `auto()` picks a GPU when one works, else the CPU.
 pub enum Device {
+    /// The Rust reference code on the host; tensors in host memory.
     Cpu,
+    /// The CUDA kernels compiled for the host and run by the emulator; tensors in host memory.
     Emu,
+    /// A GPU through the CUDA driver API; tensors in its memory.
     Cuda(Arc<CudaDevice>),
 }
 
@@ -60,6 +63,8 @@ impl Device {
         }
     }
 
+    /// The GPU `cuda:ordinal`, opened by [`CudaDevice::open`]: `Error::NoCuda` when there is no
+    /// usable driver or device, or the GPU is below sm_80; `Error::Cuda` when a driver call fails.
     pub fn cuda(ordinal: usize) -> Result<Device> {
         Ok(Device::Cuda(CudaDevice::open(ordinal)?))
     }
@@ -80,6 +85,7 @@ impl Device {
         }
     }
 
+    /// The name as `parse` takes it: `cpu`, `emu` or `cuda:N`.
     pub fn name(&self) -> String {
         match self {
             Device::Cpu => "cpu".into(),

@@ -73,12 +73,17 @@ const PIXEL_DATA: Tag = Tag(0x7FE0, 0x0010);
 /// with their positions along the normal (mm), and the files of the folder that were skipped.
 #[derive(Debug, Clone)]
 pub struct Series {
+    /// The volume in HU, f32 (nz, ny, nx) in the file frame (slice, row, column as stored), with
+    /// voxel_size (sz, sy, sx) mm.
     pub hu: Array,
     /// The world step of array axes (column, row, slice) in NIfTI's RAS+ frame (DICOM's patient
     /// LPS with x and y negated), mm: what `into_mu` reorients by.
     pub affine: [[f64; 3]; 3],
+    /// The slice files in array order (ascending position along the slice normal).
     pub files: Vec<PathBuf>,
+    /// Each slice's position along the normal n, n . ImagePositionPatient in mm, as `files`.
     pub positions: Vec<f64>,
+    /// Files of the folder not read: those without the "DICM" marker, and DICOMDIR indexes.
     pub skipped: Vec<PathBuf>,
 }
 

@@ -16,6 +16,9 @@ pub(crate) fn folder_of(path: &Path) -> &Path {
     path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
+/// Writes `bytes` to `path` all or nothing: into a hidden temporary file in the same folder,
+/// synced, then renamed over `path` (the temporary is removed on failure). Errors: `Error::Io`
+/// naming `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = folder_of(path);
     let name = path.file_name().ok_or_else(|| Error::io(path, std::io::Error::other("not a file name")))?;
@@ -35,8 +38,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// An f32 array with its shape (C order), and the voxel size (z, y, x) when the file has one.
 #[derive(Debug, Clone)]
 pub struct Array {
+    /// Dimensions, slowest first: (nz, ny, nx) for volumes, (views, rows, cols) for projections.
     pub shape: Vec<usize>,
+    /// The values, f32 in row-major (C) order; as many as the product of `shape`.
     pub data: Vec<f32>,
+    /// Voxel size (sz, sy, sx) in mm from NIfTI's affine or DICOM's spacing; None for .npy.
     pub voxel_size: Option<[f64; 3]>,
 }
 

@@ -20,6 +20,10 @@ fn gz(path: &Path) -> bool {
     path.to_string_lossy().ends_with(".gz")
 }
 
+/// Reads a NIfTI-1 volume (gzip-compressed when the name ends in .gz) as f32 (nz, ny, nx),
+/// reoriented to RAS+ with voxel_size (sz, sy, sx) mm (module doc). Errors: `Error::Io` naming
+/// the file: unreadable, bad gzip, not NIfTI-1, more than one 3D volume, an unsupported datatype,
+/// truncated data, an orientation that puts two array axes on one world axis.
 pub fn read(path: &Path) -> Result<Array> {
     let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let bytes = if gz(path) {
@@ -32,6 +36,8 @@ pub fn read(path: &Path) -> Result<Array> {
     parse(path, &bytes)
 }
 
+/// Parses the bytes of an uncompressed .nii file as `read` does; `path` only names the file in
+/// the errors.
 pub fn parse(path: &Path, b: &[u8]) -> Result<Array> {
     if b.len() < 348 {
         return Err(bad(path, "too short for a NIfTI-1 header"));
@@ -111,6 +117,9 @@ pub fn parse(path: &Path, b: &[u8]) -> Result<Array> {
     super::reorient(path, [n3[0], n3[1], n3[2]], &vals, affine)
 }
 
+/// The bytes of a single-file NIfTI-1 (.nii, little-endian f32) of a (nz, ny, nx) `shape` ((ny, nx)
+/// is one slice), `voxel_size` (sz, sy, sx) mm in pixdim, and sform = qform (codes 2) placing the
+/// voxel centres as the project's grid centred on the origin.
 pub fn encode(shape: &[usize], data: &[f32], voxel_size: [f64; 3]) -> Vec<u8> {
     let (nz, ny, nx) = match shape {
         [z, y, x] => (*z, *y, *x),
@@ -149,7 +158,15 @@ pub fn encode(shape: &[usize], data: &[f32], voxel_size: [f64; 3]) -> Vec<u8> {
     h
 }
 
+/// Writes `data` as NIfTI-1 (`encode`), gzip-compressed when `path` ends in .gz, all or nothing
+/// (`write_atomic`). Errors: `Error::Shape` for a shape NIfTI-1 cannot hold (not 2D or 3D, an
+/// axis over 32767) or that `data` does not fill; `Error::Io` for a NaN or infinite value
+/// (nothing written) or a failed write.
 pub fn write(path: &Path, shape: &[usize], data: &[f32], voxel_size: [f64; 3]) -> Result<()> {
+    // NIfTI-1 stores each extent as an i16.
+    if !(2..=3).contains(&shape.len()) || shape.iter().any(|&n| n == 0 || n > i16::MAX as usize) || shape.iter().product::<usize>() != data.len() {
+        return Err(Error::Shape(format!("{}: NIfTI-1 holds 2D or 3D arrays of 1..32767 per axis; got shape {shape:?} with {} values", path.display(), data.len())));
+    }
     super::refuse_non_finite(path, shape, data)?;
     let bytes = encode(shape, data, voxel_size);
     if gz(path) {

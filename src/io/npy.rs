@@ -16,14 +16,16 @@ fn field<'a>(header: &'a str, key: &str) -> Option<&'a str> {
     Some(rest[..end].trim())
 }
 
-/// Reads a C-order .npy file of floats (float32 or float64, either byte order) as f32 values with
-/// its shape. Errors name the file and the fault: not .npy, Fortran order, an unsupported dtype,
-/// a truncated file, float64 values beyond float32's range.
+/// Reads a C-order .npy file (float16/32/64 or a signed or unsigned integer of 1 to 8 bytes, either
+/// byte order) as f32 values with its shape. Errors name the file and the fault: not .npy, Fortran
+/// order, an unsupported dtype, a truncated file, values beyond float32's range.
 pub fn read(path: &Path) -> Result<Array> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     parse(path, &bytes)
 }
 
+/// Parses the bytes of a .npy file as `read` does (any float or integer dtype of 1 to 8 bytes,
+/// converted to f32); `path` only names the file in the errors, which are `Error::Io`.
 pub fn parse(path: &Path, bytes: &[u8]) -> Result<Array> {
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err(bad(path, "not a .npy file (bad magic)"));
@@ -102,6 +104,8 @@ fn decode(kind: char, size: usize, b: [u8; 8]) -> f32 {
     }
 }
 
+/// The bytes of a .npy file (version 1.0, little-endian f32 `<f4`, C order) of `data` with
+/// `shape`, the data starting at a 64-byte boundary. `data.len()` must be the product of `shape`.
 pub fn encode(shape: &[usize], data: &[f32]) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
     let shape_txt = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
@@ -117,6 +121,9 @@ pub fn encode(shape: &[usize], data: &[f32]) -> Vec<u8> {
     out
 }
 
+/// Writes `data` (f32, C order, `shape`) as a .npy file, all or nothing (`write_atomic`).
+/// Errors: `Error::Io` for a NaN or infinite value (nothing written; its index named) or a
+/// failed write.
 pub fn write(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
     super::refuse_non_finite(path, shape, data)?;
     super::write_atomic(path, &encode(shape, data))

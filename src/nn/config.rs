@@ -61,7 +61,7 @@ impl Prediction {
 pub struct UNetConfig {
     /// Input channels: 5 in the paper (noisy patch, global context, three position channels).
     pub in_channels: usize,
-    /// Channels of the first level; level i has channel_mult[i] times as many.
+    /// Channels of the first level; level i has `channel_mult[i]` times as many.
     pub model_channels: usize,
     /// Output channels: 1 (eps or v of the patch).
     pub out_channels: usize,

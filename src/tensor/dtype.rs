@@ -7,12 +7,17 @@ use half::{bf16, f16};
 /// accumulation); f16 for weights in files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
+    /// 32-bit IEEE float (4 bytes): the compute type, on every device.
     F32,
+    /// bfloat16 (2 bytes, f32's exponent range): activations and weights on the kernel devices
+    /// (emu, cuda), widened to f32 in the kernels.
     BF16,
+    /// IEEE half (2 bytes): weights as files hold them; widened to f32 on use.
     F16,
 }
 
 impl DType {
+    /// Bytes per element: 4 for f32, 2 for bf16 and f16.
     pub fn size(self) -> usize {
         match self {
             DType::F32 => 4,
@@ -20,6 +25,7 @@ impl DType {
         }
     }
 
+    /// The lower-case name (`f32`, `bf16`, `f16`), as `Display` prints it and `parse` takes it.
     pub fn name(self) -> &'static str {
         match self {
             DType::F32 => "f32",
@@ -28,6 +34,8 @@ impl DType {
         }
     }
 
+    /// The dtype named `s`: `f32`/`F32`/`float32`, `bf16`/`BF16`/`bfloat16` or
+    /// `f16`/`F16`/`float16`; `Error::DType` for any other name.
     pub fn parse(s: &str) -> Result<DType> {
         match s {
             "f32" | "F32" | "float32" => Ok(DType::F32),

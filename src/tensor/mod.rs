@@ -64,21 +64,28 @@ impl Tensor {
         Tensor::from_f32(&vec![v; n], shape, dtype, dev)
     }
 
+    /// The extents, outermost first (row-major, the last axis fastest).
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }
+    /// The element type the data is stored as.
     pub fn dtype(&self) -> DType {
         self.dtype
     }
+    /// The device the data lives on.
     pub fn device(&self) -> &Device {
         self.buf.device()
     }
+    /// Number of elements: the product of the shape (1 for the empty shape).
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }
+    /// The memory holding the data: `numel() * dtype().size()` bytes of little-endian values, as
+    /// a kernel launch takes it.
     pub fn buffer(&self) -> &Buffer {
         &self.buf
     }
+    /// The memory holding the data, writable (e.g. as a kernel's output).
     pub fn buffer_mut(&mut self) -> &mut Buffer {
         &mut self.buf
     }
@@ -100,6 +107,7 @@ impl Tensor {
             _ => None,
         }
     }
+    /// As `host_f32`, writable: None unless the tensor is f32 in host memory (cpu, emu).
     pub fn host_f32_mut(&mut self) -> Option<&mut [f32]> {
         match self.dtype {
             DType::F32 => self.buf.host_slice_mut().map(bytemuck::cast_slice_mut),
