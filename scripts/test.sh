@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command of the README (and of CI): installs the pinned CUDA compiler into .cache/,
 # builds (every kernels/*.cu to PTX, checked by ptxas; the emulator library), runs every Rust test
-# of the workspace (the library, the C ABI and its C example, the Rust example), then builds the
+# of the workspace (the library, the C ABI and its C example, the Rust example), checks the API
+# docs (cargo doc without warnings), then builds the
 # Python package into a virtual environment (.cache/venv) and runs its pytest suite.
 # Extra arguments go to `cargo test` (e.g. a test name); TOMODIFF_NO_PYTHON=1 skips the Python part.
 set -euo pipefail
@@ -17,6 +18,9 @@ trap 'rm -f "$log"' EXIT
 # once): cargo test alone builds the C ABI's rlib but not its cdylib, which the C example links.
 cargo build --release --workspace --exclude tomodiff-py --lib --bins --tests --examples
 cargo test --release --workspace --exclude tomodiff-py "$@" 2>&1 | tee "$log"
+# The API docs: every public item documented (#![deny(missing_docs)]) and no broken links.
+RUSTDOCFLAGS="-D warnings" cargo doc --release --no-deps --workspace --exclude tomodiff-py --quiet
+echo "test.sh: cargo doc: no warnings"
 if [ "${TOMODIFF_NO_PYTHON:-}" != "1" ]; then
   venv=.cache/venv
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"

@@ -1,4 +1,4 @@
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 //! tomodiff: 3D patch diffusion priors with global context for CT reconstruction.
 //!
 //! Layers, each calling only the one below: `ops` (one operation per file: CPU reference and

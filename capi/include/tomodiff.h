@@ -13,6 +13,9 @@
  What a call returned: `TD_STATUS_OK`, or the kind of fault (`td_last_error` has the message).
  */
 typedef enum TdStatus {
+  /*
+   Success.
+   */
   TD_STATUS_OK = 0,
   /*
    A NULL pointer, a bad name or number, a string that is not UTF-8.

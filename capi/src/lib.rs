@@ -1,3 +1,4 @@
+#![deny(missing_docs)]
 //! The C ABI of tomodiff (docs/API.md, "C"): opaque handles for a geometry and a prior, float32
 //! arrays passed as pointer and length, a status code from every call and the last error's
 //! message per thread. No panic crosses the boundary: each entry point catches them and returns
@@ -22,6 +23,7 @@ use tomodiff::{Device, Error};
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TdStatus {
+    /// Success.
     Ok = 0,
     /// A NULL pointer, a bad name or number, a string that is not UTF-8.
     Argument = 1,
