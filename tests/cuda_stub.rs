@@ -202,6 +202,9 @@ fn child_allocations_are_not_zeroed() {
     assert_eq!(count("memsets"), before + 1, "an upload needs no fill");
     assert_eq!(u.to_f32_vec().unwrap(), vec![1.0, 2.0]);
     drop(t);
+    // While a handle lives, opening the GPU again gives the same one (one stream, one pool).
+    let (Device::Cuda(a), Ok(Device::Cuda(b))) = (&dev, Device::parse("cuda:0")) else { panic!("cuda expected") };
+    assert!(std::sync::Arc::ptr_eq(a, &b), "a second handle to cuda:0");
 }
 
 #[test]

@@ -26,7 +26,7 @@ pub use graph::Graph;
 pub use launch::{Launch, MAX_SHARED_BYTES, MAX_THREADS};
 
 use crate::error::{Error, Result};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 #[derive(Clone)]
 /// Where tensors live and operations run (docs/ARCHITECTURE.md): `Cpu` runs the Rust references
@@ -65,8 +65,19 @@ impl Device {
 
     /// The GPU `cuda:ordinal`, opened by [`CudaDevice::open`]: `Error::NoCuda` when there is no
     /// usable driver or device, or the GPU is below sm_80; `Error::Cuda` when a driver call fails.
+    /// While a handle to the GPU lives, every call returns that one: tensors from two calls then
+    /// share one stream and memory pool, so their work stays ordered (two handles to one GPU
+    /// would pass the same-device checks with nothing ordering their streams).
     pub fn cuda(ordinal: usize) -> Result<Device> {
-        Ok(Device::Cuda(CudaDevice::open(ordinal)?))
+        static OPEN: Mutex<Vec<(usize, Weak<CudaDevice>)>> = Mutex::new(Vec::new());
+        let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(d) = open.iter().find(|(o, _)| *o == ordinal).and_then(|(_, w)| w.upgrade()) {
+            return Ok(Device::Cuda(d));
+        }
+        let d = CudaDevice::open(ordinal)?;
+        open.retain(|(o, w)| *o != ordinal && w.strong_count() > 0);
+        open.push((ordinal, Arc::downgrade(&d)));
+        Ok(Device::Cuda(d))
     }
 
     /// cuda:0 when it can be used, else the CPU.
