@@ -1,5 +1,6 @@
 mod bench;
 mod ct;
+mod eval;
 mod model;
 mod recon;
 mod sample;
@@ -56,6 +57,9 @@ enum Cmd {
     Reconstruct(recon::ReconstructArgs),
     /// A held-out phantom, a sparse-view cone-beam scan, FDK, CGLS and the shipped prior, compared.
     Demo(recon::DemoArgs),
+    /// The evaluation protocol: held-out procedural volumes, sparse-view and limited-angle scans,
+    /// FBP/FDK, CGLS and the prior, PSNR and SSIM per plane, one table.
+    Eval(eval::EvalArgs),
     /// Generate a volume from the prior alone (no data), to see what it learned.
     Sample(sample::SampleArgs),
     /// List the tensors of a safetensors file (name, dtype, shape).
@@ -93,6 +97,7 @@ pub fn run() -> Result<()> {
         Cmd::Export(a) => train::export(a)?,
         Cmd::Reconstruct(a) => recon::reconstruct_cmd(a)?,
         Cmd::Demo(a) => recon::demo(a)?,
+        Cmd::Eval(a) => eval::run(a)?,
         Cmd::Sample(a) => sample::run(a)?,
         Cmd::Phantom(a) => ct::phantom(a)?,
         Cmd::Project(a) => ct::project(a)?,

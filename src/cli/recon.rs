@@ -33,6 +33,10 @@ pub struct PriorArgs {
 }
 
 impl PriorArgs {
+    pub(crate) fn device_name(&self) -> &str {
+        &self.sampler.device
+    }
+
     fn options(&self) -> Result<ReconOptions> {
         let start = Start::parse(&self.start)?;
         let opts = ReconOptions { sampler: self.sampler.options(2), cg_iters: self.cg_iters, gamma: self.gamma, start };
@@ -82,7 +86,7 @@ pub struct ReconstructArgs {
 }
 
 /// The network, from a file or the shipped prior.
-fn load_model(weights: Option<&Path>, config: Option<&str>) -> Result<(UNetConfig, Weights, String)> {
+pub(crate) fn load_model(weights: Option<&Path>, config: Option<&str>) -> Result<(UNetConfig, Weights, String)> {
     Ok(match weights {
         Some(w) => {
             let (c, wt) = model_files::load(w, config)?;
@@ -104,7 +108,7 @@ fn gib(b: usize) -> f64 {
 
 /// Runs the prior on projections `proj` (host) with a progress bar (`reconstruct_scan`, which
 /// refuses a run over the memory budget before any work), then prints the memory it took.
-fn run_prior(cfg: &UNetConfig, w: &Weights, g: &Geometry, proj: &[f32], fdk: Option<&[f32]>, a: &PriorArgs) -> Result<(Vec<f32>, ReconStats)> {
+pub(crate) fn run_prior(cfg: &UNetConfig, w: &Weights, g: &Geometry, proj: &[f32], fdk: Option<&[f32]>, a: &PriorArgs) -> Result<(Vec<f32>, ReconStats)> {
     let opts = a.options()?;
     let dev = crate::cli::device(&a.sampler.device)?;
     let have = budget(&dev, a.memory_budget_gb)?;
@@ -143,15 +147,15 @@ fn print_stats(s: &ReconStats) {
 
 /// A reconstruction judged against the truth: its name in the table and the JSON, the volume, the
 /// seconds it took.
-struct Method {
-    name: String,
-    key: &'static str,
-    volume: Vec<f32>,
-    seconds: f64,
+pub(crate) struct Method {
+    pub name: String,
+    pub key: &'static str,
+    pub volume: Vec<f32>,
+    pub seconds: f64,
 }
 
-/// FDK (Hann) and CGLS from zero on the same data, timed.
-fn baselines(g: &Geometry, proj: &[f32], cgls_iters: usize, dev: &Device) -> Result<[Method; 2]> {
+/// FBP/FDK (Hann) and CGLS from zero on the same data, timed.
+pub(crate) fn baselines(g: &Geometry, proj: &[f32], cgls_iters: usize, dev: &Device) -> Result<[Method; 2]> {
     let t0 = Instant::now();
     let fdk = fbp::fbp(g, proj, fbp::Window::Hann)?;
     let fdk_s = t0.elapsed().as_secs_f64();
@@ -162,7 +166,7 @@ fn baselines(g: &Geometry, proj: &[f32], cgls_iters: usize, dev: &Device) -> Res
     iterative::cgls(&p, &y, &mut x, cgls_iters, |_, _| {})?;
     let cgls = x.to_f32_vec()?;
     Ok([
-        Method { name: "FDK (Hann)".into(), key: "fdk", volume: fdk, seconds: fdk_s },
+        Method { name: format!("{} (Hann)", if g.beam == tomodiff::ct::Beam::Parallel { "FBP" } else { "FDK" }), key: "fdk", volume: fdk, seconds: fdk_s },
         Method { name: format!("CGLS ({cgls_iters} iters)"), key: "cgls", volume: cgls, seconds: t0.elapsed().as_secs_f64() },
     ])
 }

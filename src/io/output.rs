@@ -17,6 +17,8 @@ pub enum Kind {
     Json,
     /// .safetensors
     SafeTensors,
+    /// .md
+    Markdown,
 }
 
 impl Kind {
@@ -27,6 +29,7 @@ impl Kind {
             Kind::Png => &[".png"],
             Kind::Json => &[".json"],
             Kind::SafeTensors => &[".safetensors"],
+            Kind::Markdown => &[".md"],
         }
     }
 }
