@@ -95,7 +95,7 @@ typedef struct TdReconOptions {
    */
   uint64_t seed;
   /*
-   Bytes the job may hold on the device; 0: 90% of a GPU's free memory, no limit on the CPU.
+   Bytes the job may hold on the device; 0: 90% of a GPU's free memory, or of the host's available memory on the CPU.
    */
   size_t memory_budget;
 } TdReconOptions;

@@ -108,7 +108,12 @@ unsafe fn slice<'a>(p: *const f32, len: usize, want: usize, what: &str) -> Resul
     if len != want {
         return Err((TdStatus::Shape, format!("{what} holds {len} values, the geometry needs {want}")));
     }
-    Ok(std::slice::from_raw_parts(p, len))
+    let v = std::slice::from_raw_parts(p, len);
+    // As the Python package: a NaN or infinity would spread through every result silently.
+    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+        return Err((TdStatus::Shape, format!("{what} holds a non-finite value ({}) at index {i}", v[i])));
+    }
+    Ok(v)
 }
 
 unsafe fn slice_mut<'a>(p: *mut f32, len: usize, want: usize, what: &str) -> Result<&'a mut [f32], (TdStatus, String)> {
@@ -303,7 +308,7 @@ pub struct TdReconOptions {
     pub batch: usize,
     /// The sampler's seed (0).
     pub seed: u64,
-    /// Bytes the job may hold on the device; 0: 90% of a GPU's free memory, no limit on the CPU.
+    /// Bytes the job may hold on the device; 0: 90% of a GPU's free memory, or of the host's available memory on the CPU.
     pub memory_budget: usize,
 }
 

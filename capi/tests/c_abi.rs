@@ -93,8 +93,12 @@ fn bad_input_is_named_and_nothing_panics() {
     assert!(last_error().contains("unknown filter window"), "{}", last_error());
     let missing = CString::new("/nonexistent/w.safetensors").unwrap();
     let mut prior = null_mut();
-    assert_eq!(unsafe { td_prior_load(missing.as_ptr(), null(), &mut prior) }, TdStatus::Model);
-    assert!(prior.is_null());
+    assert_eq!(unsafe { td_prior_load(missing.as_ptr(), null(), &mut prior) }, TdStatus::Io);
+    assert!(prior.is_null() && last_error().contains("/nonexistent/w.safetensors"), "{}", last_error());
+    let mut nan = vol.clone();
+    nan[7] = f32::NAN;
+    assert_eq!(unsafe { td_project(g, nan.as_ptr(), nan.len(), proj.as_mut_ptr(), proj.len(), null()) }, TdStatus::Shape);
+    assert!(last_error().contains("non-finite value (NaN) at index 7"), "{}", last_error());
     unsafe { td_geometry_free(g) };
 }
 

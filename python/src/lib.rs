@@ -19,10 +19,20 @@ use tomodiff::{Device, Error};
 
 create_exception!(_tomodiff, TomodiffError, PyException, "Base class of tomodiff's errors.");
 create_exception!(_tomodiff, GeometryError, TomodiffError, "A scan geometry that is not valid.");
-create_exception!(_tomodiff, ShapeError, TomodiffError, "An array of the wrong shape or dtype.");
-create_exception!(_tomodiff, ArgumentError, TomodiffError, "A value that is not allowed (an option, a name, a device).");
+create_exception!(
+    _tomodiff,
+    ShapeError,
+    TomodiffError,
+    "An array that cannot be used: the wrong shape for the geometry (or a shape smaller than the\nnetwork's patch), a dtype that is not real numbers (complex, object, strings), or values that are\nnot finite (NaN, inf) or beyond float32's range. Raised by every function that takes arrays,\nbefore any work."
+);
+create_exception!(
+    _tomodiff,
+    ArgumentError,
+    TomodiffError,
+    "An argument that is not allowed: a number out of its range (a negative count or seed), a value\nof the wrong type, an unknown name (window, phantom, start) or device."
+);
 create_exception!(_tomodiff, MemoryBudgetError, TomodiffError, "The job does not fit the device's memory or the budget.");
-create_exception!(_tomodiff, CancelledError, TomodiffError, "The progress callback returned False.");
+create_exception!(_tomodiff, CancelledError, TomodiffError, "The progress callback returned False (or another false value except None).");
 create_exception!(_tomodiff, ModelError, TomodiffError, "Weights or a model config that cannot be used.");
 create_exception!(_tomodiff, DeviceError, TomodiffError, "CUDA or the device failed.");
 
@@ -222,8 +232,9 @@ fn sampler_options(o: &Bound<'_, PyDict>, default_rounds: usize) -> PyResult<Sam
     Ok(s)
 }
 
-/// A progress callback for the library: calls `cb(done, total)` with the GIL (False cancels),
-/// and stops on Ctrl-C, keeping the Python exception to raise afterwards.
+/// A progress callback for the library: calls `cb(done, total)` with the GIL (a false value other
+/// than None cancels: False, 0, ...), and stops on Ctrl-C or an exception (raised in the callback
+/// or by its value's truth test), keeping the Python exception to raise afterwards.
 fn progress_fn<'a>(cb: &'a Option<Py<PyAny>>, raised: &'a Mutex<Option<PyErr>>) -> impl FnMut(usize, usize) -> ControlFlow<()> + Send + 'a {
     move |done, total| {
         Python::attach(|py| {
@@ -234,10 +245,18 @@ fn progress_fn<'a>(cb: &'a Option<Py<PyAny>>, raised: &'a Mutex<Option<PyErr>>) 
             if let Err(e) = py.check_signals() {
                 return stop(e);
             }
-            match cb.as_ref().map(|f| f.call1(py, (done, total))) {
-                Some(Err(e)) => stop(e),
-                Some(Ok(r)) if r.bind(py).extract::<bool>().is_ok_and(|b| !b) => ControlFlow::Break(()),
-                _ => ControlFlow::Continue(()),
+            let Some(f) = cb.as_ref() else { return ControlFlow::Continue(()) };
+            let r = match f.call1(py, (done, total)) {
+                Ok(r) => r.into_bound(py),
+                Err(e) => return stop(e),
+            };
+            if r.is_none() {
+                return ControlFlow::Continue(());
+            }
+            match r.is_truthy() {
+                Ok(true) => ControlFlow::Continue(()),
+                Ok(false) => ControlFlow::Break(()),
+                Err(e) => stop(e),
             }
         })
     }
@@ -254,7 +273,9 @@ fn cancelled_or(e: Error, raised: Mutex<Option<PyErr>>) -> PyErr {
 
 /// The prior's reconstruction of `proj` into `out` (1/mm); `options` hold steps, rounds, eta,
 /// batch, seed, cg_iters, gamma, start ("noise" or "fdk:T"), memory_budget (bytes). Returns the
-/// timing and memory figures, and the data-range warning when there is one.
+/// timing and memory figures, and the data-range warning when there is one. As the command line,
+/// FDK always runs to check the data's range against the prior's mu_max; a start from noise on a
+/// geometry FDK cannot take only skips that check.
 #[pyfunction]
 #[pyo3(signature = (model, json, proj, out, options, device, progress=None))]
 #[allow(clippy::too_many_arguments)]
@@ -276,12 +297,14 @@ fn reconstruct_into(py: Python<'_>, model: &Model, json: &str, proj: PyBuffer<f3
     let budget: Option<usize> = get("memory_budget").map(|v| v.extract()).transpose()?;
     let raised = Mutex::new(None);
     let result = py.detach(|| {
-        // FDK: the start of a noised start, and the check of the data's range.
-        let fdk = match ro.start {
-            Start::Noised(_) => Some(fbp::fbp(&g, &y, fbp::Window::Hann)?),
-            Start::Noise => None,
+        // FDK checks the data's range (as `tomodiff reconstruct` does) and starts a noised start.
+        let fdk = match fbp::fbp(&g, &y, fbp::Window::Hann) {
+            Ok(v) => Some(v),
+            Err(_) if ro.start == Start::Noise => None,
+            Err(e) => return Err(e),
         };
         let warning = fdk.as_deref().and_then(|f| range_warning(f, model.cfg.mu_max));
+        let fdk = fdk.filter(|_| ro.start != Start::Noise);
         let r = reconstruct_scan(&model.cfg, &model.weights, &g, &y, fdk.as_deref(), &ro, &dev, budget, progress_fn(&progress, &raised));
         r.map(|(mu, stats)| (mu, stats, warning))
     });
@@ -348,6 +371,7 @@ fn devices() -> Vec<String> {
 #[pymodule]
 fn _tomodiff(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("TomodiffError", py.get_type::<TomodiffError>())?;
     m.add("GeometryError", py.get_type::<GeometryError>())?;
     m.add("ShapeError", py.get_type::<ShapeError>())?;

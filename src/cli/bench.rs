@@ -26,7 +26,7 @@ pub(crate) struct NetBench {
     /// Devices to measure (repeatable); default: cpu and every CUDA device.
     #[arg(long = "device")]
     pub devices: Vec<String>,
-    /// A preset (paper, tiny) or a JSON config.
+    /// A preset (paper, small, tiny) or a JSON config.
     #[arg(long, default_value = "tiny")]
     pub config: String,
     /// Patch edge (cubic patches); default: the config's patch.

@@ -48,7 +48,7 @@ pub struct EvalArgs {
     /// A prior to judge instead of the shipped one (safetensors, config.json beside them).
     #[arg(long)]
     weights: Option<PathBuf>,
-    /// A preset (paper, tiny) or a JSON config for --weights.
+    /// A preset (paper, small, tiny) or a JSON config for --weights.
     #[arg(long)]
     config: Option<String>,
     /// The report: a Markdown table; the JSON with every volume's figures goes beside it.

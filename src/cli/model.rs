@@ -11,7 +11,7 @@ use tomodiff::{DType, Device, Tensor};
 pub enum ModelCmd {
     /// Parameters per block and in total, FLOPs per patch.
     Info {
-        /// A preset (paper, tiny) or a JSON config file.
+        /// A preset (paper, small, tiny) or a JSON config file.
         #[arg(long, default_value = "paper")]
         config: String,
     },

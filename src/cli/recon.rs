@@ -38,7 +38,7 @@ impl PriorArgs {
     }
 
     fn options(&self) -> Result<ReconOptions> {
-        let start = Start::parse(&self.start)?;
+        let start = Start::parse(&self.start).context("--start")?;
         let opts = ReconOptions { sampler: self.sampler.options(2), cg_iters: self.cg_iters, gamma: self.gamma, start };
         opts.validate()?;
         crate::cli::device(&self.sampler.device)?;
@@ -52,7 +52,7 @@ pub struct ReconstructArgs {
     /// Default: the shipped prior.
     #[arg(long)]
     weights: Option<PathBuf>,
-    /// A preset (paper, tiny) or a JSON config for --weights.
+    /// A preset (paper, small, tiny) or a JSON config for --weights.
     #[arg(long)]
     config: Option<String>,
     #[arg(short, long)]
@@ -89,7 +89,7 @@ pub struct ReconstructArgs {
 pub(crate) fn load_model(weights: Option<&Path>, config: Option<&str>) -> Result<(UNetConfig, Weights, String)> {
     Ok(match weights {
         Some(w) => {
-            let (c, wt) = model_files::load(w, config)?;
+            let (c, wt) = model_files::load(w, config).map_err(|e| anyhow::anyhow!("{e} (--weights, --config)"))?;
             (c, wt, w.display().to_string())
         }
         None => {
@@ -203,7 +203,7 @@ pub fn reconstruct_cmd(a: ReconstructArgs) -> Result<()> {
     };
     let (cfg, w, name) = load_model(a.weights.as_deref(), a.config.as_deref())?;
     eprintln!("prior: {name}");
-    let start = Start::parse(&a.prior.start)?;
+    let start = Start::parse(&a.prior.start).context("--start")?;
     if start != Start::Noise {
         for w in fbp::warnings(&g)? {
             eprintln!("warning: FDK start: {w}");
@@ -267,7 +267,7 @@ pub struct DemoArgs {
     /// them unless --config names one); it should know 64^3 chests of 1 mm voxels.
     #[arg(long)]
     weights: Option<PathBuf>,
-    /// A preset (paper, tiny) or a JSON config for --weights.
+    /// A preset (paper, small, tiny) or a JSON config for --weights.
     #[arg(long)]
     config: Option<String>,
     #[command(flatten)]

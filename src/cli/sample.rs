@@ -48,7 +48,7 @@ impl SamplerArgs {
 
 #[derive(Args)]
 pub struct SampleArgs {
-    /// A preset (paper, tiny) or a JSON config; default: the config.json beside the weights.
+    /// A preset (paper, small, tiny) or a JSON config; default: the config.json beside the weights.
     #[arg(long)]
     config: Option<String>,
     /// Weights (safetensors); default: the shipped prior.

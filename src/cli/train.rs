@@ -12,7 +12,7 @@ use tomodiff::nn::{Prediction, UNetConfig};
 
 #[derive(Args)]
 pub struct TrainArgs {
-    /// A preset (paper, tiny) or a JSON config.
+    /// A preset (paper, small, tiny) or a JSON config.
     #[arg(long, default_value = "tiny")]
     config: String,
     /// phantom:ellipsoids, phantom:chest, phantom:shepp-logan, or a folder of .npy/.nii(.gz) volumes.

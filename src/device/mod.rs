@@ -137,11 +137,12 @@ impl Device {
     }
 
     /// The bytes a job may plan to hold here when the caller sets no budget: 90% of the GPU's free
-    /// memory on cuda; unlimited on the cpu and emu (the operating system's to refuse).
+    /// memory on cuda; on the cpu and emu 90% of the host's available memory (Linux MemAvailable,
+    /// within the cgroup's limit), unlimited where that cannot be read.
     pub fn memory_budget(&self) -> Result<usize> {
         Ok(match self {
             Device::Cuda(d) => d.free_memory()? / 10 * 9,
-            _ => usize::MAX / 2,
+            _ => host_available().map_or(usize::MAX / 2, |a| a / 10 * 9),
         })
     }
 
@@ -170,4 +171,19 @@ impl Device {
             _ => Ok(()),
         }
     }
+}
+
+/// The host memory available to new work (Linux: /proc/meminfo's MemAvailable, capped by the
+/// cgroup's limit when one is set), None where it cannot be read.
+fn host_available() -> Option<usize> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max").ok().and_then(|s| s.trim().parse::<usize>().ok());
+    let used = std::fs::read_to_string("/sys/fs/cgroup/memory.current").ok().and_then(|s| s.trim().parse::<usize>().ok());
+    let limit = match (cgroup, used) {
+        (Some(max), Some(used)) => max.saturating_sub(used),
+        _ => usize::MAX,
+    };
+    Some((kib * 1024).min(limit))
 }

@@ -31,7 +31,7 @@ impl Start {
         }
         match s.strip_prefix("fdk:").map(str::parse::<usize>) {
             Some(Ok(t)) if (1..T).contains(&t) => Ok(Start::Noised(t)),
-            _ => Err(Error::Argument(format!("--start {s:?}: expected noise or fdk:T with T in 1..{}", T - 1))),
+            _ => Err(Error::Argument(format!("start {s:?}: expected noise or fdk:T with T in 1..{}", T - 1))),
         }
     }
 }
@@ -203,7 +203,12 @@ pub fn network_memory(cfg: &UNetConfig, w: &Weights, batch: usize, dims: [usize;
         .join()
         .unwrap_or_else(|_| Err(Error::Config("it panicked".into())))
     });
-    measured.map_err(|e| Error::Config(format!("estimating the memory of a network pass (a dry run on emu): {e}")))
+    measured.map_err(|e| match e {
+        // The dry run reserves (without touching) what the pass would take: an address-space
+        // limit below that is the job not fitting.
+        Error::OutOfMemory { .. } => e,
+        e => Error::Config(format!("estimating the memory of a network pass (a dry run on emu): {e}")),
+    })
 }
 
 /// Bytes a reconstruction holds on `dev`: the network part (`network_memory`; twice that on the

@@ -94,11 +94,21 @@ impl SamplerOptions {
 
     /// Positive steps and rounds, eta in [0, 1], t_start < T; `Error::Argument` otherwise.
     pub fn validate(&self) -> Result<()> {
-        if self.steps == 0 || self.rounds == 0 || !(0.0..=1.0).contains(&self.eta) || self.t_start >= T {
-            return Err(Error::Argument(format!(
-                "sampler: steps {} and rounds {} must be positive, eta {} in [0, 1], the start timestep {} below {T}",
-                self.steps, self.rounds, self.eta, self.t_start
-            )));
+        let bad = |m: String| Err(Error::Argument(format!("sampler: {m}")));
+        if self.steps == 0 {
+            return bad("steps must be positive, got 0".into());
+        }
+        if self.rounds == 0 {
+            return bad("rounds must be positive, got 0".into());
+        }
+        if !(0.0..=1.0).contains(&self.eta) {
+            return bad(format!("eta must be in [0, 1], got {}", self.eta));
+        }
+        if self.batch == 0 {
+            return bad("batch must be positive, got 0".into());
+        }
+        if self.t_start >= T {
+            return bad(format!("the start timestep must be below {T}, got {}", self.t_start));
         }
         Ok(())
     }

@@ -195,10 +195,23 @@ impl UNetConfig {
         }
     }
 
-    /// "paper" or "tiny"; None for any other name.
+    /// Between tiny and paper, for the procedural thorax anatomy (docs/NETWORK.md): 24 channels
+    /// (three heads of 16 at attention), about 1.6 M parameters and 2.4 GFLOP per 16^3 patch;
+    /// the intensity map reaches dense bone: mu_max = hu_to_mu(2000 HU) = 0.0579 /mm, v prediction.
+    pub fn small() -> UNetConfig {
+        UNetConfig {
+            model_channels: 24,
+            mu_max: crate::ct::units::hu_to_mu(2000.0),
+            prediction: Prediction::V,
+            ..UNetConfig::tiny()
+        }
+    }
+
+    /// "paper", "small" or "tiny"; None for any other name.
     pub fn preset(name: &str) -> Option<UNetConfig> {
         match name {
             "paper" => Some(UNetConfig::paper()),
+            "small" => Some(UNetConfig::small()),
             "tiny" => Some(UNetConfig::tiny()),
             _ => None,
         }

@@ -20,15 +20,17 @@ pub fn config_for(weights: &Path, config: Option<&str>) -> Result<UNetConfig> {
     let beside = weights.parent().unwrap_or(Path::new(".")).join("config.json");
     if !beside.exists() {
         return Err(Error::Config(format!(
-            "{}: no config.json beside the weights; name one with --config (a preset: paper, tiny; or a JSON file)",
+            "{}: no config.json beside the weights; name a config (a preset: paper, small, tiny; or a JSON file)",
             weights.display()
         )));
     }
     UNetConfig::load(&beside.to_string_lossy())
 }
 
-/// Config and weights from a file (and its config, as `config_for`).
+/// Config and weights from a file (and its config, as `config_for`). `Error::Io` when the weights
+/// file cannot be opened (checked first: a missing file is not a config problem).
 pub fn load(weights: &Path, config: Option<&str>) -> Result<(UNetConfig, Weights)> {
+    std::fs::File::open(weights).map_err(|e| Error::io(weights, e))?;
     let cfg = config_for(weights, config)?;
     let w = Weights::load(weights, &Arch::new(&cfg))?;
     Ok((cfg, w))
