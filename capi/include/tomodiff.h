@@ -142,7 +142,8 @@ enum TdStatus td_geometry_shapes(const struct TdGeometry *g,
 
 /*
  Siddon forward projection: `volume` (nz, ny, nx) in 1/mm -> `proj` (views, rows, cols) line
- integrals, on `device`. The lengths are checked against the geometry.
+ integrals, on `device_name` ("cpu", "emu", "cuda", "cuda:N", "auto"; NULL: "auto"). The
+ lengths are checked against the geometry; NaN or infinite input is refused.
  */
 enum TdStatus td_project(const struct TdGeometry *g,
                          const float *volume,

@@ -209,7 +209,8 @@ fn projector(g: &Geometry, dev: &Device) -> Result<Projector, (TdStatus, String)
 }
 
 /// Siddon forward projection: `volume` (nz, ny, nx) in 1/mm -> `proj` (views, rows, cols) line
-/// integrals, on `device`. The lengths are checked against the geometry.
+/// integrals, on `device_name` ("cpu", "emu", "cuda", "cuda:N", "auto"; NULL: "auto"). The
+/// lengths are checked against the geometry; NaN or infinite input is refused.
 #[no_mangle]
 pub unsafe extern "C" fn td_project(g: *const TdGeometry, volume: *const f32, volume_len: usize, proj: *mut f32, proj_len: usize, device_name: *const c_char) -> TdStatus {
     guard(|| {
