@@ -19,7 +19,7 @@ fn run(steps: usize) -> tomodiff::Result<(f64, f64)> {
     let g = Geometry::new(&spec)?;
     let truth = chest::chest(&g.volume, 20261124); // attenuation in 1/mm, (nz, ny, nx)
     let mut proj = vec![0f32; g.n_rays()]; // line integrals, (views, rows, cols)
-    siddon::forward_ref(&g, &truth, &mut proj);
+    siddon::forward_ref(&g, &truth, &mut proj)?;
     noise::poisson(&mut proj, g.det_shape[1], 1e5, 1)?;
     let fdk = fbp::fbp(&g, &proj, fbp::Window::Hann)?;
 

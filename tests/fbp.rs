@@ -18,7 +18,7 @@ fn cube_mean(scan: &str, n: usize) -> f64 {
         }
     }
     let mut proj = vec![0f32; g.n_rays()];
-    tomodiff::ct::siddon::forward_ref(&g, &vol, &mut proj);
+    tomodiff::ct::siddon::forward_ref(&g, &vol, &mut proj).unwrap();
     let rec = fbp::fbp(&g, &proj, Window::RamLak).unwrap();
     // The central eighth of the cube, away from its edges.
     let (c0, c1) = (3 * n / 8, 5 * n / 8);

@@ -43,7 +43,7 @@ fn cylinder(g: &Geometry) -> Vec<f32> {
 
 fn scan(g: &Geometry) -> Vec<f32> {
     let mut p = vec![0f32; g.n_rays()];
-    tomodiff::ct::siddon::forward_ref(g, &cylinder(g), &mut p);
+    tomodiff::ct::siddon::forward_ref(g, &cylinder(g), &mut p).unwrap();
     p
 }
 

@@ -14,7 +14,7 @@ fn setup() -> (Geometry, Vec<f32>, Vec<f32>) {
     .unwrap();
     let truth = phantom::voxelize(&phantom::shepp_logan(SheppLogan::YuYeWang), &g.volume, 1);
     let mut y = vec![0f32; g.n_rays()];
-    tomodiff::ct::siddon::forward_ref(&g, &truth, &mut y);
+    tomodiff::ct::siddon::forward_ref(&g, &truth, &mut y).unwrap();
     (g, truth, y)
 }
 
@@ -76,13 +76,13 @@ fn damped_cg_solves_the_regularised_normal_equations() {
     let gamma = 5.0f64;
     let aat = |v: &[f32]| {
         let mut p = vec![0f32; g.n_rays()];
-        tomodiff::ct::siddon::forward_ref(&g, v, &mut p);
+        tomodiff::ct::siddon::forward_ref(&g, v, &mut p).unwrap();
         let mut b = vec![0f32; g.volume.len()];
-        tomodiff::ct::siddon::adjoint_ref(&g, &p, &mut b);
+        tomodiff::ct::siddon::adjoint_ref(&g, &p, &mut b).unwrap();
         b
     };
     let mut aty = vec![0f32; g.volume.len()];
-    tomodiff::ct::siddon::adjoint_ref(&g, &y, &mut aty);
+    tomodiff::ct::siddon::adjoint_ref(&g, &y, &mut aty).unwrap();
     let rhs: Vec<f64> = aty.iter().zip(&x0).map(|(a, b)| *a as f64 + gamma * *b as f64).collect();
     let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
     for dev in devices() {

@@ -65,7 +65,7 @@ fn siddon_of_voxelised_ellipsoids_converges_to_analytic() {
         let exact = phantom::analytic_projection(&els, &g);
         let vol = phantom::voxelize(&els, &g.volume, 3);
         let mut proj = vec![0f32; g.n_rays()];
-        siddon::forward_ref(&g, &vol, &mut proj);
+        siddon::forward_ref(&g, &vol, &mut proj).unwrap();
         let num: f64 = proj.iter().zip(&exact).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
         let den: f64 = exact.iter().map(|b| (*b as f64).powi(2)).sum();
         let rel = (num / den).sqrt();

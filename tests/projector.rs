@@ -255,3 +255,13 @@ fn slabs_of_views_give_the_whole_projection() {
         assert!(e.contains("cannot hold the volume"), "{e}");
     }
 }
+
+#[test]
+fn reference_pair_refuses_wrong_lengths() {
+    let g = Geometry::from_json(r#"{"volume": {"shape": [4, 6, 8]}, "scan": {"type": "parallel", "det_shape": [4, 12], "n_views": 3}}"#).unwrap();
+    let (vol, mut proj) = (vec![0f32; 4 * 6 * 8], vec![0f32; 3 * 4 * 12]);
+    let e = siddon::forward_ref(&g, &vol[1..], &mut proj).unwrap_err().to_string();
+    assert!(e.contains("191 volume and 144 projection values") && e.contains("192 voxels"), "{e}");
+    assert!(siddon::adjoint_ref(&g, &proj[..10], &mut vol.clone()).is_err());
+    siddon::forward_ref(&g, &vol, &mut proj).unwrap();
+}

@@ -14,7 +14,7 @@ fn scan(n: usize, views: usize) -> (Geometry, Vec<f32>, Vec<f32>) {
     let g = Geometry::from_json(&tomodiff::ct::geometry::cone_scan_json([n, n, n], views, 360.0)).unwrap();
     let truth = tomodiff::ct::chest::chest(&g.volume, 424_242);
     let mut y = vec![0f32; g.n_rays()];
-    tomodiff::ct::siddon::forward_ref(&g, &truth, &mut y);
+    tomodiff::ct::siddon::forward_ref(&g, &truth, &mut y).unwrap();
     (g, truth, y)
 }
 
@@ -121,7 +121,7 @@ fn data_outside_the_priors_range_are_named() {
     let g = tomodiff::ct::Geometry::from_json(&json).unwrap();
     let vol = tomodiff::ct::phantom::by_name("chest", &g.volume, 3).unwrap();
     let mut proj = vec![0f32; g.n_rays()];
-    tomodiff::ct::siddon::forward_ref(&g, &vol, &mut proj);
+    tomodiff::ct::siddon::forward_ref(&g, &vol, &mut proj).unwrap();
     let fdk = tomodiff::ct::fbp::fbp(&g, &proj, tomodiff::ct::fbp::Window::Hann).unwrap();
     let mu_max = 0.04;
     assert_eq!(tomodiff::diffusion::recon::range_warning(&fdk, mu_max), None);

@@ -55,7 +55,7 @@ fn projector_pair_and_fdk_match_the_library() {
     assert_eq!(unsafe { td_project(g, vol.as_ptr(), nv, proj.as_mut_ptr(), np, cpu.as_ptr()) }, TdStatus::Ok, "{}", last_error());
     let geo = tomodiff::ct::Geometry::from_json(JSON).unwrap();
     let mut want = vec![0f32; np];
-    tomodiff::ct::siddon::forward_ref(&geo, &vol, &mut want);
+    tomodiff::ct::siddon::forward_ref(&geo, &vol, &mut want).unwrap();
     let e = proj.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     assert!(e <= 1e-5 * want.iter().fold(0f32, |m, v| m.max(v.abs())), "forward differs by {e}");
     // <A x, y> = <x, A^T y>.

@@ -116,7 +116,7 @@ fn scan(name: &str, g: &Geometry, seed: u64, i0: f64) -> Result<Vec<f32>> {
     gf.volume = fine.clone();
     let truth = phantom::by_name(name, &fine, seed)?;
     let mut proj = vec![0f32; g.n_rays()];
-    siddon::forward_ref(&gf, &truth, &mut proj);
+    siddon::forward_ref(&gf, &truth, &mut proj)?;
     noise::poisson(&mut proj, g.det_shape[1], i0, seed)?;
     Ok(proj)
 }

@@ -287,7 +287,7 @@ pub fn demo(a: DemoArgs) -> Result<()> {
     tomodiff::io::write_atomic(&a.out.join("geometry.json"), text.as_bytes())?;
     let truth = tomodiff::ct::chest::chest(&g.volume, a.phantom_seed);
     let mut proj = vec![0f32; g.n_rays()];
-    tomodiff::ct::siddon::forward_ref(&g, &truth, &mut proj);
+    tomodiff::ct::siddon::forward_ref(&g, &truth, &mut proj)?;
     noise::poisson(&mut proj, g.det_shape[1], a.i0, a.phantom_seed)?;
     let [v, r, c] = g.proj_shape();
     tomodiff::io::npy::write(&a.out.join("projections.npy"), &[v, r, c], &proj)?;

@@ -100,10 +100,24 @@ pub fn trace(vol: &VolumeGrid, ray: (V3, V3, f64, f64), z0: usize, z1: usize, mu
     }
 }
 
-/// CPU forward projection: proj (n_views, rows, cols) = A vol (nz, ny, nx).
-pub fn forward_ref(g: &Geometry, vol: &[f32], proj: &mut [f32]) {
-    assert_eq!(vol.len(), g.volume.len(), "volume size");
-    assert_eq!(proj.len(), g.n_rays(), "projection size");
+/// Lengths of a volume and projections against the geometry.
+fn check_lengths(g: &Geometry, vol: usize, proj: usize) -> Result<()> {
+    if vol != g.volume.len() || proj != g.n_rays() {
+        return Err(Error::Shape(format!(
+            "{vol} volume and {proj} projection values; the geometry has {} voxels {:?} and {} rays {:?}",
+            g.volume.len(),
+            g.volume.shape,
+            g.n_rays(),
+            g.proj_shape()
+        )));
+    }
+    Ok(())
+}
+
+/// CPU forward projection: proj (n_views, rows, cols) = A vol (nz, ny, nx), Siddon's exact
+/// intersection lengths (mm) times mu (1/mm). `Error::Shape` when a length disagrees with `g`.
+pub fn forward_ref(g: &Geometry, vol: &[f32], proj: &mut [f32]) -> Result<()> {
+    check_lengths(g, vol.len(), proj.len())?;
     let [rows, cols] = g.det_shape;
     let nz = g.volume.shape[0];
     proj.par_chunks_mut(cols).enumerate().for_each(|(vr, out)| {
@@ -115,12 +129,15 @@ pub fn forward_ref(g: &Geometry, vol: &[f32], proj: &mut [f32]) {
             *o = acc as f32;
         }
     });
+    Ok(())
 }
 
 /// CPU exact adjoint: vol = A^T proj, summed in f64. Thick volumes: threads own slabs of
 /// z-planes (each voxel written by one thread, no extra memory). Thin ones (fewer planes than
 /// twice the threads): threads own groups of views and private volumes, summed at the end.
-pub fn adjoint_ref(g: &Geometry, proj: &[f32], vol: &mut [f32]) {
+/// `Error::Shape` when a length disagrees with `g`.
+pub fn adjoint_ref(g: &Geometry, proj: &[f32], vol: &mut [f32]) -> Result<()> {
+    check_lengths(g, vol.len(), proj.len())?;
     let [nz, ny, nx] = g.volume.shape;
     let plane = ny * nx;
     let threads = rayon::current_num_threads();
@@ -162,6 +179,7 @@ pub fn adjoint_ref(g: &Geometry, proj: &[f32], vol: &mut [f32]) {
             });
         vol.iter_mut().zip(total).for_each(|(o, a)| *o = a as f32);
     }
+    Ok(())
 }
 
 /// The projector pair on a device. Views live on the device once; volumes and projections are
@@ -274,7 +292,7 @@ impl Projector {
         match &self.views {
             None => {
                 let v = vol.host_f32().ok_or_else(|| Error::DType("host f32 expected".into()))?;
-                forward_ref(&self.geom, v, proj.host_f32_mut().ok_or_else(|| Error::DType("host f32 expected".into()))?);
+                forward_ref(&self.geom, v, proj.host_f32_mut().ok_or_else(|| Error::DType("host f32 expected".into()))?)?;
                 Ok(())
             }
             Some(views) => self.launch("siddon_fwd_f32", vol.buffer(), proj.buffer(), views, 0, self.geom.n_views()),
@@ -286,7 +304,7 @@ impl Projector {
         match &self.views {
             None => {
                 let p = proj.host_f32().ok_or_else(|| Error::DType("host f32 expected".into()))?;
-                adjoint_ref(&self.geom, p, vol.host_f32_mut().ok_or_else(|| Error::DType("host f32 expected".into()))?);
+                adjoint_ref(&self.geom, p, vol.host_f32_mut().ok_or_else(|| Error::DType("host f32 expected".into()))?)?;
                 Ok(())
             }
             Some(views) => {
@@ -324,7 +342,7 @@ impl Projector {
         }
         let Some(views) = &self.views else {
             let v = vol.host_f32().ok_or_else(|| Error::DType("host f32 expected".into()))?;
-            forward_ref(g, v, out);
+            forward_ref(g, v, out)?;
             progress(g.n_views(), g.n_views());
             return Ok(());
         };
@@ -348,7 +366,7 @@ impl Projector {
             return Err(Error::Shape(format!("{} projection values for {} rays", proj.len(), g.n_rays())));
         }
         let Some(views) = &self.views else {
-            adjoint_ref(g, proj, vol.host_f32_mut().ok_or_else(|| Error::DType("host f32 expected".into()))?);
+            adjoint_ref(g, proj, vol.host_f32_mut().ok_or_else(|| Error::DType("host f32 expected".into()))?)?;
             progress(g.n_views(), g.n_views());
             return Ok(());
         };
