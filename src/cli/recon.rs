@@ -7,7 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tomodiff::ct::{fbp, iterative, noise, siddon::Projector, Geometry};
-use tomodiff::diffusion::recon::{reconstruct_scan, ReconOptions, ReconStats, Start};
+use tomodiff::diffusion::recon::{reconstruct_scan, Progressive, ReconOptions, ReconStats, Start};
 use super::sample::SamplerArgs;
 use tomodiff::metrics::compare;
 use tomodiff::nn::{model_files, UNetConfig, Weights};
@@ -27,6 +27,10 @@ pub struct PriorArgs {
     /// noise (t = 999), or fdk:T to start from the FDK volume noised to timestep T.
     #[arg(long, default_value = "noise")]
     start: String,
+    /// Coarse to fine, STEPS:T: first the whole volume at half resolution (STEPS DDIM steps from
+    /// noise), then the full one from its upsampled estimate noised to T (replaces --start).
+    #[arg(long)]
+    progressive: Option<String>,
     /// Device memory the reconstruction may use, in GiB (default: 90% of free GPU memory).
     #[arg(long)]
     memory_budget_gb: Option<f64>,
@@ -39,7 +43,8 @@ impl PriorArgs {
 
     fn options(&self) -> Result<ReconOptions> {
         let start = Start::parse(&self.start).context("--start")?;
-        let opts = ReconOptions { sampler: self.sampler.options(2), cg_iters: self.cg_iters, gamma: self.gamma, start };
+        let progressive = self.progressive.as_deref().map(Progressive::parse).transpose().context("--progressive")?;
+        let opts = ReconOptions { sampler: self.sampler.options(2), cg_iters: self.cg_iters, gamma: self.gamma, start, progressive };
         opts.validate()?;
         crate::cli::device(&self.sampler.device)?;
         Ok(opts)
@@ -113,7 +118,7 @@ pub(crate) fn run_prior(cfg: &UNetConfig, w: &Weights, g: &Geometry, proj: &[f32
     let dev = crate::cli::device(&a.sampler.device)?;
     let have = budget(&dev, a.memory_budget_gb)?;
     dev.reset_peak_memory();
-    let pb = ProgressBar::new(opts.sampler_options().passes() as u64);
+    let pb = ProgressBar::new(opts.passes() as u64);
     pb.set_style(ProgressStyle::with_template("prior on {msg} [{bar:30}] {pos}/{len} network passes {elapsed} (eta {eta})").unwrap());
     pb.set_message(dev.name());
     let out = reconstruct_scan(cfg, w, g, proj, fdk, &opts, &dev, Some(have), |k, _| pb.set_position(k as u64));

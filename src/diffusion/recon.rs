@@ -7,7 +7,7 @@ use super::schedule::T;
 use super::train::to_model_range;
 use crate::ct::iterative::cgls_damped;
 use crate::ct::siddon::Projector;
-use crate::ct::Geometry;
+use crate::ct::{Geometry, VolumeGrid};
 use crate::error::{Error, Result};
 use crate::nn::{Arch, Intensity, UNet, UNetConfig, Weights};
 use crate::ops::elementwise::affine_inplace;
@@ -49,11 +49,37 @@ pub struct ReconOptions {
     pub gamma: f64,
     /// Pure noise, or the FDK volume noised to a timestep.
     pub start: Start,
+    /// Coarse to fine: first the whole volume at half resolution, then the full one from it.
+    pub progressive: Option<Progressive>,
+}
+
+/// Progressive volumetric sampling, as this engine reads the paper's (docs/RECONSTRUCTION.md):
+/// the volume on a grid of half the voxels per axis (twice the voxel size, the same box, the same
+/// projections) is sampled from pure noise with `coarse_steps` DDIM steps; its estimate,
+/// upsampled trilinearly, is noised to `t_switch` and starts the full-resolution run, whose
+/// `start` it replaces. A coarse pass holds about an eighth of the patches of a fine one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progressive {
+    /// DDIM steps of the half-resolution run.
+    pub coarse_steps: usize,
+    /// The timestep (1..999) the full-resolution run starts from.
+    pub t_switch: usize,
+}
+
+impl Progressive {
+    /// `STEPS:T`, e.g. `50:400`; `Error::Argument` otherwise.
+    pub fn parse(s: &str) -> Result<Progressive> {
+        let p = s.split_once(':').and_then(|(a, b)| Some(Progressive { coarse_steps: a.parse().ok()?, t_switch: b.parse().ok()? }));
+        match p {
+            Some(p) if p.coarse_steps > 0 && (1..T).contains(&p.t_switch) => Ok(p),
+            _ => Err(Error::Argument(format!("progressive {s:?}: expected STEPS:T with STEPS > 0 and T in 1..{}", T - 1))),
+        }
+    }
 }
 
 impl Default for ReconOptions {
     fn default() -> Self {
-        ReconOptions { sampler: SamplerOptions { rounds: 2, ..SamplerOptions::default() }, cg_iters: 5, gamma: 0.0, start: Start::Noise }
+        ReconOptions { sampler: SamplerOptions { rounds: 2, ..SamplerOptions::default() }, cg_iters: 5, gamma: 0.0, start: Start::Noise, progressive: None }
     }
 }
 
@@ -66,11 +92,27 @@ impl ReconOptions {
         }
     }
 
+    /// Network passes of the whole reconstruction (both runs when progressive).
+    pub fn passes(&self) -> usize {
+        match self.progressive {
+            None => self.sampler_options().passes(),
+            Some(p) => {
+                let coarse = SamplerOptions { steps: p.coarse_steps, t_start: T - 1, ..self.sampler.clone() };
+                coarse.passes() + SamplerOptions { t_start: p.t_switch, ..self.sampler.clone() }.passes()
+            }
+        }
+    }
+
     /// The sampler's checks and a finite gamma >= 0; `Error::Argument` otherwise.
     pub fn validate(&self) -> Result<()> {
         self.sampler_options().validate()?;
         if !(self.gamma.is_finite() && self.gamma >= 0.0) {
             return Err(Error::Argument(format!("the CG damping gamma must be finite and >= 0, got {}", self.gamma)));
+        }
+        if let Some(p) = self.progressive {
+            if p.coarse_steps == 0 || !(1..T).contains(&p.t_switch) {
+                return Err(Error::Argument(format!("progressive sampling: {} coarse steps must be positive and t_switch {} in 1..{}", p.coarse_steps, p.t_switch, T - 1)));
+            }
         }
         Ok(())
     }
@@ -140,9 +182,50 @@ pub fn reconstruct_scan<R: crate::diffusion::Proceed>(
     let y = Tensor::from_f32(proj, &g.proj_shape(), DType::F32, dev)?;
     // The config says whether its x0 may be clamped (not for z-scored data).
     let opts = ReconOptions { sampler: SamplerOptions { clip_x0: opts.sampler.clip_x0 && cfg.clip_x0, ..opts.sampler.clone() }, ..opts.clone() };
-    let (mu, mut stats) = reconstruct(&net, &p, &y, cfg.intensity(), init, &opts, progress)?;
+    let (mu, mut stats) = match opts.progressive {
+        None => reconstruct(&net, &p, &y, cfg.intensity(), init, &opts, progress)?,
+        Some(pg) => progressive(&net, &p, &y, cfg.intensity(), pg, &opts, progress)?,
+    };
     stats.memory_estimate = need;
     Ok((mu, stats))
+}
+
+/// `Progressive`: the half-resolution run, then the full one from its upsampled estimate.
+/// `progress` counts the passes of both.
+fn progressive<R: crate::diffusion::Proceed>(
+    net: &UNet,
+    p: &Projector,
+    y: &Tensor,
+    map: Intensity,
+    pg: Progressive,
+    opts: &ReconOptions,
+    mut progress: impl FnMut(usize, usize) -> R,
+) -> Result<(Vec<f32>, ReconStats)> {
+    let g = p.geometry();
+    let fine = g.volume.clone();
+    let shape = fine.shape.map(|n| n.div_ceil(2));
+    if shape.iter().zip(net.arch.cfg.patch).any(|(n, p)| *n < p) {
+        return Err(Error::Argument(format!("progressive sampling: half the volume, {shape:?}, is smaller than the network's patch {:?}", net.arch.cfg.patch)));
+    }
+    let voxel_size = std::array::from_fn(|a| fine.voxel_size[a] * fine.shape[a] as f64 / shape[a] as f64);
+    let coarse = Geometry { volume: VolumeGrid { shape, voxel_size, origin: fine.origin }, ..g.clone() };
+    let pc = Projector::new(coarse, p.device())?;
+    let first = ReconOptions { sampler: SamplerOptions { steps: pg.coarse_steps, ..opts.sampler.clone() }, start: Start::Noise, progressive: None, ..opts.clone() };
+    let second = ReconOptions { start: Start::Noised(pg.t_switch), progressive: None, ..opts.clone() };
+    let (n1, total) = (first.passes(), opts.passes());
+    let (mu_c, s1) = reconstruct(net, &pc, y, map, None, &first, |k, _| progress(k, total))?;
+    let up = crate::ops::resample::trilinear_ref(&mu_c, shape, fine.shape);
+    let (mu, s2) = reconstruct(net, p, y, map, Some(&up), &second, |k, _| progress(n1 + k, total))?;
+    let (a, b) = (&s1.sample, &s2.sample);
+    let sample = SampleStats {
+        passes: a.passes + b.passes,
+        network_s: a.network_s + b.network_s,
+        hook_s: a.hook_s + b.hook_s,
+        total_s: a.total_s + b.total_s,
+        replayed: a.replayed + b.replayed,
+        graph_fallback: b.graph_fallback.clone().or(a.graph_fallback.clone()),
+    };
+    Ok((mu, ReconStats { sample, projector_s: s1.projector_s + s2.projector_s, memory_estimate: 0 }))
 }
 
 /// Reconstructs attenuation from projections `y` (on the projector's device) with the network
