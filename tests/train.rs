@@ -225,3 +225,19 @@ fn folder_volumes_map_through_mu_max() {
     assert_eq!(half[0].1, [4, 4, 4], "2 mm voxels resampled to 4 mm");
     assert!(tomodiff::diffusion::train::Units::parse("kelvin").is_err());
 }
+
+/// The thorax anatomy as a training stream: drawn at its default voxel size (the body in view),
+/// mapped by the small preset's intensity map (dense bone inside [-1, 1]), and the step runs.
+#[test]
+fn thorax_phantoms_train_the_small_preset() {
+    let cfg = UNetConfig { patch: [8, 8, 8], ..UNetConfig::small() };
+    assert!((cfg.mu_max - tomodiff::ct::units::hu_to_mu(2000.0)).abs() < 1e-7);
+    let o = TrainOptions { data: Data::Phantom { name: "thorax".into(), shape: [16, 16, 16] }, ..opts() };
+    let mut t = Trainer::new(&cfg, o, vec![]).unwrap();
+    let (x, _, _) = t.batch(0).unwrap();
+    // Channel 1 is the global context (the whole volume resized): it holds air (-1) and tissue.
+    let ctx: Vec<f32> = x.chunks(5).map(|c| c[1]).collect();
+    let (lo, hi) = ctx.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    assert!(lo < -0.9 && hi > -0.4 && hi <= 1.0, "context range {lo}..{hi}");
+    assert!(t.step().unwrap().loss.is_finite());
+}

@@ -19,9 +19,10 @@ pub struct PhantomArgs {
     /// Volume shape nz,ny,nx (or take the grid from --geometry).
     #[arg(long, value_delimiter = ',')]
     shape: Option<Vec<usize>>,
-    /// Voxel size sz,sy,sx in mm (with --shape).
-    #[arg(long, value_delimiter = ',', default_value = "1,1,1")]
-    voxel_size: Vec<f64>,
+    /// Voxel size sz,sy,sx in mm (with --shape); default 1 mm, and for thorax 440 mm across the
+    /// larger of ny, nx (the whole body in view).
+    #[arg(long, value_delimiter = ',')]
+    voxel_size: Option<Vec<f64>>,
     /// Geometry file whose volume grid the phantom fills.
     #[arg(long)]
     geometry: Option<PathBuf>,
@@ -222,7 +223,9 @@ pub fn phantom(a: PhantomArgs) -> Result<()> {
     let grid = match (&a.geometry, &a.shape) {
         (Some(g), None) => Geometry::from_file(g)?.volume,
         (None, Some(s)) => {
-            let (Ok(shape), Ok(vs)) = (<[usize; 3]>::try_from(s.as_slice()), <[f64; 3]>::try_from(a.voxel_size.as_slice())) else {
+            let Ok(shape) = <[usize; 3]>::try_from(s.as_slice()) else { bail!("--shape takes three values (z, y, x)") };
+            let vs = a.voxel_size.clone().unwrap_or_else(|| phantom::default_voxel_mm(&a.name, shape).to_vec());
+            let Ok(vs) = <[f64; 3]>::try_from(vs.as_slice()) else {
                 bail!("--shape and --voxel-size take three values (z, y, x)");
             };
             if shape.contains(&0) || vs.iter().any(|v| !(v.is_finite() && *v > 0.0)) {

@@ -143,9 +143,8 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let cases = cases(&a)?;
     let model = if a.no_prior { None } else { Some(load_model(a.weights.as_deref(), a.config.as_deref())?) };
     let dev = crate::cli::device(a.prior.device_name())?;
-    // The chest spans its grid (the shipped prior's 1 mm voxels); the thorax is physical, 440 mm across.
-    let voxel = if a.phantom == "thorax" { [440.0 / shape[1].max(shape[2]) as f64; 3] } else { [1.0; 3] };
-    let grid = VolumeGrid { shape, voxel_size: voxel, origin: [0.0; 3] };
+    // As training draws them: the chest spans its grid, the thorax is in mm with its body in view.
+    let grid = VolumeGrid { shape, voxel_size: phantom::default_voxel_mm(&a.phantom, shape), origin: [0.0; 3] };
     let truths: Vec<Vec<f32>> = (0..a.volumes as u64).map(|i| phantom::by_name(&a.phantom, &grid, a.phantom_seed + i)).collect::<Result<_, _>>()?;
     let mut rows = Vec::new();
     for case in &cases {

@@ -1,5 +1,6 @@
 //! CT physics: geometry, the Siddon projector pair, phantoms, analytic and iterative
 //! reconstruction. Conventions: docs/CT.md and the header of geometry.rs.
+pub mod anatomy;
 pub mod chest;
 pub mod fbp;
 pub mod geometry;

@@ -1,9 +1,11 @@
 //! Phantoms, deterministic for a seed: 3D Shepp-Logan (Kak-Slaney and Yu-Ye-Wang densities),
-//! random ellipsoids in a body, and a procedural chest. Ellipsoid phantoms also have exact line
-//! integrals, which the projector tests converge to.
+//! random ellipsoids in a body, a procedural chest, and a procedural thorax in physical units
+//! (`anatomy`). Ellipsoid phantoms also have exact line integrals, which the projector tests
+//! converge to.
 //!
 //! Phantom coordinates span [-1, 1] on each axis of the volume box (the box's half extents scale
-//! x, y and z), so a phantom fills any grid.
+//! x, y and z), so a phantom fills any grid; except "thorax", which is in mm and centred on the
+//! world origin: its grid's voxel size decides how much of it shows (`default_voxel_mm`).
 use super::geometry::{Geometry, VolumeGrid, V3};
 use crate::error::{Error, Result};
 use rand::{Rng, SeedableRng};
@@ -182,16 +184,34 @@ pub fn analytic_projection(ellipsoids: &[Ellipsoid], g: &Geometry) -> Vec<f32> {
     out
 }
 
-/// The phantoms `tomodiff phantom` makes by name.
+/// The phantoms `tomodiff phantom` makes by name, in attenuation (1/mm at about 70 keV; "thorax"
+/// is `anatomy::thorax_hu` converted by `units::hu_to_mu`). Unknown names are an error.
 pub fn by_name(name: &str, grid: &VolumeGrid, seed: u64) -> Result<Vec<f32>> {
     match name {
         "shepp-logan" => Ok(voxelize(&shepp_logan(SheppLogan::YuYeWang), grid, 2)),
         "shepp-logan-ks" => Ok(voxelize(&shepp_logan(SheppLogan::KakSlaney), grid, 2)),
         "ellipsoids" => Ok(voxelize(&random_ellipsoids(seed), grid, 2)),
         "chest" => Ok(super::chest::chest(grid, seed)),
-        _ => Err(Error::Argument(format!("unknown phantom {name:?}: expected shepp-logan, shepp-logan-ks, ellipsoids or chest"))),
+        "thorax" => Ok(super::anatomy::thorax_hu(grid, seed).into_iter().map(super::units::hu_to_mu).collect()),
+        _ => Err(Error::Argument(format!("unknown phantom {name:?}: expected shepp-logan, shepp-logan-ks, ellipsoids, chest or thorax"))),
     }
 }
 
 /// The phantom names `by_name` accepts.
-pub const NAMES: [&str; 4] = ["shepp-logan", "shepp-logan-ks", "ellipsoids", "chest"];
+pub const NAMES: [&str; 5] = ["shepp-logan", "shepp-logan-ks", "ellipsoids", "chest", "thorax"];
+
+/// Field of view (mm) across the larger of ny, nx that `default_voxel_mm` gives "thorax".
+pub const THORAX_FOV_MM: f64 = 440.0;
+
+/// Voxel size (sz, sy, sx) in mm to render phantom `name` on `shape` (nz, ny, nx) with: for
+/// "thorax", which is built in mm, isotropic voxels of 440 mm (`THORAX_FOV_MM`) over the larger
+/// of ny and nx, so the whole body and table are in view; 1 mm for the others, which fill any
+/// grid's box whatever its voxel size. A shape with ny = nx = 0 gives 1 mm.
+pub fn default_voxel_mm(name: &str, shape: [usize; 3]) -> [f64; 3] {
+    let across = shape[1].max(shape[2]);
+    if name == "thorax" && across > 0 {
+        [THORAX_FOV_MM / across as f64; 3]
+    } else {
+        [1.0; 3]
+    }
+}

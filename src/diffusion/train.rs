@@ -198,9 +198,9 @@ impl Trainer {
     fn volume(&self, rng: &mut impl Rng) -> Result<([usize; 3], Vec<f32>)> {
         match &self.opts.data {
             Data::Phantom { name, shape } => {
-                let grid = VolumeGrid { shape: *shape, voxel_size: [1.0; 3], origin: [0.0; 3] };
+                let grid = VolumeGrid { shape: *shape, voxel_size: phantom::default_voxel_mm(name, *shape), origin: [0.0; 3] };
                 let mut mu = phantom::by_name(name, &grid, rng.random())?;
-                if name != "chest" {
+                if !matches!(name.as_str(), "chest" | "thorax") {
                     // Ellipsoid densities are relative to water.
                     mu.iter_mut().for_each(|v| *v *= MU_WATER);
                 }
