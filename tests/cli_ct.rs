@@ -1,12 +1,6 @@
 //! The CT commands end to end on tiny inputs, and their errors on bad input.
-use std::path::Path;
-use std::process::Command;
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let bin = std::env::var("TOMODIFF_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_tomodiff").into());
-    let o = Command::new(bin).args(args).output().unwrap();
-    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
-}
+mod common;
+use common::{run, s};
 
 fn ok(args: &[&str]) -> String {
     let (code, out, err) = run(args);
@@ -19,10 +13,6 @@ fn fails(args: &[&str], needle: &str) {
     assert_eq!(code, 1, "{args:?} should fail; stderr: {err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: not one line: {err}");
     assert!(err.contains(needle) && !err.contains("panicked"), "{args:?}: {err} (wanted {needle:?})");
-}
-
-fn s(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
 }
 
 const GEOMETRY: &str = r#"{"volume": {"shape": [16, 24, 24], "voxel_size": [1, 1, 1]},

@@ -1,16 +1,6 @@
 //! `tomodiff eval`: the protocol's table and JSON over held-out volumes, and its refusals.
-use std::path::Path;
-use std::process::Command;
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let bin = std::env::var("TOMODIFF_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_tomodiff").into());
-    let o = Command::new(bin).args(args).output().unwrap();
-    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
-}
-
-fn s(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
-}
+mod common;
+use common::{run, s};
 
 /// Two scans (8 views over 180 degrees, 16 views over 120) of two held-out chests: one table row
 /// per scan and method, every volume's metrics in the JSON, and the prior (3 DDIM steps) ahead of

@@ -1,15 +1,9 @@
 //! `tomodiff model info` and `model run` end to end, against the PyTorch fixture.
 mod common;
+use common::run;
 use std::path::Path;
-use std::process::Command;
 use tomodiff::tensor::safetensors;
 use tomodiff::{DType, Device, Tensor};
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let bin = std::env::var("TOMODIFF_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_tomodiff").into());
-    let o = Command::new(bin).args(args).output().unwrap();
-    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
-}
 
 fn fixture(name: &str) -> String {
     common::fixture(name).to_string_lossy().into_owned()

@@ -1,16 +1,6 @@
 //! `tomodiff demo` and `tomodiff reconstruct` end to end, and their refusals of bad input.
-use std::path::Path;
-use std::process::Command;
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let bin = std::env::var("TOMODIFF_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_tomodiff").into());
-    let o = Command::new(bin).args(args).output().unwrap();
-    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
-}
-
-fn s(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
-}
+mod common;
+use common::{run, s};
 
 fn psnr(v: &serde_json::Value, method: &str) -> f64 {
     v[method]["psnr"].as_f64().unwrap_or_else(|| panic!("no {method} PSNR in {v}"))

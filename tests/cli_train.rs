@@ -1,21 +1,9 @@
 //! `tomodiff train` end to end: weights that `model run` loads, resume, an interrupted run, errors.
 mod common;
+use common::{bin, run, s};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn bin() -> String {
-    std::env::var("TOMODIFF_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_tomodiff").into())
-}
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(bin()).args(args).output().unwrap();
-    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
-}
-
-fn s(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
-}
 
 const SMALL: &[&str] = &["--data", "phantom:ellipsoids", "--volume-shape", "16,16,16", "--batch", "1"];
 
