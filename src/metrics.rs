@@ -8,7 +8,7 @@ use serde::Serialize;
 /// range (max - min) as the peak; per-plane values are means over the slices of a (z, y, x) volume.
 #[derive(Debug, Clone, Serialize)]
 pub struct Metrics {
-    /// PSNR of the whole volume, dB; infinite when the volumes are equal.
+    /// PSNR of the whole volume, dB; capped at `MAX_PSNR_DB`, NaN when a value is NaN.
     pub psnr: f64,
     /// Mean PSNR of the axial slices (planes of constant z), each capped at 100 dB.
     pub psnr_axial: f64,
@@ -33,7 +33,12 @@ fn range(v: &[f32]) -> f64 {
 pub const MAX_PSNR_DB: f64 = 100.0;
 
 fn psnr_of(mse: f64, l: f64) -> f64 {
-    if mse == 0.0 { MAX_PSNR_DB } else { (10.0 * (l * l / mse).log10()).min(MAX_PSNR_DB) }
+    match mse {
+        // f64::min would turn a NaN (a diverged reconstruction) into a perfect score.
+        m if m.is_nan() => f64::NAN,
+        0.0 => MAX_PSNR_DB,
+        m => (10.0 * (l * l / m).log10()).min(MAX_PSNR_DB),
+    }
 }
 
 fn same_length(what: &str, x: &[f32], reference: &[f32], n: usize) -> Result<()> {

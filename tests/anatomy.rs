@@ -75,9 +75,9 @@ fn organ_volumes_stay_in_adult_ranges() {
 #[test]
 fn same_seed_same_volume_on_any_thread_count() {
     let g = VolumeGrid { shape: [40, 56, 48], voxel_size: [8.0, 7.0, 9.0], origin: [5.0, -3.0, 2.0] };
-    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-    let (hu1, lab1) = one.install(|| (thorax_hu(&g, 11), thorax_labels(&g, 11)));
-    let (hu, lab) = (thorax_hu(&g, 11), thorax_labels(&g, 11));
+    let pool = |n| rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();
+    let (hu1, lab1) = pool(1).install(|| (thorax_hu(&g, 11), thorax_labels(&g, 11)));
+    let (hu, lab) = pool(7).install(|| (thorax_hu(&g, 11), thorax_labels(&g, 11)));
     assert!(hu1.iter().zip(&hu).all(|(a, b)| a.to_bits() == b.to_bits()), "HU differ between thread counts");
     assert_eq!(lab1, lab);
     assert_ne!(hu, thorax_hu(&g, 12), "another seed, another thorax");

@@ -107,6 +107,11 @@ fn psnr_and_ssim_known_values() {
     let e = metrics::compare(shape, &reference[1..], &reference).unwrap_err().to_string();
     assert!(e.contains("719 and 720 values, 720 expected"), "{e}");
     assert!(metrics::psnr(&reference[1..], &reference).is_err());
+    // A NaN (a diverged reconstruction) is NaN, not the cap.
+    let mut nan = reference.clone();
+    nan[3] = f32::NAN;
+    let m = metrics::compare(shape, &nan, &reference).unwrap();
+    assert!(m.psnr.is_nan() && m.psnr_axial.is_nan(), "{m:?}");
 }
 
 #[test]

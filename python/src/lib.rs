@@ -12,7 +12,7 @@ use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::Mutex;
 use tomodiff::ct::{fbp, iterative, noise, phantom, siddon::Projector, Geometry};
-use tomodiff::diffusion::recon::{range_warning, reconstruct_scan, ReconOptions, Start};
+use tomodiff::diffusion::recon::{fdk_start, reconstruct_scan, ReconOptions, Start};
 use tomodiff::diffusion::sampler::{sample as sample_volume, SamplerOptions};
 use tomodiff::nn::{model_files, Arch, UNet, UNetConfig, Weights};
 use tomodiff::{Device, Error};
@@ -298,13 +298,7 @@ fn reconstruct_into(py: Python<'_>, model: &Model, json: &str, proj: PyBuffer<f3
     let raised = Mutex::new(None);
     let result = py.detach(|| {
         // FDK checks the data's range (as `tomodiff reconstruct` does) and starts a noised start.
-        let fdk = match fbp::fbp(&g, &y, fbp::Window::Hann) {
-            Ok(v) => Some(v),
-            Err(_) if ro.start == Start::Noise => None,
-            Err(e) => return Err(e),
-        };
-        let warning = fdk.as_deref().and_then(|f| range_warning(f, model.cfg.mu_max));
-        let fdk = fdk.filter(|_| ro.start != Start::Noise);
+        let (fdk, warning) = fdk_start(&g, &y, &model.cfg, &ro)?;
         let r = reconstruct_scan(&model.cfg, &model.weights, &g, &y, fdk.as_deref(), &ro, &dev, budget, progress_fn(&progress, &raised));
         r.map(|(mu, stats)| (mu, stats, warning))
     });

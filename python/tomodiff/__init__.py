@@ -299,8 +299,10 @@ def sirt(proj, geometry: Geometry, iters: int = 100, x0=None, relaxation: float 
 
 
 def phantom(name: str, geometry: Geometry, seed: int = 0) -> np.ndarray:
-    """A phantom in 1/mm on the geometry's grid: shepp-logan, shepp-logan-ks, ellipsoids or chest;
-    `seed` (0 <= seed < 2**64) varies the random ones."""
+    """A phantom in 1/mm on the geometry's grid: shepp-logan, shepp-logan-ks, ellipsoids or chest
+    (which fill the grid's box), or thorax (procedural anatomy in mm, centred on the origin: a grid
+    of 1 mm voxels shows its central region; about 440 mm across frames the body); `seed`
+    (0 <= seed < 2**64) varies the random ones."""
     name, seed = _text(name, "name"), _count(seed, "seed", 0)
     out = np.empty(geometry.volume_shape, np.float32)
     _td.phantom_into(name, geometry.to_json(), seed, out)

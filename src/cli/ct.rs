@@ -11,7 +11,7 @@ use tomodiff::{DType, Device, Tensor};
 
 #[derive(Args)]
 pub struct PhantomArgs {
-    /// shepp-logan (Yu-Ye-Wang densities), shepp-logan-ks (Kak-Slaney), ellipsoids or chest.
+    /// shepp-logan (Yu-Ye-Wang densities), shepp-logan-ks (Kak-Slaney), ellipsoids, chest or thorax.
     name: String,
     /// Output volume (.npy, .nii, .nii.gz).
     #[arg(short, long)]

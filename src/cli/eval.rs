@@ -58,16 +58,47 @@ pub struct EvalArgs {
     prior: PriorArgs,
 }
 
+#[derive(Clone, Copy, PartialEq)]
+enum BeamKind {
+    Parallel,
+    Cone,
+}
+
+impl BeamKind {
+    fn parse(s: &str) -> Result<BeamKind> {
+        match s {
+            "parallel" => Ok(BeamKind::Parallel),
+            "cone" => Ok(BeamKind::Cone),
+            b => bail!("--beams: unknown beam {b:?}: expected parallel or cone"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            BeamKind::Parallel => "parallel",
+            BeamKind::Cone => "cone",
+        }
+    }
+
+    /// The full arc of a sparse-view scan, degrees.
+    fn full_arc(self) -> f64 {
+        match self {
+            BeamKind::Parallel => 180.0,
+            BeamKind::Cone => 360.0,
+        }
+    }
+}
+
 /// One scan of the protocol.
 struct Case {
-    beam: String,
+    beam: BeamKind,
     views: usize,
     arc_deg: f64,
 }
 
 impl Case {
     fn name(&self) -> String {
-        format!("{} {} views / {} deg", self.beam, self.views, self.arc_deg)
+        format!("{} {} views / {} deg", self.beam.name(), self.views, self.arc_deg)
     }
 
     /// The scan of `grid`: the detector covers the volume at the grid's voxel size; the cone
@@ -76,9 +107,9 @@ impl Case {
         let [nz, ny, nx] = grid.shape;
         let n = ny.max(nx);
         let s = grid.voxel_size[2];
-        let spec = match self.beam.as_str() {
-            "parallel" => GeometrySpec::parallel(grid.shape, [nz, (n as f64 * 1.5).ceil() as usize], self.views).det_spacing([grid.voxel_size[0], s]),
-            _ => {
+        let spec = match self.beam {
+            BeamKind::Parallel => GeometrySpec::parallel(grid.shape, [nz, (n as f64 * 1.5).ceil() as usize], self.views).det_spacing([grid.voxel_size[0], s]),
+            BeamKind::Cone => {
                 let w = n as f64 * s;
                 GeometrySpec::cone(grid.shape, [(3 * nz).div_ceil(2) + 8, 2 * n], self.views, 3.0 * w, 1.5 * w).det_spacing([1.5 * grid.voxel_size[0], 1.5 * s])
             }
@@ -90,13 +121,9 @@ impl Case {
 fn cases(a: &EvalArgs) -> Result<Vec<Case>> {
     let mut out = Vec::new();
     for beam in &a.beams {
-        let full = match beam.as_str() {
-            "parallel" => 180.0,
-            "cone" => 360.0,
-            b => bail!("--beams: unknown beam {b:?}: expected parallel or cone"),
-        };
-        out.extend(a.views.iter().map(|&views| Case { beam: beam.clone(), views, arc_deg: full }));
-        out.extend(a.limited_deg.iter().map(|&arc_deg| Case { beam: beam.clone(), views: a.limited_views, arc_deg }));
+        let beam = BeamKind::parse(beam)?;
+        out.extend(a.views.iter().map(|&views| Case { beam, views, arc_deg: beam.full_arc() }));
+        out.extend(a.limited_deg.iter().map(|&arc_deg| Case { beam, views: a.limited_views, arc_deg }));
     }
     if out.is_empty() {
         bail!("no scans to run: give --views or --limited-deg");
@@ -107,18 +134,32 @@ fn cases(a: &EvalArgs) -> Result<Vec<Case>> {
     Ok(out)
 }
 
-/// Projections of `seed`'s phantom, simulated on a grid twice as fine (so that the data do not
-/// come from the reconstruction's own voxel model), with Poisson noise.
-fn scan(name: &str, g: &Geometry, seed: u64, i0: f64) -> Result<Vec<f32>> {
-    let v = &g.volume;
-    let fine = VolumeGrid { shape: v.shape.map(|n| 2 * n), voxel_size: v.voxel_size.map(|s| s / 2.0), origin: v.origin };
-    let mut gf = g.clone();
-    gf.volume = fine.clone();
-    let truth = phantom::by_name(name, &fine, seed)?;
-    let mut proj = vec![0f32; g.n_rays()];
-    siddon::forward_ref(&gf, &truth, &mut proj)?;
-    noise::poisson(&mut proj, g.det_shape[1], i0, seed)?;
-    Ok(proj)
+/// A held-out volume: the phantom on a grid twice as fine, which the scans are simulated from (so
+/// that the data do not come from the reconstruction's own voxel model), and the truth the
+/// reconstructions are judged against, its average over each voxel of `grid`.
+struct Volume {
+    fine_grid: VolumeGrid,
+    fine: Vec<f32>,
+    truth: Vec<f32>,
+    seed: u64,
+}
+
+impl Volume {
+    fn new(name: &str, grid: &VolumeGrid, seed: u64) -> Result<Volume> {
+        let fine_grid = VolumeGrid { shape: grid.shape.map(|n| 2 * n), voxel_size: grid.voxel_size.map(|s| s / 2.0), origin: grid.origin };
+        let fine = phantom::by_name(name, &fine_grid, seed)?;
+        let truth = tomodiff::ops::resample::area_ref(&fine, fine_grid.shape, grid.shape);
+        Ok(Volume { fine_grid, fine, truth, seed })
+    }
+
+    /// The scan `g` of this volume with Poisson noise at `i0`.
+    fn scan(&self, g: &Geometry, i0: f64) -> Result<Vec<f32>> {
+        let gf = Geometry { volume: self.fine_grid.clone(), ..g.clone() };
+        let mut proj = vec![0f32; g.n_rays()];
+        siddon::forward_ref(&gf, &self.fine, &mut proj)?;
+        noise::poisson(&mut proj, g.det_shape[1], i0, self.seed)?;
+        Ok(proj)
+    }
 }
 
 /// Mean and sample standard deviation.
@@ -140,19 +181,22 @@ pub fn run(a: EvalArgs) -> Result<()> {
     if shape.contains(&0) || a.volumes == 0 {
         bail!("--shape and --volumes must be positive");
     }
+    if !(a.i0.is_finite() && a.i0 >= 1.0) {
+        bail!("--i0 {}: the incident photon count must be at least 1", a.i0);
+    }
+    let Some(last_seed) = a.phantom_seed.checked_add(a.volumes as u64 - 1) else { bail!("--phantom-seed {}: the volumes' seeds overflow", a.phantom_seed) };
     let cases = cases(&a)?;
     let model = if a.no_prior { None } else { Some(load_model(a.weights.as_deref(), a.config.as_deref())?) };
     let dev = crate::cli::device(a.prior.device_name())?;
     // As training draws them: the chest spans its grid, the thorax is in mm with its body in view.
     let grid = VolumeGrid { shape, voxel_size: phantom::default_voxel_mm(&a.phantom, shape), origin: [0.0; 3] };
-    let truths: Vec<Vec<f32>> = (0..a.volumes as u64).map(|i| phantom::by_name(&a.phantom, &grid, a.phantom_seed + i)).collect::<Result<_, _>>()?;
+    let vols: Vec<Volume> = (a.phantom_seed..=last_seed).map(|seed| Volume::new(&a.phantom, &grid, seed)).collect::<Result<_, _>>()?;
     let mut rows = Vec::new();
     for case in &cases {
         let g = case.geometry(&grid)?;
         let mut per: Vec<(&'static str, String, Vec<Metrics>)> = Vec::new();
-        for (i, truth) in truths.iter().enumerate() {
-            let seed = a.phantom_seed + i as u64;
-            let proj = scan(&a.phantom, &g, seed, a.i0)?;
+        for (i, vol) in vols.iter().enumerate() {
+            let proj = vol.scan(&g, a.i0)?;
             let [fbp, cgls] = baselines(&g, &proj, a.cgls_iters, &dev)?;
             let mut methods = vec![fbp, cgls];
             if let Some((cfg, w, _)) = &model {
@@ -160,7 +204,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
                 methods.push(Method { name: "prior".into(), key: "diffusion", volume: mu, seconds: stats.sample.total_s });
             }
             for me in methods {
-                let m = compare(shape, &me.volume, truth)?;
+                let m = compare(shape, &me.volume, &vol.truth)?;
                 eprintln!("{} volume {}: {} PSNR {:.2} dB, SSIM axial {:.3}", case.name(), i + 1, me.name, m.psnr, m.ssim_axial);
                 match per.iter_mut().find(|p| p.0 == me.key) {
                     Some(p) => p.2.push(m),
@@ -191,7 +235,7 @@ fn report(a: &EvalArgs, rows: &Rows) -> (String, serde_json::Value) {
         a.phantom,
         a.shape,
         a.phantom_seed,
-        a.phantom_seed + a.volumes as u64 - 1,
+        a.phantom_seed.saturating_add(a.volumes as u64 - 1),
         a.i0,
         a.cgls_iters
     );
@@ -218,7 +262,7 @@ fn report(a: &EvalArgs, rows: &Rows) -> (String, serde_json::Value) {
             );
             methods_json.insert(key.to_string(), serde_json::json!({ "name": name, "volumes": ms }));
         }
-        cases_json.push(serde_json::json!({ "beam": case.beam, "views": case.views, "arc_deg": case.arc_deg, "methods": methods_json }));
+        cases_json.push(serde_json::json!({ "beam": case.beam.name(), "views": case.views, "arc_deg": case.arc_deg, "methods": methods_json }));
     }
     let json = serde_json::json!({
         "phantom": a.phantom, "shape": a.shape, "phantom_seed": a.phantom_seed, "volumes": a.volumes, "i0": a.i0,

@@ -32,7 +32,7 @@ enum Cmd {
         #[command(subcommand)]
         what: bench::BenchCmd,
     },
-    /// Make a phantom volume: shepp-logan, shepp-logan-ks, ellipsoids or chest.
+    /// Make a phantom volume: shepp-logan, shepp-logan-ks, ellipsoids, chest or thorax (procedural anatomy in mm).
     Phantom(ct::PhantomArgs),
     /// Forward-project a volume with the Siddon projector (optionally with Poisson noise).
     Project(ct::ProjectArgs),

@@ -208,23 +208,17 @@ pub fn reconstruct_cmd(a: ReconstructArgs) -> Result<()> {
     };
     let (cfg, w, name) = load_model(a.weights.as_deref(), a.config.as_deref())?;
     eprintln!("prior: {name}");
-    let start = Start::parse(&a.prior.start).context("--start")?;
-    if start != Start::Noise {
+    let opts = a.prior.options()?;
+    if opts.start != Start::Noise {
         for w in fbp::warnings(&g)? {
             eprintln!("warning: FDK start: {w}");
         }
     }
     // FDK starts the sampler, and says whether the data are in the prior's range.
-    // (A start from noise needs no FDK: a geometry FDK cannot take only skips the range check.)
-    let fdk = match fbp::fbp(&g, &proj, fbp::Window::Hann) {
-        Ok(v) => Some(v),
-        Err(_) if start == Start::Noise => None,
-        Err(e) => return Err(e.into()),
-    };
-    if let Some(w) = fdk.as_deref().and_then(|f| tomodiff::diffusion::recon::range_warning(f, cfg.mu_max)) {
+    let (fdk, warning) = tomodiff::diffusion::recon::fdk_start(&g, &proj, &cfg, &opts)?;
+    if let Some(w) = warning {
         eprintln!("warning: {w}");
     }
-    let fdk = fdk.filter(|_| start != Start::Noise);
     let (mu, stats) = run_prior(&cfg, &w, &g, &proj, fdk.as_deref(), &a.prior)?;
     print_stats(&stats);
     // The volume, its preview and the metrics: all written, or none left behind.

@@ -15,7 +15,7 @@ pub struct TrainArgs {
     /// A preset (paper, small, tiny) or a JSON config.
     #[arg(long, default_value = "tiny")]
     config: String,
-    /// phantom:ellipsoids, phantom:chest, phantom:shepp-logan, or a folder of .npy/.nii(.gz) volumes.
+    /// phantom:ellipsoids, phantom:chest, phantom:shepp-logan, phantom:thorax, or a folder of .npy/.nii(.gz) volumes.
     #[arg(long)]
     data: String,
     /// Run folder: checkpoints, loss.csv, weights.safetensors (EMA).

@@ -132,9 +132,14 @@ pub fn forward_ref(g: &Geometry, vol: &[f32], proj: &mut [f32]) -> Result<()> {
     Ok(())
 }
 
+/// Volumes with fewer z-planes than this are back-projected by groups of views (`VIEW_GROUP`)
+/// rather than by slabs of planes.
+const THIN_PLANES: usize = 16;
+const VIEW_GROUP: usize = 4;
+
 /// CPU exact adjoint: vol = A^T proj, summed in f64. Thick volumes: threads own slabs of
-/// z-planes (each voxel written by one thread, no extra memory). Thin ones (fewer planes than
-/// twice the threads): threads own groups of views and private volumes, summed at the end.
+/// z-planes (each voxel written by one thread, no extra memory). Thin ones (fewer than
+/// `THIN_PLANES`): groups of views into private volumes, summed in group order.
 /// `Error::Shape` when a length disagrees with `g`.
 pub fn adjoint_ref(g: &Geometry, proj: &[f32], vol: &mut [f32]) -> Result<()> {
     check_lengths(g, vol.len(), proj.len())?;
@@ -155,7 +160,9 @@ pub fn adjoint_ref(g: &Geometry, proj: &[f32], vol: &mut [f32]) -> Result<()> {
             }
         }
     };
-    if nz >= 2 * threads {
+    // The branch and the grouping depend on the geometry alone, never on the thread count, so
+    // every voxel's sum runs in the same order on any machine (bit-identical results).
+    if nz >= THIN_PLANES {
         let per = nz.div_ceil(threads * 4);
         vol.par_chunks_mut(per * plane).enumerate().for_each(|(si, out)| {
             let (z0, z1) = (si * per, (si * per + per).min(nz));
@@ -165,18 +172,18 @@ pub fn adjoint_ref(g: &Geometry, proj: &[f32], vol: &mut [f32]) -> Result<()> {
         });
     } else {
         let nv = g.n_views();
-        let per = nv.div_ceil(threads);
-        let total = (0..threads)
+        let parts: Vec<Vec<f64>> = (0..nv.div_ceil(VIEW_GROUP))
             .into_par_iter()
-            .map(|t| {
+            .map(|k| {
                 let mut acc = vec![0.0f64; vol.len()];
-                scatter((t * per).min(nv)..((t + 1) * per).min(nv), 0, nz, &mut acc);
+                scatter(k * VIEW_GROUP..((k + 1) * VIEW_GROUP).min(nv), 0, nz, &mut acc);
                 acc
             })
-            .reduce(|| vec![0.0f64; vol.len()], |mut a, b| {
-                a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
-                a
-            });
+            .collect();
+        let mut total = vec![0.0f64; vol.len()];
+        for part in parts {
+            total.iter_mut().zip(part).for_each(|(x, y)| *x += y);
+        }
         vol.iter_mut().zip(total).for_each(|(o, a)| *o = a as f32);
     }
     Ok(())

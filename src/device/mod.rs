@@ -179,8 +179,13 @@ fn host_available() -> Option<usize> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
-    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max").ok().and_then(|s| s.trim().parse::<usize>().ok());
-    let used = std::fs::read_to_string("/sys/fs/cgroup/memory.current").ok().and_then(|s| s.trim().parse::<usize>().ok());
+    let read = |f: &str| std::fs::read_to_string(format!("/sys/fs/cgroup/{f}")).ok();
+    let cgroup = read("memory.max").and_then(|s| s.trim().parse::<usize>().ok());
+    // The cgroup's usage counts page cache the kernel can drop (inactive files), as MemAvailable does not.
+    let cache = read("memory.stat")
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("inactive_file ").and_then(|v| v.trim().parse::<usize>().ok())))
+        .unwrap_or(0);
+    let used = read("memory.current").and_then(|s| s.trim().parse::<usize>().ok()).map(|u| u.saturating_sub(cache));
     let limit = match (cgroup, used) {
         (Some(max), Some(used)) => max.saturating_sub(used),
         _ => usize::MAX,

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 /// Where training volumes come from.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum Data {
-    /// A built-in phantom (`ellipsoids`, `chest`, `shepp-logan`) of this shape, a new seed per draw.
+    /// A built-in phantom (`ellipsoids`, `chest`, `shepp-logan`, `thorax`) of this shape, a new seed per draw.
     #[allow(missing_docs)] // the phantom's name and its volume shape (z, y, x) in voxels
     Phantom { name: String, shape: [usize; 3] },
     /// Volumes of a folder (see `load_folder`), with the files they came from.

@@ -55,7 +55,7 @@ impl Prediction {
 
 /// The patch U-Net's configuration: guided-diffusion's `UNetModel` arguments plus the patch, the
 /// global-context resize and the intensity map. JSON with these field names (unknown fields are
-/// refused); presets `paper` and `tiny`; table in docs/NETWORK.md.
+/// refused); presets `paper`, `small` and `tiny`; table in docs/NETWORK.md.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UNetConfig {
