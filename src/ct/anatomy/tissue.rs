@@ -4,16 +4,16 @@
 /// its CT number (`hu`) is a typical unenhanced value at about 70 keV (120 kVp scans).
 ///
 /// Sources of the CT numbers (the value used lies inside the published range):
-/// - [B] T. M. Buzug, *Computed Tomography: From Photon Statistics to Modern Cone-Beam CT*,
+/// - \[B\] T. M. Buzug, *Computed Tomography: From Photon Statistics to Modern Cone-Beam CT*,
 ///   Springer 2008, table of the Hounsfield scale (p. 475): lung at inspiration -850 to -910,
 ///   fat -50 to -100, kidney +20 to +40, spleen +35 to +55, blood +45 to +65, liver +45 to +65,
 ///   white matter +20 to +30, grey matter +37 to +45, bone +700 to +3000.
-/// - [P] M. Prokop, M. Galanski, *Spiral and Multislice Computed Tomography of the Body*, Thieme
+/// - \[P\] M. Prokop, M. Galanski, *Spiral and Multislice Computed Tomography of the Body*, Thieme
 ///   2003, ch. 1: for soft tissue and fluids the CT number is about 1000 (density in g/cm3 - 1).
-/// - [I] ICRU Report 44 (1989) and 46 (1992), tissue densities: cartilage 1.10 g/cm3 (+100 by
-///   [P]'s rule), spongiosa 1.18 g/cm3, cortical bone 1.92 g/cm3 (about +1900 HU at 70 keV; the
+/// - \[I\] ICRU Report 44 (1989) and 46 (1992), tissue densities: cartilage 1.10 g/cm3 (+100 by
+///   \[P\]'s rule), spongiosa 1.18 g/cm3, cortical bone 1.92 g/cm3 (about +1900 HU at 70 keV; the
 ///   thin cortex of ribs and vertebrae reads +1000 to +1900).
-/// - [H] values found alike in general Hounsfield-scale tables: muscle +35 to +55, CSF 0 to +15,
+/// - \[H\] values found alike in general Hounsfield-scale tables: muscle +35 to +55, CSF 0 to +15,
 ///   unclotted blood +30 to +45, intervertebral disc +50 to +110, vertebral spongiosa +150 to
 ///   +350, soft tissue +20 to +60.
 /// - Patient table: a carbon-fibre epoxy shell (about 1.5 g/cm3) over a rigid foam core (about
@@ -26,50 +26,50 @@
 pub enum Tissue {
     /// Air around the patient: -1000 HU (the definition).
     Air = 0,
-    /// Lung parenchyma at inspiration: -850 HU [B].
+    /// Lung parenchyma at inspiration: -850 HU \[B\].
     Lung,
     /// Air inside the trachea and bronchi: -1000 HU.
     Airway,
-    /// Bronchial and tracheal wall (soft tissue with cartilage rings): +40 HU [H].
+    /// Bronchial and tracheal wall (soft tissue with cartilage rings): +40 HU \[H\].
     AirwayWall,
-    /// Subcutaneous, mediastinal, epicardial and visceral fat: -100 HU [B].
+    /// Subcutaneous, mediastinal, epicardial and visceral fat: -100 HU \[B\].
     Fat,
-    /// Skin: +40 HU (soft tissue [H]).
+    /// Skin: +40 HU (soft tissue \[H\]).
     Skin,
-    /// Skeletal muscle (chest wall, back, diaphragm): +45 HU [H].
+    /// Skeletal muscle (chest wall, back, diaphragm): +45 HU \[H\].
     Muscle,
-    /// Other soft tissue (oesophagus, bowel, connective tissue): +40 HU [H].
+    /// Other soft tissue (oesophagus, bowel, connective tissue): +40 HU \[H\].
     SoftTissue,
-    /// Blood in vessels, unenhanced: +40 HU [H] ([B] gives +45 to +65).
+    /// Blood in vessels, unenhanced: +40 HU \[H\] (\[B\] gives +45 to +65).
     Blood,
     /// Blood in the heart's chambers, unenhanced: +40 HU, as `Blood`; a label of its own so the heart's
     /// volume (chambers and wall) can be measured.
     HeartBlood,
-    /// Myocardium: +50 HU (muscle [H], a little above unenhanced blood).
+    /// Myocardium: +50 HU (muscle \[H\], a little above unenhanced blood).
     Myocardium,
-    /// Liver: +60 HU [B].
+    /// Liver: +60 HU \[B\].
     Liver,
-    /// Spleen: +45 HU [B].
+    /// Spleen: +45 HU \[B\].
     Spleen,
-    /// Kidney: +30 HU [B].
+    /// Kidney: +30 HU \[B\].
     Kidney,
-    /// Stomach wall: +40 HU [H].
+    /// Stomach wall: +40 HU \[H\].
     StomachWall,
-    /// Fluid in the stomach: +10 HU (water-like fluid, density about 1.01 g/cm3 by [P]'s rule).
+    /// Fluid in the stomach: +10 HU (water-like fluid, density about 1.01 g/cm3 by \[P\]'s rule).
     StomachFluid,
     /// Gas in the stomach: -1000 HU.
     StomachGas,
     /// Cortical bone (the shell of ribs, vertebrae, sternum, scapulae, clavicles): +1400 HU [I, B].
     CorticalBone,
-    /// Trabecular bone with marrow: +250 HU [H].
+    /// Trabecular bone with marrow: +250 HU \[H\].
     TrabecularBone,
-    /// Costal cartilage: +120 HU ([I] with [P]'s rule gives +100; it calcifies with age).
+    /// Costal cartilage: +120 HU (\[I\] with \[P\]'s rule gives +100; it calcifies with age).
     Cartilage,
-    /// Intervertebral disc: +80 HU [H].
+    /// Intervertebral disc: +80 HU \[H\].
     Disc,
-    /// Cerebrospinal fluid in the spinal canal: +5 HU [H].
+    /// Cerebrospinal fluid in the spinal canal: +5 HU \[H\].
     Csf,
-    /// Spinal cord: +35 HU (nervous tissue, between white and grey matter [B]).
+    /// Spinal cord: +35 HU (nervous tissue, between white and grey matter \[B\]).
     SpinalCord,
     /// Carbon-fibre shell of the patient table: +400 HU (estimate, see above).
     TableShell,
