@@ -99,13 +99,19 @@ impl ReconOptions {
 
     /// Network passes of the whole reconstruction (both runs when progressive).
     pub fn passes(&self) -> usize {
-        match self.progressive {
+        match self.stages() {
             None => self.sampler_options().passes(),
-            Some(p) => {
-                let coarse = SamplerOptions { steps: p.coarse_steps, t_start: T - 1, ..self.sampler.clone() };
-                coarse.passes() + SamplerOptions { t_start: p.t_switch, ..self.sampler.clone() }.passes()
-            }
+            Some((coarse, fine)) => coarse.passes() + fine.passes(),
         }
+    }
+
+    /// A progressive reconstruction's two runs: the half-resolution one from noise with the
+    /// coarse steps, and the full-resolution one from the switch timestep; None otherwise.
+    fn stages(&self) -> Option<(ReconOptions, ReconOptions)> {
+        let pg = self.progressive?;
+        let coarse = ReconOptions { sampler: SamplerOptions { steps: pg.coarse_steps, ..self.sampler.clone() }, start: Start::Noise, progressive: None, ..self.clone() };
+        let fine = ReconOptions { start: Start::Noised(pg.t_switch), progressive: None, ..self.clone() };
+        Some((coarse, fine))
     }
 
     /// The sampler's checks and a finite gamma >= 0; `Error::Argument` otherwise.
@@ -194,7 +200,7 @@ pub fn reconstruct_scan<R: crate::diffusion::Proceed>(
     let opts = ReconOptions { sampler: SamplerOptions { clip_x0: opts.sampler.clip_x0 && cfg.clip_x0, ..opts.sampler.clone() }, ..opts.clone() };
     let (mu, mut stats) = match opts.progressive {
         None => reconstruct(&net, &p, &y, cfg.intensity(), init, &opts, progress)?,
-        Some(pg) => progressive(&net, &p, &y, cfg.intensity(), pg, &opts, progress)?,
+        Some(_) => progressive(&net, &p, &y, cfg.intensity(), &opts, progress)?,
     };
     stats.memory_estimate = need;
     Ok((mu, stats))
@@ -207,7 +213,6 @@ fn progressive<R: crate::diffusion::Proceed>(
     p: &Projector,
     y: &Tensor,
     map: Intensity,
-    pg: Progressive,
     opts: &ReconOptions,
     mut progress: impl FnMut(usize, usize) -> R,
 ) -> Result<(Vec<f32>, ReconStats)> {
@@ -217,8 +222,7 @@ fn progressive<R: crate::diffusion::Proceed>(
     let voxel_size = std::array::from_fn(|a| fine.voxel_size[a] * fine.shape[a] as f64 / shape[a] as f64);
     let coarse = Geometry { volume: VolumeGrid { shape, voxel_size, origin: fine.origin }, ..g.clone() };
     let pc = Projector::new(coarse, p.device())?;
-    let first = ReconOptions { sampler: SamplerOptions { steps: pg.coarse_steps, ..opts.sampler.clone() }, start: Start::Noise, progressive: None, ..opts.clone() };
-    let second = ReconOptions { start: Start::Noised(pg.t_switch), progressive: None, ..opts.clone() };
+    let Some((first, second)) = opts.stages() else { return reconstruct(net, p, y, map, None, opts, progress) };
     let (n1, total) = (first.passes(), opts.passes());
     let (mu_c, s1) = reconstruct(net, &pc, y, map, None, &first, |k, _| progress(k, total))?;
     let up = crate::ops::resample::trilinear_ref(&mu_c, shape, fine.shape);
