@@ -82,11 +82,50 @@ fn preview_png_has_three_panes_per_volume() {
     let p = dir.path().join("p.png");
     let v: Vec<f32> = (0..5 * 6 * 7).map(|i| i as f32).collect();
     preview::write(&p, [5, 6, 7], &[&v, &v]).unwrap();
-    let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&p).unwrap()));
-    let reader = dec.read_info().unwrap();
-    let info = reader.info();
-    // Width: axial nx + coronal nx + sagittal ny + 2 gaps of 4; height: two rows of max(ny, nz) + 4.
-    assert_eq!((info.width, info.height), (7 + 7 + 6 + 8, 2 * (6 + 4)));
+    let (w, h, _) = read_png(&p);
+    // Each row: axial nx + coronal nx + sagittal ny + 2 gaps of 4, enlarged s times, then a 4-pixel
+    // gap: small volumes are enlarged to a legible size.
+    let s = preview::scale([5, 6, 7]);
+    assert_eq!(s, preview::MIN_PANE.div_ceil(7));
+    assert_eq!((w, h), (s * (7 + 7 + 6 + 8), 2 * (s * 6 + 4)));
+    assert_eq!(preview::scale([256, 256, 256]), 1);
+    assert!(preview::write(&p, [5, 6, 7], &[&v[1..]]).is_err(), "a length that disagrees with the shape");
+    assert!(preview::write(&p, [5, 6, 7], &[]).is_err());
+}
+
+/// (width, height, grey pixels) of an 8-bit grey PNG.
+fn read_png(p: &std::path::Path) -> (usize, usize, Vec<u8>) {
+    let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(p).unwrap()));
+    let mut reader = dec.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    buf.truncate(info.buffer_size());
+    (info.width as usize, info.height as usize, buf)
+}
+
+#[test]
+fn preview_is_radiological_for_ras_arrays() {
+    // One bright voxel anterior (+y), at the patient's right (+x) and superior (+z) of the middle
+    // slices: radiologically it shows up and left in the axial pane (seen from the feet), up
+    // and left in the coronal pane (seen from the front), up and left in the sagittal pane
+    // (anterior on the left).
+    let (nz, ny, nx) = (9, 10, 11);
+    let mut v = vec![0f32; nz * ny * nx];
+    let at = |k: usize, j: usize, i: usize| (k * ny + j) * nx + i;
+    v[at(nz / 2, ny - 2, nx - 2)] = 1.0; // axial pane
+    v[at(nz - 2, ny / 2, nx - 2)] = 1.0; // coronal pane
+    v[at(nz - 2, ny - 2, nx / 2)] = 1.0; // sagittal pane
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("r.png");
+    preview::write(&p, [nz, ny, nx], &[&v]).unwrap();
+    let (w, _, px) = read_png(&p);
+    let s = preview::scale([nz, ny, nx]);
+    let bright = |row: usize, col: usize| px[(row * s + s / 2) * w + col * s + s / 2] == 255;
+    assert!(bright(1, 1), "axial: anterior up, the patient's right on the left");
+    assert!(bright(1, nx + 4 + 1), "coronal: superior up, the patient's right on the left");
+    assert!(bright(1, 2 * nx + 8 + 1), "sagittal: superior up, anterior on the left");
+    let lit = px.iter().filter(|&&g| g == 255).count();
+    assert_eq!(lit, 3 * s * s, "three voxels, nothing else at full grey");
 }
 
 #[test]
