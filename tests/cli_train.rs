@@ -12,7 +12,7 @@ fn train_resume_and_run_the_weights() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let out_s = s(&out);
-    let mut args = vec!["train", "--out", &out_s, "--steps", "3", "--checkpoint-every", "2", "--device", "cpu"];
+    let mut args = vec!["train", "--out", &out_s, "--steps", "3", "--checkpoint-every", "2", "--device", "cpu", "--warmup", "1"];
     args.extend_from_slice(SMALL);
     let (code, o, e) = run(&args);
     assert_eq!(code, 0, "{e}");
@@ -22,12 +22,20 @@ fn train_resume_and_run_the_weights() {
     // A step logged after the last checkpoint (a run killed before its next one) is dropped on
     // resume and logged again: the log continues with each step once.
     std::fs::write(out.join("loss.csv"), format!("{csv}4,9.9,9.9,1e-4,9.9\n")).unwrap();
-    let (code, _, e) = run(&["train", "--out", &s(&out), "--steps", "5", "--resume", "--data", "phantom:ellipsoids"]);
+    // The run's own settings cannot change on resume; the learning rate can (from the next step).
+    let (code, _, e) = run(&["train", "--out", &s(&out), "--steps", "5", "--resume", "--data", "phantom:ellipsoids", "--batch", "4", "--seed", "3"]);
+    assert_eq!(code, 1, "{e}");
+    assert!(e.contains("--batch, --seed belong to the run being resumed"), "{e}");
+    let (code, _, e) = run(&["train", "--out", &s(&out), "--steps", "5", "--resume", "--data", "phantom:ellipsoids", "--lr", "3e-5"]);
     assert_eq!(code, 0, "{e}");
     let csv = std::fs::read_to_string(out.join("loss.csv")).unwrap();
     let steps: Vec<&str> = csv.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
     assert_eq!(steps, ["1", "2", "3", "4", "5"], "{csv}");
     assert!(!csv.contains("9.9"), "{csv}");
+    let lr: Vec<f64> = csv.lines().skip(1).map(|l| l.split(',').nth(3).unwrap().parse().unwrap()).collect();
+    assert!(lr[3] == 3e-5 && lr[4] == 3e-5 && lr[2] != 3e-5, "the new rate from step 4 on: {lr:?}");
+    let meta = std::fs::read_to_string(out.join("checkpoint.json")).unwrap();
+    assert!(meta.contains("3e-5") || meta.contains("0.00003"), "the checkpoint records the rate: {meta}");
     // The EMA weights load into the network.
     let input = dir.path().join("in.safetensors");
     let x = tomodiff::Tensor::zeros(&[1, 5, 16, 16, 16], tomodiff::DType::F32, &tomodiff::Device::Cpu).unwrap();
@@ -115,6 +123,7 @@ fn bad_training_input_is_one_line() {
         (vec!["train", "--out", &out, "--steps", "1", "--data", "phantom:chest", "--volume-shape", "8,8,8"], "smaller than the patch"),
         (vec!["train", "--out", &out, "--steps", "1", "--data", "phantom:chest", "--resume"], "checkpoint.json"),
         (vec!["train", "--out", &out, "--steps", "1", "--data", "phantom:chest", "--minutes", "0"], "--minutes must be positive"),
+        (vec!["train", "--out", &out, "--steps", "1", "--data", "phantom:chest", "--lr", "-1"], "--lr must be positive"),
         (vec!["train", "--out", &out, "--steps", "1", "--data", "phantom:chest", "--init", "/nonexistent/model"], "/nonexistent/model"),
         (vec!["train", "--out", &out, "--steps", "1", "--data", "phantom:chest", "--prediction", "x0"], "expected eps or v"),
     ] {

@@ -12,9 +12,9 @@ use tomodiff::nn::{Prediction, UNetConfig};
 
 #[derive(Args)]
 pub struct TrainArgs {
-    /// A preset (paper, small, tiny) or a JSON config.
-    #[arg(long, default_value = "tiny")]
-    config: String,
+    /// A preset (paper, small, tiny) or a JSON config [default: tiny].
+    #[arg(long)]
+    config: Option<String>,
     /// phantom:ellipsoids, phantom:chest, phantom:shepp-logan, phantom:thorax, or a folder of .npy/.nii(.gz) volumes.
     #[arg(long)]
     data: String,
@@ -36,14 +36,19 @@ pub struct TrainArgs {
     /// much sooner); default: the config's (eps for the presets).
     #[arg(long)]
     prediction: Option<String>,
-    #[arg(long, default_value_t = 8)]
-    batch: usize,
-    #[arg(long, default_value_t = 2e-4)]
-    lr: f32,
-    #[arg(long, default_value_t = 100)]
-    warmup: u64,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// Patches per step [default: 8].
+    #[arg(long)]
+    batch: Option<usize>,
+    /// AdamW's learning rate after the warmup [default: 2e-4]. With --resume, the run's rate from
+    /// the next step on (to lower it for the tail of a run); checkpoints record it.
+    #[arg(long)]
+    lr: Option<f32>,
+    /// Steps of linear learning-rate warmup [default: 100].
+    #[arg(long)]
+    warmup: Option<u64>,
+    /// Seed of the run's initialisation and data [default: 0].
+    #[arg(long)]
+    seed: Option<u64>,
     /// Steps between checkpoints.
     #[arg(long, default_value_t = 100)]
     checkpoint_every: u64,
@@ -72,6 +77,18 @@ pub fn run(a: TrainArgs) -> Result<()> {
             bail!("--minutes must be positive, got {m}");
         }
     }
+    if let Some(lr) = a.lr {
+        if !(lr.is_finite() && lr > 0.0) {
+            bail!("--lr must be positive, got {lr}");
+        }
+    }
+    if a.resume {
+        let fixed = [("--config", a.config.is_some()), ("--batch", a.batch.is_some()), ("--warmup", a.warmup.is_some()), ("--seed", a.seed.is_some())];
+        let given: Vec<&str> = fixed.iter().filter(|f| f.1).map(|f| f.0).collect();
+        if !given.is_empty() {
+            bail!("{} belong to the run being resumed (its checkpoint.json); with --resume only --lr, --steps, --minutes, --checkpoint-every and --device change (or start a new run with --init {})", given.join(", "), a.out.display());
+        }
+    }
     let units = Units::parse(&a.units)?;
     let voxel_size: Option<[f64; 3]> = match &a.voxel_size {
         None => None,
@@ -97,17 +114,22 @@ pub fn run(a: TrainArgs) -> Result<()> {
         }
     };
     let mut tr = if a.resume {
-        Trainer::resume(&a.out, volumes)?
+        let mut tr = Trainer::resume(&a.out, volumes)?;
+        if let Some(lr) = a.lr {
+            tr.opts.adam.lr = lr;
+        }
+        tr
     } else {
-        let adam = AdamConfig { lr: a.lr, warmup_steps: a.warmup, ..AdamConfig::default() };
-        let opts = TrainOptions { batch: a.batch, seed: a.seed, adam, data, units };
+        let d = AdamConfig::default();
+        let adam = AdamConfig { lr: a.lr.unwrap_or(d.lr), warmup_steps: a.warmup.unwrap_or(d.warmup_steps), ..d };
+        let opts = TrainOptions { batch: a.batch.unwrap_or(8), seed: a.seed.unwrap_or(0), adam, data, units };
         let (mut cfg, init) = match &a.init {
             Some(p) => {
                 let file = if p.is_dir() { p.join("weights.safetensors") } else { p.clone() };
                 let (cfg, w) = tomodiff::nn::model_files::load(&file, None)?;
                 (cfg, Some(w))
             }
-            None => (UNetConfig::load(&a.config)?, None),
+            None => (UNetConfig::load(a.config.as_deref().unwrap_or("tiny"))?, None),
         };
         if let Some(p) = &a.prediction {
             cfg.prediction = Prediction::parse(p)?;
