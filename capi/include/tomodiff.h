@@ -98,6 +98,24 @@ typedef struct TdReconOptions {
    Bytes the job may hold on the device; 0: 90% of a GPU's free memory, or of the host's available memory on the CPU.
    */
   size_t memory_budget;
+  /*
+   Damping of each CG solve towards the network's estimate, finite and >= 0 (0: early-stopped CG).
+   */
+  double gamma;
+  /*
+   0: start from pure noise (t = 999); T in 1..999: from the FDK volume noised to timestep T.
+   */
+  size_t start_t;
+  /*
+   Progressive sampling: 0 for off, else the DDIM steps of the half-resolution run from
+   noise, whose upsampled estimate noised to `progressive_t` starts the full run (replaces
+   `start_t`).
+   */
+  size_t progressive_steps;
+  /*
+   The timestep (1..999) the full-resolution run of progressive sampling starts from.
+   */
+  size_t progressive_t;
 } TdReconOptions;
 
 /*
@@ -199,7 +217,8 @@ enum TdStatus td_prior_load(const char *weights, const char *config, struct TdPr
 void td_prior_free(struct TdPrior *p);
 
 /*
- The default settings: 50 DDIM steps x 2 rounds, 5 CG iterations, eta 0.85, batch 16, seed 0.
+ The default settings: 50 DDIM steps x 2 rounds, 5 CG iterations, eta 0.85, batch 16, seed 0,
+ gamma 0, from pure noise, not progressive.
  */
 struct TdReconOptions td_recon_options_default(void);
 

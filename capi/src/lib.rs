@@ -15,7 +15,7 @@ use std::ops::ControlFlow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use tomodiff::ct::{fbp, iterative, siddon::Projector, Geometry};
-use tomodiff::diffusion::recon::{reconstruct_scan, ReconOptions};
+use tomodiff::diffusion::recon::{fdk_start, reconstruct_scan, Progressive, ReconOptions, Start};
 use tomodiff::nn::{model_files, UNetConfig, Weights};
 use tomodiff::{Device, Error};
 
@@ -311,13 +311,56 @@ pub struct TdReconOptions {
     pub seed: u64,
     /// Bytes the job may hold on the device; 0: 90% of a GPU's free memory, or of the host's available memory on the CPU.
     pub memory_budget: usize,
+    /// Damping of each CG solve towards the network's estimate, finite and >= 0 (0: early-stopped CG).
+    pub gamma: f64,
+    /// 0: start from pure noise (t = 999); T in 1..999: from the FDK volume noised to timestep T.
+    pub start_t: usize,
+    /// Progressive sampling: 0 for off, else the DDIM steps of the half-resolution run from
+    /// noise, whose upsampled estimate noised to `progressive_t` starts the full run (replaces
+    /// `start_t`).
+    pub progressive_steps: usize,
+    /// The timestep (1..999) the full-resolution run of progressive sampling starts from.
+    pub progressive_t: usize,
 }
 
-/// The default settings: 50 DDIM steps x 2 rounds, 5 CG iterations, eta 0.85, batch 16, seed 0.
+/// The default settings: 50 DDIM steps x 2 rounds, 5 CG iterations, eta 0.85, batch 16, seed 0,
+/// gamma 0, from pure noise, not progressive.
 #[no_mangle]
 pub extern "C" fn td_recon_options_default() -> TdReconOptions {
     let d = ReconOptions::default();
-    TdReconOptions { steps: d.sampler.steps, rounds: d.sampler.rounds, cg_iters: d.cg_iters, eta: d.sampler.eta, batch: d.sampler.batch, seed: d.sampler.seed, memory_budget: 0 }
+    TdReconOptions {
+        steps: d.sampler.steps,
+        rounds: d.sampler.rounds,
+        cg_iters: d.cg_iters,
+        eta: d.sampler.eta,
+        batch: d.sampler.batch,
+        seed: d.sampler.seed,
+        memory_budget: 0,
+        gamma: d.gamma,
+        start_t: 0,
+        progressive_steps: 0,
+        progressive_t: 0,
+    }
+}
+
+/// The library's options from the C struct; out-of-range values are `Error::Argument`.
+fn recon_options(o: &TdReconOptions) -> Result<ReconOptions, Error> {
+    let mut ro = ReconOptions::default();
+    (ro.sampler.steps, ro.sampler.rounds, ro.cg_iters, ro.sampler.eta, ro.sampler.batch, ro.sampler.seed, ro.gamma) = (o.steps, o.rounds, o.cg_iters, o.eta, o.batch, o.seed, o.gamma);
+    if o.start_t > 0 {
+        let t = tomodiff::diffusion::schedule::T;
+        if o.start_t >= t {
+            return Err(Error::Argument(format!("start_t {}: expected 0 (pure noise) or a timestep in 1..{}", o.start_t, t - 1)));
+        }
+        ro.start = Start::Noised(o.start_t);
+    }
+    if o.progressive_steps > 0 || o.progressive_t > 0 {
+        let p = Progressive { coarse_steps: o.progressive_steps, t_switch: o.progressive_t };
+        p.check()?;
+        ro.progressive = Some(p);
+    }
+    ro.validate()?;
+    Ok(ro)
 }
 
 /// Called after each network pass with (pass, passes, user); return 0 to go on, anything else to
@@ -347,15 +390,15 @@ pub unsafe extern "C" fn td_reconstruct(
         let y = slice(proj, proj_len, g.n_rays(), "proj")?;
         let out = slice_mut(volume, volume_len, g.volume.len(), "volume")?;
         let o = opts.as_ref().copied().unwrap_or_else(|| td_recon_options_default());
-        let mut ro = ReconOptions::default();
-        (ro.sampler.steps, ro.sampler.rounds, ro.cg_iters, ro.sampler.eta, ro.sampler.batch, ro.sampler.seed) = (o.steps, o.rounds, o.cg_iters, o.eta, o.batch, o.seed);
+        let ro = recon_options(&o).map_err(lib)?;
         let dev = device(device_name)?;
         let budget = (o.memory_budget > 0).then_some(o.memory_budget);
         let tick = |done: usize, total: usize| match progress {
             Some(f) if f(done, total, user) != 0 => ControlFlow::Break(()),
             _ => ControlFlow::Continue(()),
         };
-        let (mu, _) = reconstruct_scan(&prior.cfg, &prior.weights, g, y, None, &ro, &dev, budget, tick).map_err(lib)?;
+        let (fdk, _) = fdk_start(g, y, &prior.cfg, &ro).map_err(lib)?;
+        let (mu, _) = reconstruct_scan(&prior.cfg, &prior.weights, g, y, fdk.as_deref(), &ro, &dev, budget, tick).map_err(lib)?;
         out.copy_from_slice(&mu);
         Ok(())
     })

@@ -107,6 +107,12 @@ unsafe extern "C" fn stop_after_two(done: usize, _total: usize, user: *mut c_voi
     (done >= 2) as i32
 }
 
+/// Writes the pass count into `user` and cancels.
+unsafe extern "C" fn note_total(_done: usize, total: usize, user: *mut c_void) -> i32 {
+    *(user as *mut usize) = total;
+    1
+}
+
 #[test]
 fn reconstruct_is_cancelled_by_its_callback_and_checks_memory() {
     let json = CString::new(tomodiff::ct::geometry::cone_scan_json([16, 16, 16], 4, 360.0)).unwrap();
@@ -125,6 +131,51 @@ fn reconstruct_is_cancelled_by_its_callback_and_checks_memory() {
     let s = unsafe { td_reconstruct(prior, g, proj.as_ptr(), proj.len(), &o, cpu.as_ptr(), Some(stop_after_two), &mut seen as *mut usize as *mut c_void, vol.as_mut_ptr(), vol.len()) };
     assert_eq!((s, seen), (TdStatus::Cancelled, 2), "{}", last_error());
     assert!(vol.iter().all(|v| *v == -7.0), "a cancelled reconstruction wrote its output");
+    // The pass count, seen by the progress callback.
+    let mut passes = |o: &TdReconOptions| {
+        let mut total = 0usize;
+        let s = unsafe { td_reconstruct(prior, g, proj.as_ptr(), proj.len(), o, cpu.as_ptr(), Some(note_total), &mut total as *mut usize as *mut c_void, vol.as_mut_ptr(), vol.len()) };
+        assert_eq!(s, TdStatus::Cancelled, "{}", last_error());
+        total
+    };
+    let from_noise = passes(&o);
+    assert_eq!(from_noise, 10, "5 steps x 2 rounds");
+    let progressive = TdReconOptions { progressive_steps: 5, progressive_t: 400, rounds: 1, ..o };
+    let s = unsafe { td_reconstruct(prior, g, proj.as_ptr(), proj.len(), &progressive, cpu.as_ptr(), None, null_mut(), vol.as_mut_ptr(), vol.len()) };
+    assert_eq!(s, TdStatus::Shape, "a 16^3 volume has no half-resolution run for a 16^3 patch");
+    assert!(last_error().contains("half the volume, [8, 8, 8]"), "{}", last_error());
+    // The start from FDK noised to t = 300 and gamma reach the library: the same volume as its own call.
+    let late = TdReconOptions { start_t: 300, gamma: 0.5, steps: 2, rounds: 1, ..o };
+    assert_eq!(unsafe { td_reconstruct(prior, g, proj.as_ptr(), proj.len(), &late, cpu.as_ptr(), None, null_mut(), vol.as_mut_ptr(), vol.len()) }, TdStatus::Ok, "{}", last_error());
+    let ro = tomodiff::diffusion::recon::ReconOptions {
+        sampler: tomodiff::diffusion::sampler::SamplerOptions { steps: 2, rounds: 1, ..Default::default() },
+        gamma: 0.5,
+        start: tomodiff::diffusion::recon::Start::Noised(300),
+        ..Default::default()
+    };
+    let (cfg, w) = tomodiff::nn::model_files::shipped().unwrap();
+    let geo = tomodiff::ct::Geometry::from_json(&tomodiff::ct::geometry::cone_scan_json([16, 16, 16], 4, 360.0)).unwrap();
+    let (fdk, _) = tomodiff::diffusion::recon::fdk_start(&geo, &proj, &cfg, &ro).unwrap();
+    assert!(fdk.is_some(), "a noised start takes the FDK volume");
+    let (want, _) = tomodiff::diffusion::recon::reconstruct_scan(&cfg, &w, &geo, &proj, fdk.as_deref(), &ro, &tomodiff::Device::Cpu, None, |_, _| ()).unwrap();
+    assert!(vol == want, "the C call and the library's differ");
+    for (bad, needle) in [(TdReconOptions { start_t: 1000, ..o }, "start_t 1000"), (TdReconOptions { gamma: f64::NAN, ..o }, "gamma"), (TdReconOptions { progressive_steps: 5, ..o }, "t_switch 0")] {
+        let s = unsafe { td_reconstruct(prior, g, proj.as_ptr(), proj.len(), &bad, cpu.as_ptr(), None, null_mut(), vol.as_mut_ptr(), vol.len()) };
+        assert_eq!(s, TdStatus::Argument, "{needle}");
+        assert!(last_error().contains(needle), "{}", last_error());
+    }
+    // Progressive sampling on a 32^3 volume: the coarse run's 5 passes, then the fine run's.
+    let json32 = CString::new(tomodiff::ct::geometry::cone_scan_json([32, 32, 32], 4, 360.0)).unwrap();
+    let mut g32 = null_mut();
+    assert_eq!(unsafe { td_geometry_from_json(json32.as_ptr(), &mut g32) }, TdStatus::Ok, "{}", last_error());
+    unsafe { td_geometry_shapes(g32, null_mut(), ps.as_mut_ptr()) };
+    let proj32 = vec![0.1f32; ps.iter().product()];
+    let mut vol32 = vec![-7f32; 32 * 32 * 32];
+    let mut total = 0usize;
+    let s = unsafe { td_reconstruct(prior, g32, proj32.as_ptr(), proj32.len(), &progressive, cpu.as_ptr(), Some(note_total), &mut total as *mut usize as *mut c_void, vol32.as_mut_ptr(), vol32.len()) };
+    assert_eq!(s, TdStatus::Cancelled, "{}", last_error());
+    assert!(total > 5 && total < from_noise + 5, "5 coarse passes and a fine run from t = 400: {total}");
+    unsafe { td_geometry_free(g32) };
     o.memory_budget = 1000;
     let s = unsafe { td_reconstruct(prior, g, proj.as_ptr(), proj.len(), &o, cpu.as_ptr(), None, null_mut(), vol.as_mut_ptr(), vol.len()) };
     assert_eq!(s, TdStatus::Memory);
