@@ -12,7 +12,7 @@ use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::Mutex;
 use tomodiff::ct::{fbp, iterative, noise, phantom, siddon::Projector, Geometry};
-use tomodiff::diffusion::recon::{fdk_start, reconstruct_scan, ReconOptions, Start};
+use tomodiff::diffusion::recon::{fdk_start, reconstruct_scan, Progressive, ReconOptions, Start};
 use tomodiff::diffusion::sampler::{sample as sample_volume, SamplerOptions};
 use tomodiff::nn::{model_files, Arch, UNet, UNetConfig, Weights};
 use tomodiff::{Device, Error};
@@ -272,7 +272,8 @@ fn cancelled_or(e: Error, raised: Mutex<Option<PyErr>>) -> PyErr {
 }
 
 /// The prior's reconstruction of `proj` into `out` (1/mm); `options` hold steps, rounds, eta,
-/// batch, seed, cg_iters, gamma, start ("noise" or "fdk:T"), memory_budget (bytes). Returns the
+/// batch, seed, cg_iters, gamma, start ("noise" or "fdk:T"), progressive ("STEPS:T"),
+/// memory_budget (bytes). Returns the
 /// timing and memory figures, and the data-range warning when there is one. As the command line,
 /// FDK always runs to check the data's range against the prior's mu_max; a start from noise on a
 /// geometry FDK cannot take only skips that check.
@@ -293,6 +294,9 @@ fn reconstruct_into(py: Python<'_>, model: &Model, json: &str, proj: PyBuffer<f3
     }
     if let Some(v) = get("start") {
         ro.start = Start::parse(&v.extract::<String>()?).map_err(py_err)?;
+    }
+    if let Some(v) = get("progressive") {
+        ro.progressive = Some(Progressive::parse(&v.extract::<String>()?).map_err(py_err)?);
     }
     let budget: Option<usize> = get("memory_budget").map(|v| v.extract()).transpose()?;
     let raised = Mutex::new(None);

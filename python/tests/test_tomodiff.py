@@ -111,6 +111,21 @@ def small_scan():
     return g, td.Projector(g).forward(td.phantom("chest", g, seed=5))
 
 
+def test_progressive_equals_the_command_line(tmp_path):
+    g, proj = small_scan()
+    (tmp_path / "g.json").write_text(g.to_json())
+    np.save(tmp_path / "p.npy", proj)
+    cli("reconstruct", "-g", tmp_path / "g.json", "-i", tmp_path / "p.npy", "-o", tmp_path / "r.npy", "--steps", 2, "--rounds", 1, "--progressive", "2:300", "--device", "cpu")
+    seen = []
+    rec = td.reconstruct(proj, g, steps=2, rounds=1, progressive="2:300", device="cpu", progress=lambda k, n: seen.append(n))
+    assert np.array_equal(np.load(tmp_path / "r.npy"), rec)
+    assert seen[0] == 4, "2 coarse passes and 2 fine ones"
+    with pytest.raises(td.ArgumentError, match="STEPS:T"):
+        td.reconstruct(proj, g, progressive="2", device="cpu")
+    with pytest.raises(td.ShapeError, match="half the volume"):
+        td.reconstruct(proj[:, :, :], td.Geometry.cone((16, 32, 32), det_shape=(52, 64), n_views=4, source_origin=96, origin_detector=48, det_spacing=(1.5, 1.5)), progressive="2:300", device="cpu")
+
+
 def test_cancel_and_callback_errors():
     g, proj = small_scan()
     with pytest.raises(td.CancelledError):

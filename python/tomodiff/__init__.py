@@ -342,14 +342,14 @@ def _model(model: ModelLike) -> Model:
 
 
 @overload
-def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None, *, steps: int = ..., rounds: int = ..., cg_iters: int = ..., eta: float = ..., gamma: float = ..., start: str = ..., batch: int = ..., seed: int = ..., device: str = ..., memory_budget: Optional[int] = ..., progress: Progress = ..., return_info: Literal[False] = ...) -> np.ndarray: ...
+def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None, *, steps: int = ..., rounds: int = ..., cg_iters: int = ..., eta: float = ..., gamma: float = ..., start: str = ..., progressive: Optional[str] = ..., batch: int = ..., seed: int = ..., device: str = ..., memory_budget: Optional[int] = ..., progress: Progress = ..., return_info: Literal[False] = ...) -> np.ndarray: ...
 @overload
-def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None, *, steps: int = ..., rounds: int = ..., cg_iters: int = ..., eta: float = ..., gamma: float = ..., start: str = ..., batch: int = ..., seed: int = ..., device: str = ..., memory_budget: Optional[int] = ..., progress: Progress = ..., return_info: Literal[True]) -> Tuple[np.ndarray, dict[str, Any]]: ...
+def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None, *, steps: int = ..., rounds: int = ..., cg_iters: int = ..., eta: float = ..., gamma: float = ..., start: str = ..., progressive: Optional[str] = ..., batch: int = ..., seed: int = ..., device: str = ..., memory_budget: Optional[int] = ..., progress: Progress = ..., return_info: Literal[True]) -> Tuple[np.ndarray, dict[str, Any]]: ...
 @overload
-def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None, *, steps: int = ..., rounds: int = ..., cg_iters: int = ..., eta: float = ..., gamma: float = ..., start: str = ..., batch: int = ..., seed: int = ..., device: str = ..., memory_budget: Optional[int] = ..., progress: Progress = ..., return_info: bool) -> Union[np.ndarray, Tuple[np.ndarray, dict[str, Any]]]: ...
+def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None, *, steps: int = ..., rounds: int = ..., cg_iters: int = ..., eta: float = ..., gamma: float = ..., start: str = ..., progressive: Optional[str] = ..., batch: int = ..., seed: int = ..., device: str = ..., memory_budget: Optional[int] = ..., progress: Progress = ..., return_info: bool) -> Union[np.ndarray, Tuple[np.ndarray, dict[str, Any]]]: ...
 
 
-def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None, *, steps: int = 50, rounds: int = 2, cg_iters: int = 5, eta: float = 0.85, gamma: float = 0.0, start: str = "noise", batch: int = 16, seed: int = 0, device: str = "auto", memory_budget: Optional[int] = None, progress: Progress = None, return_info: bool = False) -> Union[np.ndarray, Tuple[np.ndarray, dict[str, Any]]]:
+def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None, *, steps: int = 50, rounds: int = 2, cg_iters: int = 5, eta: float = 0.85, gamma: float = 0.0, start: str = "noise", progressive: Optional[str] = None, batch: int = 16, seed: int = 0, device: str = "auto", memory_budget: Optional[int] = None, progress: Progress = None, return_info: bool = False) -> Union[np.ndarray, Tuple[np.ndarray, dict[str, Any]]]:
     """Reconstructs attenuation (nz, ny, nx) in 1/mm from line integrals with a diffusion prior
     (docs/RECONSTRUCTION.md): DDIM `steps` x `rounds` network passes, each followed by `cg_iters`
     CG iterations of data consistency. All arguments after `model` are keyword-only.
@@ -370,6 +370,10 @@ def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None
             (default 0: early-stopped CG).
         start: "noise" (default: pure noise at t = 999) or "fdk:T" with T in 1..999 (the FDK
             volume noised to timestep T, then sampled down from T: fewer passes, closer to FDK).
+        progressive: None (default) or "STEPS:T", e.g. "25:400": coarse to fine, first the whole
+            volume at half resolution (STEPS DDIM steps from noise), then the full one from its
+            upsampled estimate noised to T (replaces `start`; the volume must be at least twice
+            the network's patch along each axis, else ShapeError).
         batch: patches per network call, >= 1 (default 16): more is faster on a GPU and needs
             more memory (see memory_budget).
         seed: seeds the noise and the tiling offsets, 0 <= seed < 2**64 (default 0): the same
@@ -413,6 +417,8 @@ def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None
     }
     if memory_budget is not None:
         opts["memory_budget"] = _count(memory_budget, "memory_budget")
+    if progressive is not None:
+        opts["progressive"] = _text(progressive, "progressive")
     device, progress = _text(device, "device"), _callback(progress)
     m = _model(model)
     y = _f32(proj, geometry.proj_shape, "projections")
