@@ -218,6 +218,11 @@ fn bad_geometry_names_the_problem() {
         (base(r#"{"type": "cone_vec", "det_shape": [8, 8], "views": [{"ray": [1, 0, 0], "det": [0, 0, 0], "u": [0, 1, 0], "v": [0, 0, 1]}]}"#), "give `source`"),
         (r#"{"volume": {"shape": [8, 8, 8], "voxel_size": [1, 0, 1]}, "scan": {"type": "parallel", "n_views": 1, "det_shape": [8, 8]}}"#.to_string(), "volume.voxel_size[1]"),
         (base(r#"{"type": "parallel", "n_views": 4, "det_shape": [8, 8], "colour": 3}"#), "unknown field `colour`"),
+        // Fields the scan type does not read are named, not ignored.
+        (base(r#"{"type": "parallel", "n_views": 4, "det_shape": [8, 8], "source_origin": 500}"#), "scan.source_origin: does not apply to a parallel scan"),
+        (base(r#"{"type": "cone", "n_views": 4, "det_shape": [8, 8], "source_origin": 50, "origin_detector": 50, "views": []}"#), "scan.views: does not apply to a cone scan"),
+        (base(r#"{"type": "cone_vec", "det_shape": [8, 8], "det_spacing": [2, 2], "views": [{"source": [-50, 0, 0], "det": [50, 0, 0], "u": [0, 1, 0], "v": [0, 0, 1]}]}"#), "scan.det_spacing: does not apply to a cone_vec scan (it reads views)"),
+        (base(r#"{"type": "parallel_vec", "n_views": 1, "det_shape": [8, 8], "views": [{"ray": [1, 0, 0], "det": [0, 0, 0], "u": [0, 1, 0], "v": [0, 0, 1]}]}"#), "scan.n_views: does not apply"),
         (base(r#"{"type": "parallel", "n_views": 4, "det_shape": [8, 8], "start_deg": NaN}"#), "line 1"),
     ];
     for (json, needle) in cases {

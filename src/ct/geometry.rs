@@ -396,6 +396,7 @@ impl Geometry {
         const MAX_VALUES: usize = 1 << 34;
         let voxels = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).filter(|&n| n <= MAX_VALUES);
         voxels.ok_or_else(|| bad("volume.shape", format!("{shape:?} holds more than 2^34 voxels (64 GiB as float32)")))?;
+        unused_fields(&kind, s)?;
         let g = match kind {
             Kind::Parallel | Kind::Fan | Kind::Cone => circular(volume, kind, det_shape, s)?,
             Kind::ParallelVec | Kind::ConeVec => vectors(volume, kind, det_shape, s)?,
@@ -476,6 +477,32 @@ impl Geometry {
         let s = self.volume.step_xyz();
         let n = self.volume.n_xyz();
         (lo, std::array::from_fn(|a| lo[a] + n[a] as f64 * s[a]))
+    }
+}
+
+/// Refuses scan fields that the scan type does not read (a fan's distances on a parallel scan,
+/// circular angles on a vector geometry): a document that says more than it means is a mistake
+/// to name, not to ignore.
+fn unused_fields(kind: &Kind, s: &ScanSpec) -> Result<()> {
+    let given = [
+        ("det_spacing", s.det_spacing.is_some()),
+        ("det_offset", s.det_offset.is_some()),
+        ("n_views", s.n_views.is_some()),
+        ("arc_deg", s.arc_deg.is_some()),
+        ("start_deg", s.start_deg.is_some()),
+        ("angles_deg", s.angles_deg.is_some()),
+        ("source_origin", s.source_origin.is_some()),
+        ("origin_detector", s.origin_detector.is_some()),
+        ("views", s.views.is_some()),
+    ];
+    let read: &[&str] = match kind {
+        Kind::Parallel => &["det_spacing", "det_offset", "n_views", "arc_deg", "start_deg", "angles_deg"],
+        Kind::Fan | Kind::Cone => &["det_spacing", "det_offset", "n_views", "arc_deg", "start_deg", "angles_deg", "source_origin", "origin_detector"],
+        Kind::ParallelVec | Kind::ConeVec => &["views"],
+    };
+    match given.iter().find(|(name, set)| *set && !read.contains(name)) {
+        Some((name, _)) => Err(bad(&format!("scan.{name}"), format!("does not apply to a {} scan (it reads {})", s.kind, read.join(", ")))),
+        None => Ok(()),
     }
 }
 
