@@ -37,6 +37,22 @@ def test_range_warning_from_a_noise_start(small):
     assert info["warning"] is None
 
 
+def test_scan_warnings_from_fbp_and_an_fdk_start(small):
+    # Angles that look like radians: FBP and a start from FDK warn, as the command line does; a
+    # start from noise does not use FDK's reconstruction and stays quiet about the scan.
+    g = td.Geometry.cone((32, 32, 32), det_shape=(52, 64), angles_deg=[0, 0.5, 1, 1.5, 2, 2.5], source_origin=96, origin_detector=48, det_spacing=(1.5, 1.5))
+    assert any("radians" in w for w in g.warnings())
+    proj = td.Projector(g).forward(td.phantom("chest", g, seed=5))
+    with pytest.warns(UserWarning, match="FBP/FDK: the 6 angles lie within"):
+        td.fbp(proj, g)
+    with pytest.warns(UserWarning, match="FDK start: the 6 angles lie within"):
+        td.reconstruct(proj, g, steps=1, rounds=1, start="fdk:100", device="cpu")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        td.reconstruct(proj, g, steps=1, rounds=1, device="cpu")
+    assert not [w for w in caught if "angles lie within" in str(w.message)]
+
+
 def bad_calls(g, proj):
     return [
         ("steps must be a positive integer, got -1", lambda: td.reconstruct(proj, g, steps=-1)),

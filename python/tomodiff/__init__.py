@@ -274,9 +274,18 @@ class Projector:
 def fbp(proj, geometry: Geometry, window: str = "hann") -> np.ndarray:
     """FBP (parallel, fan) or FDK (cone) of a circular scan, with redundancy weights for short
     and offset scans. `window`: ram-lak, shepp-logan, cosine, hamming or hann."""
+    y, window = _f32(proj, geometry.proj_shape, "projections"), _text(window, "window")
+    _warn_scan(geometry, "FBP/FDK")
     out = np.empty(geometry.volume_shape, np.float32)
-    _td.fbp_into(geometry.to_json(), _f32(proj, geometry.proj_shape, "projections"), _text(window, "window"), out)
+    _td.fbp_into(geometry.to_json(), y, window, out)
     return out
+
+
+def _warn_scan(geometry: Geometry, what: str) -> None:
+    """What FBP/FDK cannot do exactly on this scan (``Geometry.warnings``), as UserWarnings
+    pointing at the caller's caller, before the work, as the command line prints them."""
+    for w in geometry.warnings():
+        warnings.warn(f"{what}: {w}", UserWarning, stacklevel=3)
 
 
 def _iterate(method, proj, geometry, iters, x0, lam, nonneg, device):
@@ -403,7 +412,8 @@ def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None
         UserWarning when the data's range (the 99.5th percentile of their FDK) is below 0.2 or
         above 2 times the prior's ``mu_max``, e.g. data in 1/cm or a geometry not in mm; the
         same text is ``info["warning"]``. FDK runs for this check whatever the start, as in
-        ``tomodiff reconstruct``.
+        ``tomodiff reconstruct``. With a start from FDK, also what FDK cannot do exactly on the
+        scan (``Geometry.warnings``).
     """
     opts: dict[str, Any] = {
         "steps": _count(steps, "steps"),
@@ -422,6 +432,8 @@ def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None
     device, progress = _text(device, "device"), _callback(progress)
     m = _model(model)
     y = _f32(proj, geometry.proj_shape, "projections")
+    if opts["start"] != "noise" and progressive is None:
+        _warn_scan(geometry, "FDK start")
     out = np.empty(geometry.volume_shape, np.float32)
     info = _td.reconstruct_into(m, geometry.to_json(), y, out, opts, device, progress)
     if info.get("warning"):
