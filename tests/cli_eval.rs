@@ -30,6 +30,11 @@ fn eval_reports_every_scan_and_method() {
     let (p, c) = (psnr(0, "diffusion"), psnr(0, "cgls"));
     assert!(p.iter().zip(&c).all(|(p, c)| p > c), "prior {p:?} vs CGLS {c:?} at 8 views");
     assert_eq!(cases[1]["arc_deg"], 120.0);
+    // Each method's wall time per volume: the prior's network passes take longer than FBP.
+    let secs = |method: &str| -> Vec<f64> { cases[0]["methods"][method]["seconds"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect() };
+    let (sp, sf) = (secs("diffusion"), secs("fdk"));
+    assert!(sp.len() == 2 && sf.len() == 2 && sp.iter().zip(&sf).all(|(p, f)| p > f && *f >= 0.0), "prior {sp:?} vs FBP {sf:?}");
+    assert!(table.lines().nth(2).unwrap().ends_with("| seconds |"), "{table}");
     // The two volumes are different seeds: their figures differ.
     assert_ne!(c[0], c[1]);
 }

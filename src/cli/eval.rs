@@ -194,7 +194,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let mut rows = Vec::new();
     for case in &cases {
         let g = case.geometry(&grid)?;
-        let mut per: Vec<(&'static str, String, Vec<Metrics>)> = Vec::new();
+        let mut per: Vec<PerMethod> = Vec::new();
         for (i, vol) in vols.iter().enumerate() {
             let proj = vol.scan(&g, a.i0)?;
             let [fbp, cgls] = baselines(&g, &proj, a.cgls_iters, &dev)?;
@@ -205,10 +205,13 @@ pub fn run(a: EvalArgs) -> Result<()> {
             }
             for me in methods {
                 let m = compare(shape, &me.volume, &vol.truth)?;
-                eprintln!("{} volume {}: {} PSNR {:.2} dB, SSIM axial {:.3}", case.name(), i + 1, me.name, m.psnr, m.ssim_axial);
-                match per.iter_mut().find(|p| p.0 == me.key) {
-                    Some(p) => p.2.push(m),
-                    None => per.push((me.key, me.name, vec![m])),
+                eprintln!("{} volume {}: {} PSNR {:.2} dB, SSIM axial {:.3}, {:.1} s", case.name(), i + 1, me.name, m.psnr, m.ssim_axial, me.seconds);
+                match per.iter_mut().find(|p| p.key == me.key) {
+                    Some(p) => {
+                        p.metrics.push(m);
+                        p.seconds.push(me.seconds);
+                    }
+                    None => per.push(PerMethod { key: me.key, name: me.name, metrics: vec![m], seconds: vec![me.seconds] }),
                 }
             }
         }
@@ -225,9 +228,19 @@ pub fn run(a: EvalArgs) -> Result<()> {
     Ok(())
 }
 
-type Rows<'a> = [(&'a Case, Vec<(&'static str, String, Vec<Metrics>)>)];
+/// One method's figures on a case, one entry per volume.
+struct PerMethod {
+    key: &'static str,
+    name: String,
+    metrics: Vec<Metrics>,
+    /// Wall time of the method on each volume.
+    seconds: Vec<f64>,
+}
 
-/// The Markdown table (mean +- sd over the volumes) and the JSON with every volume's metrics.
+type Rows<'a> = [(&'a Case, Vec<PerMethod>)];
+
+/// The Markdown table (mean +- sd over the volumes, mean wall time per volume) and the JSON with
+/// every volume's metrics and seconds.
 fn report(a: &EvalArgs, rows: &Rows) -> (String, serde_json::Value) {
     let mut t = format!(
         "{} held-out {} volumes {:?} (seeds {}..{}), I0 = {:.0e}, CGLS {} iterations; PSNR in dB, mean +- sd.\n\n",
@@ -239,18 +252,18 @@ fn report(a: &EvalArgs, rows: &Rows) -> (String, serde_json::Value) {
         a.i0,
         a.cgls_iters
     );
-    t += "| scan | method | PSNR | PSNR axial | PSNR coronal | PSNR sagittal | SSIM axial | SSIM coronal | SSIM sagittal |\n";
-    t += "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
+    t += "| scan | method | PSNR | PSNR axial | PSNR coronal | PSNR sagittal | SSIM axial | SSIM coronal | SSIM sagittal | seconds |\n";
+    t += "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
     let mut cases_json = Vec::new();
     for (case, per) in rows {
         let mut methods_json = serde_json::Map::new();
-        for (key, name, ms) in per {
+        for PerMethod { key, name, metrics: ms, seconds } in per {
             let col = |f: fn(&Metrics) -> f64, digits: usize| {
                 let (m, s) = mean_sd(&ms.iter().map(f).collect::<Vec<_>>());
                 format!("{m:.digits$} +- {s:.digits$}")
             };
             t += &format!(
-                "| {} | {name} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {name} | {} | {} | {} | {} | {} | {} | {} | {:.1} |\n",
                 case.name(),
                 col(|m| m.psnr, 2),
                 col(|m| m.psnr_axial, 2),
@@ -258,9 +271,10 @@ fn report(a: &EvalArgs, rows: &Rows) -> (String, serde_json::Value) {
                 col(|m| m.psnr_sagittal, 2),
                 col(|m| m.ssim_axial, 3),
                 col(|m| m.ssim_coronal, 3),
-                col(|m| m.ssim_sagittal, 3)
+                col(|m| m.ssim_sagittal, 3),
+                mean_sd(seconds).0
             );
-            methods_json.insert(key.to_string(), serde_json::json!({ "name": name, "volumes": ms }));
+            methods_json.insert(key.to_string(), serde_json::json!({ "name": name, "volumes": ms, "seconds": seconds }));
         }
         cases_json.push(serde_json::json!({ "beam": case.beam.name(), "views": case.views, "arc_deg": case.arc_deg, "methods": methods_json }));
     }
