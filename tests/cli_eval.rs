@@ -10,8 +10,16 @@ fn eval_reports_every_scan_and_method() {
     let dir = tempfile::tempdir().unwrap();
     let md = dir.path().join("eval.md");
     let args = ["eval", "--volumes", "2", "--views", "8", "--limited-deg", "120", "--beams", "parallel", "--steps", "3", "--rounds", "1"];
-    let (code, o, e) = run(&[&args[..], &["--device", "cpu", "--output", &s(&md)]].concat());
+    let pics = dir.path().join("previews");
+    let (code, o, e) = run(&[&args[..], &["--device", "cpu", "--output", &s(&md), "--previews", &s(&pics)]].concat());
     assert_eq!(code, 0, "{e}");
+    // One picture per scan: the truth and the three methods as rows, each row as high as the
+    // enlarged 64-voxel slices plus its gap.
+    for name in ["parallel-8views-180deg.png", "parallel-16views-120deg.png"] {
+        let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(pics.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))));
+        let h = dec.read_info().unwrap().info().height as usize;
+        assert_eq!(h, 4 * (tomodiff::io::preview::scale([64, 64, 64]) * 64 + 4), "{name}");
+    }
     let table = std::fs::read_to_string(&md).unwrap();
     assert!(o.contains(&table), "the table is printed as written");
     let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("| parallel")).collect();

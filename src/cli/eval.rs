@@ -3,7 +3,7 @@
 //! 120 degrees), parallel and cone beam; FBP/FDK, CGLS and the prior judged by PSNR and SSIM per
 //! plane; one Markdown table and a JSON file with every volume's figures (docs/RECONSTRUCTION.md).
 use super::recon::{baselines, load_model, run_prior, Method, PriorArgs};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::PathBuf;
 use tomodiff::ct::{noise, phantom, siddon, Geometry, GeometrySpec, VolumeGrid};
@@ -54,6 +54,10 @@ pub struct EvalArgs {
     /// The report: a Markdown table; the JSON with every volume's figures goes beside it.
     #[arg(long, default_value = "eval.md")]
     output: PathBuf,
+    /// A folder (made if missing) for one PNG per scan: the first volume's truth, then each
+    /// method's reconstruction, as rows of middle slices (docs/CT.md, previews).
+    #[arg(long)]
+    previews: Option<PathBuf>,
     #[command(flatten)]
     prior: PriorArgs,
 }
@@ -99,6 +103,11 @@ struct Case {
 impl Case {
     fn name(&self) -> String {
         format!("{} {} views / {} deg", self.beam.name(), self.views, self.arc_deg)
+    }
+
+    /// The case as a file name, e.g. `cone-8views-360deg`.
+    fn file_stem(&self) -> String {
+        format!("{}-{}views-{}deg", self.beam.name(), self.views, self.arc_deg)
     }
 
     /// The scan of `grid`: the detector covers the volume at the grid's voxel size; the cone
@@ -186,12 +195,16 @@ pub fn run(a: EvalArgs) -> Result<()> {
     }
     let Some(last_seed) = a.phantom_seed.checked_add(a.volumes as u64 - 1) else { bail!("--phantom-seed {}: the volumes' seeds overflow", a.phantom_seed) };
     let cases = cases(&a)?;
+    if let Some(d) = &a.previews {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
     let model = if a.no_prior { None } else { Some(load_model(a.weights.as_deref(), a.config.as_deref())?) };
     let dev = crate::cli::device(a.prior.device_name())?;
     // As training draws them: the chest spans its grid, the thorax is in mm with its body in view.
     let grid = VolumeGrid { shape, voxel_size: phantom::default_voxel_mm(&a.phantom, shape), origin: [0.0; 3] };
     let vols: Vec<Volume> = (a.phantom_seed..=last_seed).map(|seed| Volume::new(&a.phantom, &grid, seed)).collect::<Result<_, _>>()?;
     let mut rows = Vec::new();
+    let mut pictures: Vec<(PathBuf, Vec<Vec<f32>>)> = Vec::new();
     for case in &cases {
         let g = case.geometry(&grid)?;
         let mut per: Vec<PerMethod> = Vec::new();
@@ -202,6 +215,10 @@ pub fn run(a: EvalArgs) -> Result<()> {
             if let Some((cfg, w, _)) = &model {
                 let (mu, stats) = run_prior(cfg, w, &g, &proj, Some(&methods[0].volume), &a.prior)?;
                 methods.push(Method { name: "prior".into(), key: "diffusion", volume: mu, seconds: stats.sample.total_s });
+            }
+            if let (Some(d), 0) = (&a.previews, i) {
+                let vols = std::iter::once(vol.truth.clone()).chain(methods.iter().map(|m| m.volume.clone())).collect();
+                pictures.push((d.join(case.file_stem() + ".png"), vols));
             }
             for me in methods {
                 let m = compare(shape, &me.volume, &vol.truth)?;
@@ -223,6 +240,10 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let json = serde_json::to_string_pretty(&json)?;
     outs.write(&a.output, |p| tomodiff::io::write_atomic(p, table.as_bytes()))?;
     outs.write(&json_path, |p| tomodiff::io::write_atomic(p, json.as_bytes()))?;
+    for (path, vols) in &pictures {
+        let vols: Vec<&[f32]> = vols.iter().map(|v| v.as_slice()).collect();
+        outs.write(path, |p| tomodiff::io::preview::write(p, shape, &vols))?;
+    }
     outs.commit();
     println!("report written to {} and {}", a.output.display(), json_path.display());
     Ok(())
