@@ -36,7 +36,7 @@ def svg(points, path):
             f'<rect width="{w}" height="{h}" fill="white"/>{ticks}'
             f'<polyline fill="none" stroke="#1f5fa8" stroke-width="2" points="{line}"/>'
             f'<text x="{w / 2}" y="{h - 10}" text-anchor="middle" font-size="12">step (0 to {x1})</text>'
-            f'<text x="14" y="{h / 2}" font-size="12" transform="rotate(-90 14 {h / 2})" text-anchor="middle">mean MSE on eps</text>'
+            f'<text x="14" y="{h / 2}" font-size="12" transform="rotate(-90 14 {h / 2})" text-anchor="middle">mean training loss (MSE of the prediction)</text>'
             "</svg>\n"
         )
 
