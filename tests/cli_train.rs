@@ -26,6 +26,10 @@ fn train_resume_and_run_the_weights() {
     let (code, _, e) = run(&["train", "--out", &s(&out), "--steps", "5", "--resume", "--data", "phantom:ellipsoids", "--batch", "4", "--seed", "3"]);
     assert_eq!(code, 1, "{e}");
     assert!(e.contains("--batch, --seed belong to the run being resumed"), "{e}");
+    // Other data than the run's is refused, not trained on (or panicked on) silently.
+    let (code, _, e) = run(&["train", "--out", &s(&out), "--steps", "5", "--resume", "--data", "phantom:chest"]);
+    assert_eq!(code, 1, "{e}");
+    assert!(e.contains("--data phantom:chest (with --volume-shape or --units) is not the data of the run being resumed"), "{e}");
     let (code, _, e) = run(&["train", "--out", &s(&out), "--steps", "5", "--resume", "--data", "phantom:ellipsoids", "--lr", "3e-5"]);
     assert_eq!(code, 0, "{e}");
     let csv = std::fs::read_to_string(out.join("loss.csv")).unwrap();

@@ -89,8 +89,8 @@ fn preview_png_has_three_panes_per_volume() {
     assert_eq!(s, preview::MIN_PANE.div_ceil(7));
     assert_eq!((w, h), (s * (7 + 7 + 6 + 8), 2 * (s * 6 + 4)));
     assert_eq!(preview::scale([256, 256, 256]), 1);
-    assert!(preview::write(&p, [5, 6, 7], &[&v[1..]]).is_err(), "a length that disagrees with the shape");
-    assert!(preview::write(&p, [5, 6, 7], &[]).is_err());
+    assert!(matches!(preview::write(&p, [5, 6, 7], &[&v[1..]]), Err(tomodiff::Error::Shape(_))), "a length that disagrees with the shape");
+    assert!(matches!(preview::write(&p, [5, 6, 7], &[]), Err(tomodiff::Error::Shape(_))));
 }
 
 /// (width, height, grey pixels) of an 8-bit grey PNG.
@@ -112,18 +112,20 @@ fn preview_is_radiological_for_ras_arrays() {
     let (nz, ny, nx) = (9, 10, 11);
     let mut v = vec![0f32; nz * ny * nx];
     let at = |k: usize, j: usize, i: usize| (k * ny + j) * nx + i;
-    v[at(nz / 2, ny - 2, nx - 2)] = 1.0; // axial pane
-    v[at(nz - 2, ny / 2, nx - 2)] = 1.0; // coronal pane
-    v[at(nz - 2, ny - 2, nx / 2)] = 1.0; // sagittal pane
+    // Each marker sits at a different distance from its pane's two edges, so a pane drawn
+    // transposed misses it.
+    v[at(nz / 2, ny - 2, nx - 4)] = 1.0; // axial pane: row 1, column 3
+    v[at(nz - 2, ny / 2, nx - 4)] = 1.0; // coronal pane: row 1, column 3
+    v[at(nz - 4, ny - 2, nx / 2)] = 1.0; // sagittal pane: row 3, column 1
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("r.png");
     preview::write(&p, [nz, ny, nx], &[&v]).unwrap();
     let (w, _, px) = read_png(&p);
     let s = preview::scale([nz, ny, nx]);
     let bright = |row: usize, col: usize| px[(row * s + s / 2) * w + col * s + s / 2] == 255;
-    assert!(bright(1, 1), "axial: anterior up, the patient's right on the left");
-    assert!(bright(1, nx + 4 + 1), "coronal: superior up, the patient's right on the left");
-    assert!(bright(1, 2 * nx + 8 + 1), "sagittal: superior up, anterior on the left");
+    assert!(bright(1, 3), "axial: anterior up, the patient's right on the left");
+    assert!(bright(1, nx + 4 + 3), "coronal: superior up, the patient's right on the left");
+    assert!(bright(3, 2 * nx + 8 + 1), "sagittal: superior up, anterior on the left");
     let lit = px.iter().filter(|&&g| g == 255).count();
     assert_eq!(lit, 3 * s * s, "three voxels, nothing else at full grey");
 }

@@ -108,8 +108,8 @@ typedef struct TdReconOptions {
   size_t start_t;
   /*
    Progressive sampling: 0 for off, else the DDIM steps of the half-resolution run from
-   noise, whose upsampled estimate noised to `progressive_t` starts the full run (replaces
-   `start_t`).
+   noise, whose upsampled estimate noised to `progressive_t` starts the full run (with
+   `start_t` 0: the two starts cannot be combined).
    */
   size_t progressive_steps;
   /*

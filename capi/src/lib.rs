@@ -316,8 +316,8 @@ pub struct TdReconOptions {
     /// 0: start from pure noise (t = 999); T in 1..999: from the FDK volume noised to timestep T.
     pub start_t: usize,
     /// Progressive sampling: 0 for off, else the DDIM steps of the half-resolution run from
-    /// noise, whose upsampled estimate noised to `progressive_t` starts the full run (replaces
-    /// `start_t`).
+    /// noise, whose upsampled estimate noised to `progressive_t` starts the full run (with
+    /// `start_t` 0: the two starts cannot be combined).
     pub progressive_steps: usize,
     /// The timestep (1..999) the full-resolution run of progressive sampling starts from.
     pub progressive_t: usize,
@@ -355,9 +355,19 @@ fn recon_options(o: &TdReconOptions) -> Result<ReconOptions, Error> {
         ro.start = Start::Noised(o.start_t);
     }
     if o.progressive_steps > 0 || o.progressive_t > 0 {
-        let p = Progressive { coarse_steps: o.progressive_steps, t_switch: o.progressive_t };
-        p.check()?;
-        ro.progressive = Some(p);
+        let t = tomodiff::diffusion::schedule::T;
+        if o.progressive_steps == 0 || !(1..t).contains(&o.progressive_t) {
+            return Err(Error::Argument(format!(
+                "progressive_steps {} and progressive_t {}: progressive sampling takes progressive_steps > 0 and progressive_t in 1..{} (both 0: off)",
+                o.progressive_steps,
+                o.progressive_t,
+                t - 1
+            )));
+        }
+        if o.start_t > 0 {
+            return Err(Error::Argument(format!("start_t {} and progressive sampling: the full-resolution run starts from the coarse run; set start_t to 0", o.start_t)));
+        }
+        ro.progressive = Some(Progressive { coarse_steps: o.progressive_steps, t_switch: o.progressive_t });
     }
     ro.validate()?;
     Ok(ro)
@@ -397,7 +407,11 @@ pub unsafe extern "C" fn td_reconstruct(
             Some(f) if f(done, total, user) != 0 => ControlFlow::Break(()),
             _ => ControlFlow::Continue(()),
         };
-        let (fdk, _) = fdk_start(g, y, &prior.cfg, &ro).map_err(lib)?;
+        // FDK only where it starts the sampler: the C ABI has no channel for its range warning.
+        let fdk = match ro.start {
+            Start::Noised(_) if ro.progressive.is_none() => fdk_start(g, y, &prior.cfg, &ro).map_err(lib)?.0,
+            _ => None,
+        };
         let (mu, _) = reconstruct_scan(&prior.cfg, &prior.weights, g, y, fdk.as_deref(), &ro, &dev, budget, tick).map_err(lib)?;
         out.copy_from_slice(&mu);
         Ok(())

@@ -381,8 +381,9 @@ def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None
             volume noised to timestep T, then sampled down from T: fewer passes, closer to FDK).
         progressive: None (default) or "STEPS:T", e.g. "25:400": coarse to fine, first the whole
             volume at half resolution (STEPS DDIM steps from noise), then the full one from its
-            upsampled estimate noised to T (replaces `start`; the volume must be at least twice
-            the network's patch along each axis, else ShapeError).
+            upsampled estimate noised to T (with `start` "noise": the two starts cannot be combined;
+            the half volume, ceil(n / 2) per axis, must hold the network's patch, else
+            ShapeError).
         batch: patches per network call, >= 1 (default 16): more is faster on a GPU and needs
             more memory (see memory_budget).
         seed: seeds the noise and the tiling offsets, 0 <= seed < 2**64 (default 0): the same

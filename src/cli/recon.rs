@@ -28,7 +28,7 @@ pub struct PriorArgs {
     #[arg(long, default_value = "noise")]
     start: String,
     /// Coarse to fine, STEPS:T: first the whole volume at half resolution (STEPS DDIM steps from
-    /// noise), then the full one from its upsampled estimate noised to T (replaces --start).
+    /// noise), then the full one from its upsampled estimate noised to T (not with --start fdk:T).
     #[arg(long)]
     progressive: Option<String>,
     /// Device memory the reconstruction may use, in GiB (default: 90% of free GPU memory).

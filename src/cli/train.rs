@@ -33,7 +33,7 @@ pub struct TrainArgs {
     #[arg(long, conflicts_with = "config")]
     init: Option<PathBuf>,
     /// What the network learns to predict: eps (the paper) or v (learns the layout at high noise
-    /// much sooner); default: the config's (eps for the presets).
+    /// much sooner); default: the config's (eps for the paper and tiny presets, v for small).
     #[arg(long)]
     prediction: Option<String>,
     /// Patches per step [default: 8].
@@ -52,9 +52,9 @@ pub struct TrainArgs {
     /// Steps between checkpoints.
     #[arg(long, default_value_t = 100)]
     checkpoint_every: u64,
-    /// Shape nz,ny,nx of phantom volumes.
-    #[arg(long, value_delimiter = ',', default_value = "32,32,32")]
-    volume_shape: Vec<usize>,
+    /// Shape nz,ny,nx of phantom volumes [default: 32,32,32; with --resume, the run's].
+    #[arg(long, value_delimiter = ',')]
+    volume_shape: Option<Vec<usize>>,
     /// What the values of a folder's .npy/NIfTI volumes are: hu (Hounsfield units) or mu
     /// (1/mm). DICOM series are always read through their rescale to HU.
     #[arg(long, default_value = "hu")]
@@ -86,7 +86,8 @@ pub fn run(a: TrainArgs) -> Result<()> {
         let fixed = [("--config", a.config.is_some()), ("--batch", a.batch.is_some()), ("--warmup", a.warmup.is_some()), ("--seed", a.seed.is_some())];
         let given: Vec<&str> = fixed.iter().filter(|f| f.1).map(|f| f.0).collect();
         if !given.is_empty() {
-            bail!("{} belong to the run being resumed (its checkpoint.json); with --resume only --lr, --steps, --minutes, --checkpoint-every and --device change (or start a new run with --init {})", given.join(", "), a.out.display());
+            let verb = if given.len() == 1 { "belongs" } else { "belong" };
+            bail!("{} {verb} to the run being resumed (its checkpoint.json); with --resume only --lr, --steps, --minutes, --checkpoint-every and --device change (or start a new run with --init {} --out NEW_DIR)", given.join(", "), a.out.display());
         }
     }
     let units = Units::parse(&a.units)?;
@@ -101,7 +102,10 @@ pub fn run(a: TrainArgs) -> Result<()> {
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let (data, volumes) = match a.data.strip_prefix("phantom:") {
         Some(name) => {
-            let shape: [usize; 3] = a.volume_shape.as_slice().try_into().map_err(|_| anyhow::anyhow!("--volume-shape takes nz,ny,nx"))?;
+            let shape: [usize; 3] = match &a.volume_shape {
+                Some(v) => v.as_slice().try_into().map_err(|_| anyhow::anyhow!("--volume-shape takes nz,ny,nx"))?,
+                None => [32; 3],
+            };
             if !tomodiff::ct::phantom::NAMES.contains(&name) {
                 bail!("unknown phantom {name:?}: expected one of {:?}", tomodiff::ct::phantom::NAMES);
             }
@@ -115,6 +119,18 @@ pub fn run(a: TrainArgs) -> Result<()> {
     };
     let mut tr = if a.resume {
         let mut tr = Trainer::resume(&a.out, volumes)?;
+        let same = match (&data, &tr.opts.data) {
+            (Data::Phantom { name, shape }, Data::Phantom { name: run_name, shape: run_shape }) => name == run_name && (a.volume_shape.is_none() || shape == run_shape),
+            (d, run_data) => d == run_data && units == tr.opts.units,
+        };
+        if !same {
+            bail!(
+                "--data {} (with --volume-shape or --units) is not the data of the run being resumed, {:?} (its checkpoint.json): resume with those, or start a new run with --init {} --out NEW_DIR",
+                a.data,
+                tr.opts.data,
+                a.out.display()
+            );
+        }
         if let Some(lr) = a.lr {
             tr.opts.adam.lr = lr;
         }

@@ -56,8 +56,9 @@ pub struct ReconOptions {
 /// Progressive volumetric sampling, as this engine reads the paper's (docs/RECONSTRUCTION.md):
 /// the volume on a grid of half the voxels per axis (twice the voxel size, the same box, the same
 /// projections) is sampled from pure noise with `coarse_steps` DDIM steps; its estimate,
-/// upsampled trilinearly, is noised to `t_switch` and starts the full-resolution run, whose
-/// `start` it replaces. A coarse pass holds fewer patches: 27 against 125 at 64^3 with 16^3.
+/// upsampled trilinearly, is noised to `t_switch` and starts the full-resolution run (whose
+/// `start` must stay `Noise`: `validate` refuses both). A coarse pass holds fewer patches: 27
+/// against 125 at 64^3 with 16^3.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Progressive {
     /// DDIM steps of the half-resolution run.

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Where training volumes come from.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Data {
     /// A built-in phantom (`ellipsoids`, `chest`, `shepp-logan`, `thorax`) of this shape, a new seed per draw.
     #[allow(missing_docs)] // the phantom's name and its volume shape (z, y, x) in voxels
