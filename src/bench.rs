@@ -376,6 +376,7 @@ pub fn recon(dev: &Device, cfg: &crate::nn::UNetConfig, case: &ReconCase) -> Res
         gamma: 0.0,
         start: Start::Noise,
         progressive: None,
+        samples: 1,
     };
     let (_, s) = reconstruct(&net, &p, &y, cfg.intensity(), None, &opts, |_, _| {})?;
     let patches = crate::diffusion::tiling::tiling(case.shape, cfg.patch, [0; 3]).len();

@@ -29,7 +29,13 @@ fn train_resume_and_run_the_weights() {
     // Other data than the run's is refused, not trained on (or panicked on) silently.
     let (code, _, e) = run(&["train", "--out", &s(&out), "--steps", "5", "--resume", "--data", "phantom:chest"]);
     assert_eq!(code, 1, "{e}");
-    assert!(e.contains("--data phantom:chest (with --volume-shape or --units) is not the data of the run being resumed"), "{e}");
+    assert!(e.contains("--data phantom:chest (with --volume-shape, --supersample or --units) is not the data of the run being resumed"), "{e}");
+    // New runs average phantoms over each voxel from a grid twice as fine; the run keeps its factor.
+    let meta = std::fs::read_to_string(out.join("checkpoint.json")).unwrap();
+    assert!(meta.contains("\"supersample\": 2"), "{meta}");
+    let (code, _, e) = run(&["train", "--out", &s(&out), "--steps", "5", "--resume", "--data", "phantom:ellipsoids", "--supersample", "3"]);
+    assert_eq!(code, 1, "{e}");
+    assert!(e.contains("is not the data of the run being resumed"), "{e}");
     let (code, _, e) = run(&["train", "--out", &s(&out), "--steps", "5", "--resume", "--data", "phantom:ellipsoids", "--lr", "3e-5"]);
     assert_eq!(code, 0, "{e}");
     let csv = std::fs::read_to_string(out.join("loss.csv")).unwrap();

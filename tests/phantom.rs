@@ -75,3 +75,28 @@ fn siddon_of_voxelised_ellipsoids_converges_to_analytic() {
     assert!(errors[1] < 0.8 * errors[0] && errors[2] < 0.8 * errors[1], "errors must fall as voxels shrink: {errors:?}");
     assert!(errors[2] < 0.05, "{errors:?}");
 }
+
+/// `averaged`: k = 1 is the voxel-centre render; k = 2 is the mean of the eight voxels of the
+/// render on the grid twice as fine (checked voxel by voxel), so it keeps the total attenuation
+/// of the fine render; k = 0 is refused.
+#[test]
+fn averaged_phantom_is_the_mean_over_each_voxel() {
+    let grid = VolumeGrid { shape: [6, 8, 10], voxel_size: [27.5, 27.5, 27.5], origin: [0.0; 3] };
+    let seed = 31;
+    assert_eq!(phantom::averaged("thorax", &grid, seed, 1).unwrap(), phantom::by_name("thorax", &grid, seed).unwrap());
+    let avg = phantom::averaged("thorax", &grid, seed, 2).unwrap();
+    let fine_grid = VolumeGrid { shape: [12, 16, 20], voxel_size: [13.75; 3], origin: [0.0; 3] };
+    let fine = phantom::by_name("thorax", &fine_grid, seed).unwrap();
+    for (z, y, x) in [(0, 0, 0), (3, 4, 5), (5, 7, 9), (2, 6, 1)] {
+        let mut sum = 0.0;
+        for (dz, dy, dx) in (0..8).map(|i| (i / 4, i / 2 % 2, i % 2)) {
+            sum += fine[((2 * z + dz) * 16 + 2 * y + dy) * 20 + 2 * x + dx] as f64;
+        }
+        let v = avg[(z * 8 + y) * 10 + x] as f64;
+        assert!((v - sum / 8.0).abs() < 1e-6, "voxel ({z}, {y}, {x}): {v} vs {}", sum / 8.0);
+    }
+    let mean = |v: &[f32]| v.iter().map(|x| *x as f64).sum::<f64>() / v.len() as f64;
+    assert!((mean(&avg) - mean(&fine)).abs() < 1e-6 * mean(&fine).abs().max(1e-3));
+    assert!(avg != phantom::by_name("thorax", &grid, seed).unwrap(), "the mean differs from the centre values");
+    assert!(phantom::averaged("thorax", &grid, seed, 0).unwrap_err().to_string().contains("supersampling factor 0"));
+}

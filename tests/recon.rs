@@ -41,6 +41,7 @@ fn tiny_prior_reconstructs_a_phantom_on_every_device() {
             gamma: 0.0,
             start: Start::Noised(400),
             progressive: None,
+            samples: 1,
         };
         let mut passes = 0;
         let (mu, stats) = reconstruct(&net, &p, &yt, cfg.intensity(), Some(&fdk), &opts, |k, _| passes = k).unwrap();
@@ -187,5 +188,35 @@ fn progressive_sampling_runs_coarse_then_fine() {
     assert!(e.contains("half the volume, [12, 12, 12], is smaller than the network's patch"), "{e}");
     for bad in ["4", "0:300", "4:1000", "a:b"] {
         assert!(Progressive::parse(bad).is_err(), "{bad}");
+    }
+}
+
+/// `samples: 2` is the voxel-wise mean of the runs with seeds s and s + 1 (two different
+/// volumes), its progress counts the passes of both, and the mean has a lower error than either
+/// run; no samples, or seeds past 2^64, are refused.
+#[test]
+fn samples_average_the_runs_of_consecutive_seeds() {
+    use tomodiff::diffusion::recon::reconstruct_scan;
+    let (cfg, w) = model_files::shipped().unwrap();
+    let (g, truth, y) = scan(32, 8);
+    let one = |seed| ReconOptions { sampler: SamplerOptions { steps: 3, rounds: 1, batch: 8, seed, ..SamplerOptions::default() }, ..ReconOptions::default() };
+    let run = |o: &ReconOptions| {
+        let mut seen = vec![];
+        let (mu, stats) = reconstruct_scan(&cfg, &w, &g, &y, None, o, &Device::Cpu, None, |k, n| seen.push((k, n))).unwrap();
+        (mu, stats.sample.passes, seen)
+    };
+    let ((a, ..), (b, ..)) = (run(&one(5)), run(&one(6)));
+    assert!(a.iter().zip(&b).any(|(x, y)| (x - y).abs() > 1e-4), "two seeds, two volumes");
+    let (mean, passes, seen) = run(&ReconOptions { samples: 2, ..one(5) });
+    assert_eq!((passes, seen), (6, (1..=6).map(|k| (k, 6)).collect::<Vec<_>>()));
+    for ((m, x), y) in mean.iter().zip(&a).zip(&b) {
+        assert!((m - (x + y) / 2.0).abs() <= 1e-6 * (1.0 + m.abs()), "{m} vs ({x} + {y}) / 2");
+    }
+    let [pm, pa, pb] = [&mean, &a, &b].map(|v| psnr(v, &truth).unwrap());
+    eprintln!("two samples: {pa:.2} and {pb:.2} dB, their mean {pm:.2} dB");
+    assert!(pm > pa.max(pb), "mean {pm} vs samples {pa}, {pb}");
+    for bad in [ReconOptions { samples: 0, ..one(5) }, ReconOptions { samples: 2, ..one(u64::MAX) }] {
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("at least one sample"), "{e}");
     }
 }

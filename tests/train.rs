@@ -50,7 +50,7 @@ fn opts() -> TrainOptions {
         batch: 2,
         seed: 5,
         adam: AdamConfig { lr: 1e-3, warmup_steps: 2, ..AdamConfig::default() },
-        data: Data::Phantom { name: "ellipsoids".into(), shape: [12, 12, 12] },
+        data: Data::Phantom { name: "ellipsoids".into(), shape: [12, 12, 12], supersample: 1 },
         units: tomodiff::diffusion::train::Units::Hu,
     }
 }
@@ -232,12 +232,24 @@ fn folder_volumes_map_through_mu_max() {
 fn thorax_phantoms_train_the_small_preset() {
     let cfg = UNetConfig { patch: [8, 8, 8], ..UNetConfig::small() };
     assert!((cfg.mu_max - tomodiff::ct::units::hu_to_mu(2000.0)).abs() < 1e-7);
-    let o = TrainOptions { data: Data::Phantom { name: "thorax".into(), shape: [16, 16, 16] }, ..opts() };
+    let o = TrainOptions { data: Data::Phantom { name: "thorax".into(), shape: [16, 16, 16], supersample: 2 }, ..opts() };
     let mut t = Trainer::new(&cfg, o, vec![]).unwrap();
     let (x, _, _) = t.batch(0).unwrap();
+    assert_eq!(t.batch(0).unwrap().0, x, "a step's batch is a function of (seed, step)");
+    assert_ne!(t.batch(1).unwrap().0, x);
     // Channel 1 is the global context (the whole volume resized): it holds air (-1) and tissue.
     let ctx: Vec<f32> = x.chunks(5).map(|c| c[1]).collect();
     let (lo, hi) = ctx.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
     assert!(lo < -0.9 && hi > -0.4 && hi <= 1.0, "context range {lo}..{hi}");
     assert!(t.step().unwrap().loss.is_finite());
+}
+
+/// Checkpoints written before `supersample` existed read as 1 (each sample its own voxel-centre
+/// volume), so those runs resume with the stream they had; new runs record theirs.
+#[test]
+fn phantom_data_without_supersample_reads_as_voxel_centres() {
+    let old: Data = serde_json::from_str(r#"{"Phantom": {"name": "thorax", "shape": [64, 64, 64]}}"#).unwrap();
+    assert_eq!(old, Data::Phantom { name: "thorax".into(), shape: [64, 64, 64], supersample: 1 });
+    let new = Data::Phantom { name: "thorax".into(), shape: [64, 64, 64], supersample: 2 };
+    assert_eq!(serde_json::from_str::<Data>(&serde_json::to_string(&new).unwrap()).unwrap(), new);
 }

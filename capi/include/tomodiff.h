@@ -116,6 +116,11 @@ typedef struct TdReconOptions {
    The timestep (1..999) the full-resolution run of progressive sampling starts from.
    */
   size_t progressive_t;
+  /*
+   Reconstructions averaged, >= 1 (1), with seeds seed .. seed + samples - 1: an estimate of
+   the posterior mean, with a lower error than one sample, for `samples` times the time.
+   */
+  size_t samples;
 } TdReconOptions;
 
 /*
@@ -218,7 +223,7 @@ void td_prior_free(struct TdPrior *p);
 
 /*
  The default settings: 50 DDIM steps x 2 rounds, 5 CG iterations, eta 0.85, batch 16, seed 0,
- gamma 0, from pure noise, not progressive.
+ gamma 0, from pure noise, not progressive, one sample.
  */
 struct TdReconOptions td_recon_options_default(void);
 

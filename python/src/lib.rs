@@ -272,7 +272,7 @@ fn cancelled_or(e: Error, raised: Mutex<Option<PyErr>>) -> PyErr {
 }
 
 /// The prior's reconstruction of `proj` into `out` (1/mm); `options` hold steps, rounds, eta,
-/// batch, seed, cg_iters, gamma, start ("noise" or "fdk:T"), progressive ("STEPS:T"),
+/// batch, seed, cg_iters, gamma, start ("noise" or "fdk:T"), progressive ("STEPS:T"), samples,
 /// memory_budget (bytes). Returns the
 /// timing and memory figures, and the data-range warning when there is one. As the command line,
 /// FDK always runs to check the data's range against the prior's mu_max; a start from noise on a
@@ -298,6 +298,10 @@ fn reconstruct_into(py: Python<'_>, model: &Model, json: &str, proj: PyBuffer<f3
     if let Some(v) = get("progressive") {
         ro.progressive = Some(Progressive::parse(&v.extract::<String>()?).map_err(py_err)?);
     }
+    if let Some(v) = get("samples") {
+        ro.samples = v.extract()?;
+    }
+    ro.validate().map_err(py_err)?;
     let budget: Option<usize> = get("memory_budget").map(|v| v.extract()).transpose()?;
     let raised = Mutex::new(None);
     let result = py.detach(|| {

@@ -126,6 +126,21 @@ def test_progressive_equals_the_command_line(tmp_path):
         td.reconstruct(proj[:, :, :], td.Geometry.cone((16, 32, 32), det_shape=(52, 64), n_views=4, source_origin=96, origin_detector=48, det_spacing=(1.5, 1.5)), progressive="2:300", device="cpu")
 
 
+def test_samples_average_consecutive_seeds_as_the_command_line(tmp_path):
+    g, proj = small_scan()
+    (tmp_path / "g.json").write_text(g.to_json())
+    np.save(tmp_path / "p.npy", proj)
+    cli("reconstruct", "-g", tmp_path / "g.json", "-i", tmp_path / "p.npy", "-o", tmp_path / "r.npy", "--steps", 2, "--rounds", 1, "--samples", 2, "--seed", 4, "--device", "cpu")
+    mean, info = td.reconstruct(proj, g, steps=2, rounds=1, samples=2, seed=4, device="cpu", return_info=True)
+    assert np.array_equal(np.load(tmp_path / "r.npy"), mean)
+    assert info["passes"] == 4
+    a, b = (td.reconstruct(proj, g, steps=2, rounds=1, seed=s, device="cpu") for s in (4, 5))
+    assert not np.allclose(a, b)
+    np.testing.assert_allclose(mean, (a + b) / 2, rtol=1e-6, atol=1e-7)
+    with pytest.raises(td.ArgumentError, match="samples"):
+        td.reconstruct(proj, g, samples=0, device="cpu")
+
+
 def test_cancel_and_callback_errors():
     g, proj = small_scan()
     with pytest.raises(td.CancelledError):

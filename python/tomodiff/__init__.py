@@ -351,14 +351,14 @@ def _model(model: ModelLike) -> Model:
 
 
 @overload
-def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None, *, steps: int = ..., rounds: int = ..., cg_iters: int = ..., eta: float = ..., gamma: float = ..., start: str = ..., progressive: Optional[str] = ..., batch: int = ..., seed: int = ..., device: str = ..., memory_budget: Optional[int] = ..., progress: Progress = ..., return_info: Literal[False] = ...) -> np.ndarray: ...
+def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None, *, steps: int = ..., rounds: int = ..., cg_iters: int = ..., eta: float = ..., gamma: float = ..., start: str = ..., progressive: Optional[str] = ..., samples: int = ..., batch: int = ..., seed: int = ..., device: str = ..., memory_budget: Optional[int] = ..., progress: Progress = ..., return_info: Literal[False] = ...) -> np.ndarray: ...
 @overload
-def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None, *, steps: int = ..., rounds: int = ..., cg_iters: int = ..., eta: float = ..., gamma: float = ..., start: str = ..., progressive: Optional[str] = ..., batch: int = ..., seed: int = ..., device: str = ..., memory_budget: Optional[int] = ..., progress: Progress = ..., return_info: Literal[True]) -> Tuple[np.ndarray, dict[str, Any]]: ...
+def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None, *, steps: int = ..., rounds: int = ..., cg_iters: int = ..., eta: float = ..., gamma: float = ..., start: str = ..., progressive: Optional[str] = ..., samples: int = ..., batch: int = ..., seed: int = ..., device: str = ..., memory_budget: Optional[int] = ..., progress: Progress = ..., return_info: Literal[True]) -> Tuple[np.ndarray, dict[str, Any]]: ...
 @overload
-def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None, *, steps: int = ..., rounds: int = ..., cg_iters: int = ..., eta: float = ..., gamma: float = ..., start: str = ..., progressive: Optional[str] = ..., batch: int = ..., seed: int = ..., device: str = ..., memory_budget: Optional[int] = ..., progress: Progress = ..., return_info: bool) -> Union[np.ndarray, Tuple[np.ndarray, dict[str, Any]]]: ...
+def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None, *, steps: int = ..., rounds: int = ..., cg_iters: int = ..., eta: float = ..., gamma: float = ..., start: str = ..., progressive: Optional[str] = ..., samples: int = ..., batch: int = ..., seed: int = ..., device: str = ..., memory_budget: Optional[int] = ..., progress: Progress = ..., return_info: bool) -> Union[np.ndarray, Tuple[np.ndarray, dict[str, Any]]]: ...
 
 
-def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None, *, steps: int = 50, rounds: int = 2, cg_iters: int = 5, eta: float = 0.85, gamma: float = 0.0, start: str = "noise", progressive: Optional[str] = None, batch: int = 16, seed: int = 0, device: str = "auto", memory_budget: Optional[int] = None, progress: Progress = None, return_info: bool = False) -> Union[np.ndarray, Tuple[np.ndarray, dict[str, Any]]]:
+def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None, *, steps: int = 50, rounds: int = 2, cg_iters: int = 5, eta: float = 0.85, gamma: float = 0.0, start: str = "noise", progressive: Optional[str] = None, samples: int = 1, batch: int = 16, seed: int = 0, device: str = "auto", memory_budget: Optional[int] = None, progress: Progress = None, return_info: bool = False) -> Union[np.ndarray, Tuple[np.ndarray, dict[str, Any]]]:
     """Reconstructs attenuation (nz, ny, nx) in 1/mm from line integrals with a diffusion prior
     (docs/RECONSTRUCTION.md): DDIM `steps` x `rounds` network passes, each followed by `cg_iters`
     CG iterations of data consistency. All arguments after `model` are keyword-only.
@@ -384,6 +384,9 @@ def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None
             upsampled estimate noised to T (with `start` "noise": the two starts cannot be combined;
             the half volume, ceil(n / 2) per axis, must hold the network's patch, else
             ShapeError).
+        samples: reconstructions averaged, >= 1 (default 1), with seeds seed .. seed + samples - 1:
+            an estimate of the posterior mean, whose error is lower than one sample's, for
+            `samples` times the passes and the time.
         batch: patches per network call, >= 1 (default 16): more is faster on a GPU and needs
             more memory (see memory_budget).
         seed: seeds the noise and the tiling offsets, 0 <= seed < 2**64 (default 0): the same
@@ -393,7 +396,7 @@ def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None
         memory_budget: bytes the job may hold on the device, >= 1, or None (default) for the
             device's own figure (90% of the free GPU memory on cuda; of the available host memory
             on the CPU). The estimate is checked before any work: MemoryBudgetError.
-        progress: called as ``progress(done, total)`` (network passes) after each pass, with the
+        progress: called as ``progress(done, total)`` (network passes, all samples') after each pass, with the
             GIL held; returning False (or any false value except None) cancels with
             CancelledError; an exception raised in it propagates.
         return_info: also return a dict: seconds, network_seconds, projector_seconds, passes,
@@ -425,6 +428,7 @@ def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None
         "start": _text(start, "start"),
         "batch": _count(batch, "batch"),
         "seed": _count(seed, "seed", 0),
+        "samples": _count(samples, "samples"),
     }
     if memory_budget is not None:
         opts["memory_budget"] = _count(memory_budget, "memory_budget")

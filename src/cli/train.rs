@@ -55,6 +55,12 @@ pub struct TrainArgs {
     /// Shape nz,ny,nx of phantom volumes [default: 32,32,32; with --resume, the run's].
     #[arg(long, value_delimiter = ',')]
     volume_shape: Option<Vec<usize>>,
+    /// Phantom volumes averaged over each voxel from a grid K times finer (the mean attenuation
+    /// a CT voxel holds; 1: the value at each voxel centre, which aliases thin bone and vessels
+    /// into isolated voxels); above 1, one volume per step serves the batch [default: 2; with
+    /// --resume, the run's].
+    #[arg(long)]
+    supersample: Option<usize>,
     /// What the values of a folder's .npy/NIfTI volumes are: hu (Hounsfield units) or mu
     /// (1/mm). DICOM series are always read through their rescale to HU.
     #[arg(long, default_value = "hu")]
@@ -109,7 +115,11 @@ pub fn run(a: TrainArgs) -> Result<()> {
             if !tomodiff::ct::phantom::NAMES.contains(&name) {
                 bail!("unknown phantom {name:?}: expected one of {:?}", tomodiff::ct::phantom::NAMES);
             }
-            (Data::Phantom { name: name.to_string(), shape }, vec![])
+            let supersample = a.supersample.unwrap_or(2);
+            if supersample == 0 {
+                bail!("--supersample 0: expected 1 (voxel centres) or more");
+            }
+            (Data::Phantom { name: name.to_string(), shape, supersample }, vec![])
         }
         None => {
             let vols = load_folder(std::path::Path::new(&a.data), units, voxel_size)?;
@@ -120,12 +130,14 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let mut tr = if a.resume {
         let mut tr = Trainer::resume(&a.out, volumes)?;
         let same = match (&data, &tr.opts.data) {
-            (Data::Phantom { name, shape }, Data::Phantom { name: run_name, shape: run_shape }) => name == run_name && (a.volume_shape.is_none() || shape == run_shape),
+            (Data::Phantom { name, shape, supersample }, Data::Phantom { name: run_name, shape: run_shape, supersample: run_k }) => {
+                name == run_name && (a.volume_shape.is_none() || shape == run_shape) && (a.supersample.is_none() || supersample == run_k)
+            }
             (d, run_data) => d == run_data && units == tr.opts.units,
         };
         if !same {
             bail!(
-                "--data {} (with --volume-shape or --units) is not the data of the run being resumed, {:?} (its checkpoint.json): resume with those, or start a new run with --init {} --out NEW_DIR",
+                "--data {} (with --volume-shape, --supersample or --units) is not the data of the run being resumed, {:?} (its checkpoint.json): resume with those, or start a new run with --init {} --out NEW_DIR",
                 a.data,
                 tr.opts.data,
                 a.out.display()

@@ -51,6 +51,10 @@ pub struct ReconOptions {
     pub start: Start,
     /// Coarse to fine: first the whole volume at half resolution, then the full one from it.
     pub progressive: Option<Progressive>,
+    /// Reconstructions averaged (K >= 1): each with its own seed (`sampler.seed + k`), their mean
+    /// an estimate of the posterior mean, which has a lower squared error than any one sample
+    /// (for an exact posterior sampler one sample's expected error is twice the mean's).
+    pub samples: usize,
 }
 
 /// Progressive volumetric sampling, as this engine reads the paper's (docs/RECONSTRUCTION.md):
@@ -85,7 +89,7 @@ impl Progressive {
 
 impl Default for ReconOptions {
     fn default() -> Self {
-        ReconOptions { sampler: SamplerOptions { rounds: 2, ..SamplerOptions::default() }, cg_iters: 5, gamma: 0.0, start: Start::Noise, progressive: None }
+        ReconOptions { sampler: SamplerOptions { rounds: 2, ..SamplerOptions::default() }, cg_iters: 5, gamma: 0.0, start: Start::Noise, progressive: None, samples: 1 }
     }
 }
 
@@ -98,8 +102,12 @@ impl ReconOptions {
         }
     }
 
-    /// Network passes of the whole reconstruction (both runs when progressive).
+    /// Network passes of the whole reconstruction (both runs when progressive, every sample).
     pub fn passes(&self) -> usize {
+        self.samples * self.passes_per_sample()
+    }
+
+    fn passes_per_sample(&self) -> usize {
         match self.stages() {
             None => self.sampler_options().passes(),
             Some((coarse, fine)) => coarse.passes() + fine.passes(),
@@ -110,8 +118,8 @@ impl ReconOptions {
     /// coarse steps, and the full-resolution one from the switch timestep; None otherwise.
     fn stages(&self) -> Option<(ReconOptions, ReconOptions)> {
         let pg = self.progressive?;
-        let coarse = ReconOptions { sampler: SamplerOptions { steps: pg.coarse_steps, ..self.sampler.clone() }, start: Start::Noise, progressive: None, ..self.clone() };
-        let fine = ReconOptions { start: Start::Noised(pg.t_switch), progressive: None, ..self.clone() };
+        let coarse = ReconOptions { sampler: SamplerOptions { steps: pg.coarse_steps, ..self.sampler.clone() }, start: Start::Noise, progressive: None, samples: 1, ..self.clone() };
+        let fine = ReconOptions { start: Start::Noised(pg.t_switch), progressive: None, samples: 1, ..self.clone() };
         Some((coarse, fine))
     }
 
@@ -120,6 +128,9 @@ impl ReconOptions {
         self.sampler_options().validate()?;
         if !(self.gamma.is_finite() && self.gamma >= 0.0) {
             return Err(Error::Argument(format!("the CG damping gamma must be finite and >= 0, got {}", self.gamma)));
+        }
+        if self.samples == 0 || self.sampler.seed.checked_add(self.samples as u64 - 1).is_none() {
+            return Err(Error::Argument(format!("samples {} with seed {}: at least one sample, and seed + samples - 1 must fit in 64 bits", self.samples, self.sampler.seed)));
         }
         if let Some(p) = self.progressive {
             p.check()?;
@@ -140,6 +151,20 @@ pub struct ReconStats {
     pub projector_s: f64,
     /// Bytes the job was estimated to hold on its device (`reconstruct_scan`; 0 from `reconstruct`).
     pub memory_estimate: usize,
+}
+
+impl ReconStats {
+    /// Adds the time and passes of a later run (a progressive stage, another sample).
+    fn add(&mut self, o: &ReconStats) {
+        let (a, b) = (&mut self.sample, &o.sample);
+        a.passes += b.passes;
+        a.network_s += b.network_s;
+        a.hook_s += b.hook_s;
+        a.total_s += b.total_s;
+        a.replayed += b.replayed;
+        a.graph_fallback = b.graph_fallback.clone().or(a.graph_fallback.take());
+        self.projector_s += o.projector_s;
+    }
 }
 
 /// x0 (model range, in place on the projector's device) -> attenuation -> `iters` damped CG
@@ -199,12 +224,33 @@ pub fn reconstruct_scan<R: crate::diffusion::Proceed>(
     let y = Tensor::from_f32(proj, &g.proj_shape(), DType::F32, dev)?;
     // The config says whether its x0 may be clamped (not for z-scored data).
     let opts = ReconOptions { sampler: SamplerOptions { clip_x0: opts.sampler.clip_x0 && cfg.clip_x0, ..opts.sampler.clone() }, ..opts.clone() };
-    let (mu, mut stats) = match opts.progressive {
-        None => reconstruct(&net, &p, &y, cfg.intensity(), init, &opts, progress)?,
-        Some(_) => progressive(&net, &p, &y, cfg.intensity(), &opts, progress)?,
-    };
+    let (mu, mut stats) = posterior_mean(&opts, progress, |o, pr| match o.progressive {
+        None => reconstruct_one(&net, &p, &y, cfg.intensity(), init, o, pr),
+        Some(_) => progressive(&net, &p, &y, cfg.intensity(), o, pr),
+    })?;
     stats.memory_estimate = need;
     Ok((mu, stats))
+}
+
+/// `opts.samples` runs of `one` (each with `samples: 1` and seed `seed + k`), averaged voxel by
+/// voxel; the stats add up. `progress` counts the passes of all of them.
+fn posterior_mean<R: crate::diffusion::Proceed>(
+    opts: &ReconOptions,
+    mut progress: impl FnMut(usize, usize) -> R,
+    mut one: impl FnMut(&ReconOptions, &mut dyn FnMut(usize, usize) -> R) -> Result<(Vec<f32>, ReconStats)>,
+) -> Result<(Vec<f32>, ReconStats)> {
+    let (per, total) = (opts.passes_per_sample(), opts.passes());
+    let mut sum: Vec<f64> = Vec::new();
+    let mut stats = ReconStats::default();
+    for k in 0..opts.samples {
+        let o = ReconOptions { sampler: SamplerOptions { seed: opts.sampler.seed + k as u64, ..opts.sampler.clone() }, samples: 1, ..opts.clone() };
+        let (mu, s) = one(&o, &mut |i, _| progress(k * per + i, total))?;
+        sum.resize(mu.len(), 0.0);
+        sum.iter_mut().zip(&mu).for_each(|(a, b)| *a += *b as f64);
+        stats.add(&s);
+    }
+    let mean = sum.iter().map(|v| (v / opts.samples as f64) as f32).collect();
+    Ok((mean, stats))
 }
 
 /// `Progressive`: the half-resolution run, then the full one from its upsampled estimate.
@@ -223,27 +269,37 @@ fn progressive<R: crate::diffusion::Proceed>(
     let voxel_size = std::array::from_fn(|a| fine.voxel_size[a] * fine.shape[a] as f64 / shape[a] as f64);
     let coarse = Geometry { volume: VolumeGrid { shape, voxel_size, origin: fine.origin }, ..g.clone() };
     let pc = Projector::new(coarse, p.device())?;
-    let Some((first, second)) = opts.stages() else { return reconstruct(net, p, y, map, None, opts, progress) };
+    let Some((first, second)) = opts.stages() else { return reconstruct_one(net, p, y, map, None, opts, progress) };
     let (n1, total) = (first.passes(), opts.passes());
-    let (mu_c, s1) = reconstruct(net, &pc, y, map, None, &first, |k, _| progress(k, total))?;
+    let (mu_c, s1) = reconstruct_one(net, &pc, y, map, None, &first, |k, _| progress(k, total))?;
     let up = crate::ops::resample::trilinear_ref(&mu_c, shape, fine.shape);
-    let (mu, s2) = reconstruct(net, p, y, map, Some(&up), &second, |k, _| progress(n1 + k, total))?;
-    let (a, b) = (&s1.sample, &s2.sample);
-    let sample = SampleStats {
-        passes: a.passes + b.passes,
-        network_s: a.network_s + b.network_s,
-        hook_s: a.hook_s + b.hook_s,
-        total_s: a.total_s + b.total_s,
-        replayed: a.replayed + b.replayed,
-        graph_fallback: b.graph_fallback.clone().or(a.graph_fallback.clone()),
-    };
-    Ok((mu, ReconStats { sample, projector_s: s1.projector_s + s2.projector_s, memory_estimate: 0 }))
+    let (mu, s2) = reconstruct_one(net, p, y, map, Some(&up), &second, |k, _| progress(n1 + k, total))?;
+    let mut stats = s1;
+    stats.add(&s2);
+    Ok((mu, stats))
 }
 
 /// Reconstructs attenuation from projections `y` (on the projector's device) with the network
-/// `model` built already. `init` is the attenuation volume that `Start::Noised` starts from
-/// (FDK). `progress(pass, passes)`, as in `reconstruct_scan`.
+/// `model` built already (not progressive; `opts.samples` averaged). `init` is the attenuation
+/// volume that `Start::Noised` starts from (FDK). `progress(pass, passes)`, as in `reconstruct_scan`.
 pub fn reconstruct<R: crate::diffusion::Proceed>(
+    model: &dyn EpsModel,
+    p: &Projector,
+    y: &Tensor,
+    map: Intensity,
+    init: Option<&[f32]>,
+    opts: &ReconOptions,
+    progress: impl FnMut(usize, usize) -> R,
+) -> Result<(Vec<f32>, ReconStats)> {
+    opts.validate()?;
+    if opts.progressive.is_some() {
+        return Err(Error::Argument("reconstruct runs one resolution: progressive sampling goes through reconstruct_scan".into()));
+    }
+    posterior_mean(opts, progress, |o, pr| reconstruct_one(model, p, y, map, init, o, pr))
+}
+
+/// One sample of `reconstruct` (`opts.samples` is not read).
+fn reconstruct_one<R: crate::diffusion::Proceed>(
     model: &dyn EpsModel,
     p: &Projector,
     y: &Tensor,

@@ -22,12 +22,26 @@ use std::path::{Path, PathBuf};
 /// Where training volumes come from.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Data {
-    /// A built-in phantom (`ellipsoids`, `chest`, `shepp-logan`, `thorax`) of this shape, a new seed per draw.
+    /// A built-in phantom (`ellipsoids`, `chest`, `shepp-logan`, `thorax`) of this shape, a new
+    /// seed per draw, averaged over each voxel from a grid `supersample` times finer
+    /// (`phantom::averaged`). With `supersample` 1 (the runs before it existed) each sample of a
+    /// batch draws its own volume; above 1 one volume per step serves the whole batch, so that
+    /// rendering the finer grid does not multiply the step's time (the patches, their
+    /// timesteps and noise still differ).
     #[allow(missing_docs)] // the phantom's name and its volume shape (z, y, x) in voxels
-    Phantom { name: String, shape: [usize; 3] },
+    Phantom {
+        name: String,
+        shape: [usize; 3],
+        #[serde(default = "one")]
+        supersample: usize,
+    },
     /// Volumes of a folder (see `load_folder`), with the files they came from.
     #[allow(missing_docs)] // the volume files
     Volumes { files: Vec<PathBuf> },
+}
+
+fn one() -> usize {
+    1
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -194,12 +208,12 @@ impl Trainer {
         Ok([self.host_map(2)?, self.host_map(3)?])
     }
 
-    /// The clean volume x_0 (in [-1, 1]) of sample b at `step`.
+    /// A clean volume x_0 (in [-1, 1]) drawn with `rng`.
     fn volume(&self, rng: &mut impl Rng) -> Result<([usize; 3], Vec<f32>)> {
         match &self.opts.data {
-            Data::Phantom { name, shape } => {
+            Data::Phantom { name, shape, supersample } => {
                 let grid = VolumeGrid { shape: *shape, voxel_size: phantom::default_voxel_mm(name, *shape), origin: [0.0; 3] };
-                let mut mu = phantom::by_name(name, &grid, rng.random())?;
+                let mut mu = phantom::averaged(name, &grid, rng.random(), *supersample)?;
                 if !matches!(name.as_str(), "chest" | "thorax") {
                     // Ellipsoid densities are relative to water.
                     mu.iter_mut().for_each(|v| *v *= MU_WATER);
@@ -215,7 +229,13 @@ impl Trainer {
     /// thread count).
     pub fn batch(&self, step: u64) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
         use rayon::prelude::*;
-        let samples: Vec<(Vec<f32>, Vec<f32>, f32)> = (0..self.opts.batch).into_par_iter().map(|b| self.sample(step, b)).collect::<Result<_>>()?;
+        let shared = match self.opts.data {
+            Data::Phantom { supersample, .. } if supersample > 1 => {
+                Some(self.volume(&mut rand::rngs::StdRng::seed_from_u64(sample_seed(self.opts.seed, step, usize::MAX)))?)
+            }
+            _ => None,
+        };
+        let samples: Vec<(Vec<f32>, Vec<f32>, f32)> = (0..self.opts.batch).into_par_iter().map(|b| self.sample(step, b, shared.as_ref())).collect::<Result<_>>()?;
         let (mut x, mut target, mut ts) = (Vec::new(), Vec::new(), Vec::new());
         for (xs, tg, t) in samples {
             x.extend(xs);
@@ -225,12 +245,20 @@ impl Trainer {
         Ok((x, target, ts))
     }
 
-    /// Sample b of `step`: its patch input (P, 5), target (P, 1) and t.
-    fn sample(&self, step: u64, b: usize) -> Result<(Vec<f32>, Vec<f32>, f32)> {
+    /// Sample b of `step`: its patch input (P, 5), target (P, 1) and t; from the step's `shared`
+    /// volume when there is one, else from a volume of its own.
+    fn sample(&self, step: u64, b: usize, shared: Option<&([usize; 3], Vec<f32>)>) -> Result<(Vec<f32>, Vec<f32>, f32)> {
         let p = self.arch.cfg.patch;
         let pv: usize = p.iter().product();
         let mut rng = rand::rngs::StdRng::seed_from_u64(sample_seed(self.opts.seed, step, b));
-        let (dims, x0) = self.volume(&mut rng)?;
+        let own;
+        let (dims, x0) = match shared {
+            Some((d, v)) => (*d, v),
+            None => {
+                own = self.volume(&mut rng)?;
+                (own.0, &own.1)
+            }
+        };
         let t = rng.random_range(0..T);
         let ab = self.sched.abar[t];
         let eps: Vec<f32> = (0..x0.len()).map(|_| StandardNormal.sample(&mut rng)).collect();
