@@ -82,6 +82,7 @@ fn bad_ct_input_is_one_line() {
     fails(&["project", "--geometry", &s(&g), "-i", &s(&nan), "-o", &s(&out)], "flat index 77");
     fails(&["project", "--geometry", &s(&d.join("missing.json")), "-i", &s(&vol), "-o", &s(&out)], "missing.json");
     fails(&["phantom", "brain", "--shape", "8,8,8", "-o", &s(&out)], "unknown phantom");
+    fails(&["phantom", "thorax", "--shape", "8,8,8", "--supersample", "0", "-o", &s(&out)], "--supersample: supersampling [8, 8, 8] voxels by 0");
     fails(&["iterative", "--method", "art", "--geometry", &s(&g), "-i", &s(&small), "-o", &s(&out)], "the geometry needs");
     // A memory budget that cannot hold the volume; one that streams slabs of two views.
     fails(&["project", "--geometry", &s(&g), "-i", &s(&vol), "-o", &s(&out), "--device", "emu", "--memory-budget-gb", "0.00002"], "cannot hold the volume");

@@ -30,12 +30,12 @@ fn train_resume_and_run_the_weights() {
     let (code, _, e) = run(&["train", "--out", &s(&out), "--steps", "5", "--resume", "--data", "phantom:chest"]);
     assert_eq!(code, 1, "{e}");
     assert!(e.contains("--data phantom:chest (with --volume-shape, --supersample or --units) is not the data of the run being resumed"), "{e}");
-    // New runs average phantoms over each voxel from a grid twice as fine; the run keeps its factor.
+    // The ellipsoids (2^3 points per voxel already) default to no supersampling; the run keeps its factor.
     let meta = std::fs::read_to_string(out.join("checkpoint.json")).unwrap();
-    assert!(meta.contains("\"supersample\": 2"), "{meta}");
+    assert!(meta.contains("\"supersample\": 1"), "{meta}");
     let (code, _, e) = run(&["train", "--out", &s(&out), "--steps", "5", "--resume", "--data", "phantom:ellipsoids", "--supersample", "3"]);
     assert_eq!(code, 1, "{e}");
-    assert!(e.contains("is not the data of the run being resumed"), "{e}");
+    assert!(e.contains("--supersample 3: the run being resumed draws its phantoms with 1"), "{e}");
     let (code, _, e) = run(&["train", "--out", &s(&out), "--steps", "5", "--resume", "--data", "phantom:ellipsoids", "--lr", "3e-5"]);
     assert_eq!(code, 0, "{e}");
     let csv = std::fs::read_to_string(out.join("loss.csv")).unwrap();
@@ -136,6 +136,8 @@ fn bad_training_input_is_one_line() {
         (vec!["train", "--out", &out, "--steps", "1", "--data", "phantom:chest", "--lr", "-1"], "--lr must be positive"),
         (vec!["train", "--out", &out, "--steps", "1", "--data", "phantom:chest", "--init", "/nonexistent/model"], "/nonexistent/model"),
         (vec!["train", "--out", &out, "--steps", "1", "--data", "phantom:chest", "--prediction", "x0"], "expected eps or v"),
+        (vec!["train", "--out", &out, "--steps", "1", "--data", "phantom:chest", "--supersample", "0"], "--supersample: supersampling [32, 32, 32] voxels by 0"),
+        (vec!["train", "--out", &out, "--steps", "1", "--data", "/nonexistent/volumes", "--supersample", "2"], "--supersample applies to phantom:NAME data"),
     ] {
         let (code, _, e) = run(&args);
         assert_eq!(code, 1, "{args:?}: {e}");

@@ -77,8 +77,8 @@ fn siddon_of_voxelised_ellipsoids_converges_to_analytic() {
 }
 
 /// `averaged`: k = 1 is the voxel-centre render; k = 2 is the mean of the eight voxels of the
-/// render on the grid twice as fine (checked voxel by voxel), so it keeps the total attenuation
-/// of the fine render; k = 0 is refused.
+/// render on the grid twice as fine (`supersampled`), voxel by voxel; k = 0 and a refined grid
+/// past the voxel limit are refused.
 #[test]
 fn averaged_phantom_is_the_mean_over_each_voxel() {
     let grid = VolumeGrid { shape: [6, 8, 10], voxel_size: [27.5, 27.5, 27.5], origin: [0.0; 3] };
@@ -87,16 +87,18 @@ fn averaged_phantom_is_the_mean_over_each_voxel() {
     let avg = phantom::averaged("thorax", &grid, seed, 2).unwrap();
     let fine_grid = VolumeGrid { shape: [12, 16, 20], voxel_size: [13.75; 3], origin: [0.0; 3] };
     let fine = phantom::by_name("thorax", &fine_grid, seed).unwrap();
-    for (z, y, x) in [(0, 0, 0), (3, 4, 5), (5, 7, 9), (2, 6, 1)] {
+    assert_eq!(phantom::supersampled("thorax", &grid, seed, 2).unwrap(), (fine_grid, fine.clone()));
+    for i in 0..avg.len() {
+        let (z, y, x) = (i / 80, i / 10 % 8, i % 10);
         let mut sum = 0.0;
         for (dz, dy, dx) in (0..8).map(|i| (i / 4, i / 2 % 2, i % 2)) {
             sum += fine[((2 * z + dz) * 16 + 2 * y + dy) * 20 + 2 * x + dx] as f64;
         }
-        let v = avg[(z * 8 + y) * 10 + x] as f64;
-        assert!((v - sum / 8.0).abs() < 1e-6, "voxel ({z}, {y}, {x}): {v} vs {}", sum / 8.0);
+        assert!((avg[i] as f64 - sum / 8.0).abs() < 1e-6, "voxel ({z}, {y}, {x}): {} vs {}", avg[i], sum / 8.0);
     }
-    let mean = |v: &[f32]| v.iter().map(|x| *x as f64).sum::<f64>() / v.len() as f64;
-    assert!((mean(&avg) - mean(&fine)).abs() < 1e-6 * mean(&fine).abs().max(1e-3));
     assert!(avg != phantom::by_name("thorax", &grid, seed).unwrap(), "the mean differs from the centre values");
-    assert!(phantom::averaged("thorax", &grid, seed, 0).unwrap_err().to_string().contains("supersampling factor 0"));
+    for k in [0, 1 << 12] {
+        let e = phantom::averaged("thorax", &grid, seed, k).unwrap_err().to_string();
+        assert!(e.contains("expected a factor of at least 1, and at most"), "{e}");
+    }
 }

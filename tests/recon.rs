@@ -176,6 +176,7 @@ fn progressive_sampling_runs_coarse_then_fine() {
         ..ReconOptions::default()
     };
     assert_eq!(opts.passes(), 4 + 3);
+    assert_eq!(ReconOptions { samples: 2, ..opts.clone() }.passes(), 14);
     let mut seen = vec![];
     let (mu, stats) = reconstruct_scan(&cfg, &w, &g, &y, None, &opts, &Device::Cpu, None, |k, n| seen.push((k, n))).unwrap();
     assert_eq!(seen, (1..=7).map(|k| (k, 7)).collect::<Vec<_>>());
@@ -215,8 +216,8 @@ fn samples_average_the_runs_of_consecutive_seeds() {
     let [pm, pa, pb] = [&mean, &a, &b].map(|v| psnr(v, &truth).unwrap());
     eprintln!("two samples: {pa:.2} and {pb:.2} dB, their mean {pm:.2} dB");
     assert!(pm > pa.max(pb), "mean {pm} vs samples {pa}, {pb}");
-    for bad in [ReconOptions { samples: 0, ..one(5) }, ReconOptions { samples: 2, ..one(u64::MAX) }] {
+    for (bad, needle) in [(ReconOptions { samples: 0, ..one(5) }, "samples must be at least 1"), (ReconOptions { samples: 2, ..one(u64::MAX) }, "lower the seed"), (ReconOptions { samples: usize::MAX, ..one(0) }, "too many")] {
         let e = bad.validate().unwrap_err().to_string();
-        assert!(e.contains("at least one sample"), "{e}");
+        assert!(e.contains(needle), "{e}");
     }
 }

@@ -117,8 +117,8 @@ typedef struct TdReconOptions {
    */
   size_t progressive_t;
   /*
-   Reconstructions averaged, >= 1 (1), with seeds seed .. seed + samples - 1: an estimate of
-   the posterior mean, with a lower error than one sample, for `samples` times the time.
+   Reconstructions averaged, >= 1 (1; 0 is refused), with seeds seed .. seed + samples - 1: an
+   estimate of the posterior mean, with a lower error than one sample, for `samples` times the time.
    */
   size_t samples;
 } TdReconOptions;

@@ -321,8 +321,8 @@ pub struct TdReconOptions {
     pub progressive_steps: usize,
     /// The timestep (1..999) the full-resolution run of progressive sampling starts from.
     pub progressive_t: usize,
-    /// Reconstructions averaged, >= 1 (1), with seeds seed .. seed + samples - 1: an estimate of
-    /// the posterior mean, with a lower error than one sample, for `samples` times the time.
+    /// Reconstructions averaged, >= 1 (1; 0 is refused), with seeds seed .. seed + samples - 1: an
+    /// estimate of the posterior mean, with a lower error than one sample, for `samples` times the time.
     pub samples: usize,
 }
 

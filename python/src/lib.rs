@@ -148,9 +148,9 @@ fn iterate(py: Python<'_>, json: &str, method: &str, proj: PyBuffer<f32>, volume
 
 /// A phantom by name (shepp-logan, ellipsoids, chest) on the geometry's grid, into `out` (1/mm).
 #[pyfunction]
-fn phantom_into(py: Python<'_>, name: &str, json: &str, seed: u64, out: PyBuffer<f32>) -> PyResult<()> {
+fn phantom_into(py: Python<'_>, name: &str, json: &str, seed: u64, supersample: usize, out: PyBuffer<f32>) -> PyResult<()> {
     let g = geometry(json)?;
-    let v = py.detach(|| phantom::by_name(name, &g.volume, seed)).map_err(py_err)?;
+    let v = py.detach(|| phantom::averaged(name, &g.volume, seed, supersample)).map_err(py_err)?;
     fill(py, &out, &v)
 }
 

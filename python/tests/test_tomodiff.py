@@ -126,6 +126,17 @@ def test_progressive_equals_the_command_line(tmp_path):
         td.reconstruct(proj[:, :, :], td.Geometry.cone((16, 32, 32), det_shape=(52, 64), n_views=4, source_origin=96, origin_detector=48, det_spacing=(1.5, 1.5)), progressive="2:300", device="cpu")
 
 
+def test_supersampled_phantom_equals_the_command_line(tmp_path):
+    g = td.Geometry.parallel((8, 12, 12), det_shape=(8, 18), n_views=2, voxel_size=(36.0, 36.0, 36.0))
+    (tmp_path / "g.json").write_text(g.to_json())
+    cli("phantom", "thorax", "--geometry", tmp_path / "g.json", "--seed", 3, "--supersample", 2, "-o", tmp_path / "t.npy")
+    avg = td.phantom("thorax", g, seed=3, supersample=2)
+    assert np.array_equal(np.load(tmp_path / "t.npy"), avg)
+    assert not np.array_equal(avg, td.phantom("thorax", g, seed=3))
+    with pytest.raises(td.ArgumentError, match="supersample"):
+        td.phantom("thorax", g, supersample=0)
+
+
 def test_samples_average_consecutive_seeds_as_the_command_line(tmp_path):
     g, proj = small_scan()
     (tmp_path / "g.json").write_text(g.to_json())

@@ -307,14 +307,16 @@ def sirt(proj, geometry: Geometry, iters: int = 100, x0=None, relaxation: float 
     return _iterate("sirt", proj, geometry, iters, x0, relaxation, nonneg, device)
 
 
-def phantom(name: str, geometry: Geometry, seed: int = 0) -> np.ndarray:
+def phantom(name: str, geometry: Geometry, seed: int = 0, supersample: int = 1) -> np.ndarray:
     """A phantom in 1/mm on the geometry's grid: shepp-logan, shepp-logan-ks, ellipsoids or chest
     (which fill the grid's box), or thorax (procedural anatomy in mm, centred on the origin: a grid
     of 1 mm voxels shows its central region; about 440 mm across frames the body); `seed`
-    (0 <= seed < 2**64) varies the random ones."""
-    name, seed = _text(name, "name"), _count(seed, "seed", 0)
+    (0 <= seed < 2**64) varies the random ones. `supersample` K >= 1 renders it on a grid K times
+    finer per axis and averages over each voxel, the mean attenuation a CT voxel holds (default
+    1: as rendered, the value at each voxel centre for thorax and chest)."""
+    name, seed, k = _text(name, "name"), _count(seed, "seed", 0), _count(supersample, "supersample")
     out = np.empty(geometry.volume_shape, np.float32)
-    _td.phantom_into(name, geometry.to_json(), seed, out)
+    _td.phantom_into(name, geometry.to_json(), seed, k, out)
     return out
 
 

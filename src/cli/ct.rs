@@ -29,7 +29,8 @@ pub struct PhantomArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Render on a grid K times finer per axis and average over each voxel (the mean attenuation
-    /// a CT voxel holds); 1: the value at each voxel centre. Costs K^3 times the rendering.
+    /// a CT voxel holds); 1: as rendered (the value at each voxel centre for thorax and chest;
+    /// the ellipsoid phantoms average 2^3 points per voxel). Costs K^3 times the rendering.
     #[arg(long, default_value_t = 1)]
     supersample: usize,
     /// PNG of the middle axial, coronal and sagittal slices.
@@ -240,6 +241,7 @@ pub fn phantom(a: PhantomArgs) -> Result<()> {
         _ => bail!("give either --shape or --geometry"),
     };
     let pb = spinner(&format!("phantom {} {:?}", a.name, grid.shape));
+    phantom::check_supersample(grid.shape, a.supersample).context("--supersample")?;
     let v = phantom::averaged(&a.name, &grid, a.seed, a.supersample)?;
     pb.finish_and_clear();
     save_volume(&a.output, &grid, &v, a.preview.as_deref())?;

@@ -56,9 +56,10 @@ pub struct TrainArgs {
     #[arg(long, value_delimiter = ',')]
     volume_shape: Option<Vec<usize>>,
     /// Phantom volumes averaged over each voxel from a grid K times finer (the mean attenuation
-    /// a CT voxel holds; 1: the value at each voxel centre, which aliases thin bone and vessels
-    /// into isolated voxels); above 1, one volume per step serves the batch [default: 2; with
-    /// --resume, the run's].
+    /// a CT voxel holds; 1: the phantom as rendered, the value at each voxel centre for thorax
+    /// and chest, which aliases thin bone and vessels into isolated voxels); above 1, one volume
+    /// per step serves the batch [default: 2 for thorax and chest, 1 for the ellipsoid
+    /// phantoms, which average 2^3 points per voxel already; with --resume, the run's].
     #[arg(long)]
     supersample: Option<usize>,
     /// What the values of a folder's .npy/NIfTI volumes are: hu (Hounsfield units) or mu
@@ -115,13 +116,15 @@ pub fn run(a: TrainArgs) -> Result<()> {
             if !tomodiff::ct::phantom::NAMES.contains(&name) {
                 bail!("unknown phantom {name:?}: expected one of {:?}", tomodiff::ct::phantom::NAMES);
             }
-            let supersample = a.supersample.unwrap_or(2);
-            if supersample == 0 {
-                bail!("--supersample 0: expected 1 (voxel centres) or more");
-            }
+            // The ellipsoid phantoms average 2^3 points per voxel already.
+            let supersample = a.supersample.unwrap_or(if ["thorax", "chest"].contains(&name) { 2 } else { 1 });
+            tomodiff::ct::phantom::check_supersample(shape, supersample).context("--supersample")?;
             (Data::Phantom { name: name.to_string(), shape, supersample }, vec![])
         }
         None => {
+            if a.supersample.is_some() {
+                bail!("--supersample applies to phantom:NAME data, not to a folder of volumes");
+            }
             let vols = load_folder(std::path::Path::new(&a.data), units, voxel_size)?;
             let files = vols.iter().map(|v| v.0.clone()).collect();
             (Data::Volumes { files }, vols.into_iter().map(|(_, d, x)| (d, x)).collect())
@@ -135,6 +138,14 @@ pub fn run(a: TrainArgs) -> Result<()> {
             }
             (d, run_data) => d == run_data && units == tr.opts.units,
         };
+        if let (Some(k), Data::Phantom { supersample, .. }) = (a.supersample, &tr.opts.data) {
+            if k != *supersample {
+                bail!(
+                    "--supersample {k}: the run being resumed draws its phantoms with {supersample} (checkpoint.json; runs from before the option read as 1), which cannot change on resume: start a new run with --init {} --supersample {k} --out NEW_DIR",
+                    a.out.display()
+                );
+            }
+        }
         if !same {
             bail!(
                 "--data {} (with --volume-shape, --supersample or --units) is not the data of the run being resumed, {:?} (its checkpoint.json): resume with those, or start a new run with --init {} --out NEW_DIR",

@@ -197,20 +197,40 @@ pub fn by_name(name: &str, grid: &VolumeGrid, seed: u64) -> Result<Vec<f32>> {
     }
 }
 
-/// Phantom `name` as a CT voxel holds it, the mean attenuation over the voxel: rendered by
-/// `by_name` on a grid `k` times finer per axis (voxels of a k-th the size, the same box) and
-/// averaged over each voxel of `grid`. k = 1 is `by_name` itself (the value at each voxel
-/// centre), which aliases structures thinner than a voxel into isolated bright or dark voxels.
-/// Costs k^3 times the rendering. `Error::Argument` for k = 0 or an unknown name.
+/// Phantom `name` as a CT voxel holds it, the mean attenuation over the voxel: `supersampled`
+/// (k times finer per axis) averaged over each voxel of `grid`. k = 1 is `by_name` as is: the
+/// value at each voxel centre for "thorax" and "chest", which aliases structures thinner than a
+/// voxel into isolated bright or dark voxels (the ellipsoid phantoms already average 2^3 points
+/// per voxel). Costs k^3 times the rendering. Errors as `supersampled`.
 pub fn averaged(name: &str, grid: &VolumeGrid, seed: u64, k: usize) -> Result<Vec<f32>> {
-    match k {
-        0 => Err(Error::Argument("supersampling factor 0: expected 1 (voxel centres) or more".into())),
-        1 => by_name(name, grid, seed),
-        _ => {
-            let fine = VolumeGrid { shape: grid.shape.map(|n| k * n), voxel_size: grid.voxel_size.map(|s| s / k as f64), origin: grid.origin };
-            Ok(crate::ops::resample::area_ref(&by_name(name, &fine, seed)?, fine.shape, grid.shape))
-        }
+    if k == 1 {
+        return by_name(name, grid, seed);
     }
+    let (fine_grid, fine) = supersampled(name, grid, seed, k)?;
+    Ok(crate::ops::resample::area_ref(&fine, fine_grid.shape, grid.shape))
+}
+
+/// The most voxels `supersampled` renders (2^30, 4 GiB of f32).
+pub const MAX_SUPERSAMPLED_VOXELS: usize = 1 << 30;
+
+/// Whether `shape` can be supersampled by k: k >= 1 and at most `MAX_SUPERSAMPLED_VOXELS` in
+/// the refined grid; `Error::Argument` otherwise.
+pub fn check_supersample(shape: [usize; 3], k: usize) -> Result<()> {
+    let n = shape.iter().try_fold(1usize, |a, d| a.checked_mul(d.checked_mul(k)?));
+    if k == 0 || n.is_none_or(|n| n > MAX_SUPERSAMPLED_VOXELS) {
+        return Err(Error::Argument(format!("supersampling {shape:?} voxels by {k} per axis: expected a factor of at least 1, and at most {MAX_SUPERSAMPLED_VOXELS} voxels in all")));
+    }
+    Ok(())
+}
+
+/// Phantom `name` rendered by `by_name` on `grid` refined k times per axis (voxels of a k-th the
+/// size, the same box and origin), with that grid. `Error::Argument` for k = 0, a refined grid
+/// over `MAX_SUPERSAMPLED_VOXELS`, or an unknown name.
+pub fn supersampled(name: &str, grid: &VolumeGrid, seed: u64, k: usize) -> Result<(VolumeGrid, Vec<f32>)> {
+    check_supersample(grid.shape, k)?;
+    let fine = VolumeGrid { shape: grid.shape.map(|n| k * n), voxel_size: grid.voxel_size.map(|s| s / k as f64), origin: grid.origin };
+    let v = by_name(name, &fine, seed)?;
+    Ok((fine, v))
 }
 
 /// The phantom names `by_name` accepts.

@@ -110,7 +110,7 @@ impl ReconOptions {
     fn passes_per_sample(&self) -> usize {
         match self.stages() {
             None => self.sampler_options().passes(),
-            Some((coarse, fine)) => coarse.passes() + fine.passes(),
+            Some((coarse, fine)) => coarse.sampler_options().passes() + fine.sampler_options().passes(),
         }
     }
 
@@ -129,8 +129,14 @@ impl ReconOptions {
         if !(self.gamma.is_finite() && self.gamma >= 0.0) {
             return Err(Error::Argument(format!("the CG damping gamma must be finite and >= 0, got {}", self.gamma)));
         }
-        if self.samples == 0 || self.sampler.seed.checked_add(self.samples as u64 - 1).is_none() {
-            return Err(Error::Argument(format!("samples {} with seed {}: at least one sample, and seed + samples - 1 must fit in 64 bits", self.samples, self.sampler.seed)));
+        if self.samples == 0 {
+            return Err(Error::Argument("samples must be at least 1, got 0".into()));
+        }
+        if self.sampler.seed.checked_add(self.samples as u64 - 1).is_none() {
+            return Err(Error::Argument(format!("seed {} with {} samples: their seeds, seed .. seed + samples - 1, pass 2^64 - 1; lower the seed", self.sampler.seed, self.samples)));
+        }
+        if self.samples.checked_mul(self.passes_per_sample()).is_none() {
+            return Err(Error::Argument(format!("{} samples of {} network passes each: too many", self.samples, self.passes_per_sample())));
         }
         if let Some(p) = self.progressive {
             p.check()?;
@@ -154,16 +160,19 @@ pub struct ReconStats {
 }
 
 impl ReconStats {
-    /// Adds the time and passes of a later run (a progressive stage, another sample).
+    /// Adds the time and passes of a later run (a progressive stage, another sample); every
+    /// field is named, so a field added later must be added here too.
     fn add(&mut self, o: &ReconStats) {
-        let (a, b) = (&mut self.sample, &o.sample);
-        a.passes += b.passes;
-        a.network_s += b.network_s;
-        a.hook_s += b.hook_s;
-        a.total_s += b.total_s;
-        a.replayed += b.replayed;
-        a.graph_fallback = b.graph_fallback.clone().or(a.graph_fallback.take());
-        self.projector_s += o.projector_s;
+        let ReconStats { sample, projector_s, memory_estimate: _ } = o;
+        let SampleStats { passes, network_s, hook_s, total_s, replayed, graph_fallback } = sample;
+        let a = &mut self.sample;
+        a.passes += passes;
+        a.network_s += network_s;
+        a.hook_s += hook_s;
+        a.total_s += total_s;
+        a.replayed += replayed;
+        a.graph_fallback = graph_fallback.clone().or(a.graph_fallback.take());
+        self.projector_s += projector_s;
     }
 }
 
@@ -239,17 +248,24 @@ fn posterior_mean<R: crate::diffusion::Proceed>(
     mut progress: impl FnMut(usize, usize) -> R,
     mut one: impl FnMut(&ReconOptions, &mut dyn FnMut(usize, usize) -> R) -> Result<(Vec<f32>, ReconStats)>,
 ) -> Result<(Vec<f32>, ReconStats)> {
+    if opts.samples == 1 {
+        return one(opts, &mut progress);
+    }
     let (per, total) = (opts.passes_per_sample(), opts.passes());
-    let mut sum: Vec<f64> = Vec::new();
+    // A running mean in f32: no second volume-sized buffer of f64 beside the samples.
+    let mut mean: Vec<f32> = Vec::new();
     let mut stats = ReconStats::default();
     for k in 0..opts.samples {
         let o = ReconOptions { sampler: SamplerOptions { seed: opts.sampler.seed + k as u64, ..opts.sampler.clone() }, samples: 1, ..opts.clone() };
         let (mu, s) = one(&o, &mut |i, _| progress(k * per + i, total))?;
-        sum.resize(mu.len(), 0.0);
-        sum.iter_mut().zip(&mu).for_each(|(a, b)| *a += *b as f64);
+        if k == 0 {
+            mean = mu;
+        } else {
+            let w = 1.0 / (k + 1) as f32;
+            mean.iter_mut().zip(&mu).for_each(|(m, x)| *m += (x - *m) * w);
+        }
         stats.add(&s);
     }
-    let mean = sum.iter().map(|v| (v / opts.samples as f64) as f32).collect();
     Ok((mean, stats))
 }
 

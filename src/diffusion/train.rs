@@ -27,7 +27,7 @@ pub enum Data {
     /// (`phantom::averaged`). With `supersample` 1 (the runs before it existed) each sample of a
     /// batch draws its own volume; above 1 one volume per step serves the whole batch, so that
     /// rendering the finer grid does not multiply the step's time (the patches, their
-    /// timesteps and noise still differ).
+    /// timesteps and noise still differ; what sharing costs the training is not measured).
     #[allow(missing_docs)] // the phantom's name and its volume shape (z, y, x) in voxels
     Phantom {
         name: String,
@@ -167,6 +167,12 @@ fn sample_seed(seed: u64, step: u64, b: usize) -> u64 {
     seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ step.wrapping_mul(0xbf58_476d_1ce4_e5b9) ^ (b as u64).wrapping_mul(0x94d0_49bb_1331_11eb)
 }
 
+/// The seed of a step's shared volume (`Data::Phantom` with `supersample` > 1): the step's own
+/// stream, apart from its samples' (`sample_seed`) by a constant of its own.
+fn step_seed(seed: u64, step: u64) -> u64 {
+    sample_seed(seed, step, 0) ^ 0xd6e8_feb8_6659_fd93
+}
+
 impl Trainer {
     /// A fresh run: seeded random weights (the EMA starts equal to them).
     pub fn new(cfg: &UNetConfig, opts: TrainOptions, volumes: Vec<([usize; 3], Vec<f32>)>) -> Result<Trainer> {
@@ -181,6 +187,9 @@ impl Trainer {
         cfg.validate()?;
         if opts.batch == 0 {
             return Err(Error::Argument("batch must be at least 1".into()));
+        }
+        if let Data::Phantom { shape, supersample, .. } = &opts.data {
+            phantom::check_supersample(*shape, *supersample)?;
         }
         let arch = Arch::new(cfg);
         let params = w.engine_map();
@@ -229,12 +238,7 @@ impl Trainer {
     /// thread count).
     pub fn batch(&self, step: u64) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
         use rayon::prelude::*;
-        let shared = match self.opts.data {
-            Data::Phantom { supersample, .. } if supersample > 1 => {
-                Some(self.volume(&mut rand::rngs::StdRng::seed_from_u64(sample_seed(self.opts.seed, step, usize::MAX)))?)
-            }
-            _ => None,
-        };
+        let shared = self.step_volume(step)?;
         let samples: Vec<(Vec<f32>, Vec<f32>, f32)> = (0..self.opts.batch).into_par_iter().map(|b| self.sample(step, b, shared.as_ref())).collect::<Result<_>>()?;
         let (mut x, mut target, mut ts) = (Vec::new(), Vec::new(), Vec::new());
         for (xs, tg, t) in samples {
@@ -243,6 +247,14 @@ impl Trainer {
             ts.push(t);
         }
         Ok((x, target, ts))
+    }
+
+    /// The volume all samples of `step` share: a supersampled phantom's (None otherwise).
+    fn step_volume(&self, step: u64) -> Result<Option<([usize; 3], Vec<f32>)>> {
+        match self.opts.data {
+            Data::Phantom { supersample, .. } if supersample > 1 => Ok(Some(self.volume(&mut rand::rngs::StdRng::seed_from_u64(step_seed(self.opts.seed, step)))?)),
+            _ => Ok(None),
+        }
     }
 
     /// Sample b of `step`: its patch input (P, 5), target (P, 1) and t; from the step's `shared`
@@ -376,4 +388,36 @@ fn read_meta(dir: &Path) -> Result<Meta> {
     let p = dir.join("checkpoint.json");
     let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
     serde_json::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", p.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A supersampled phantom stream: each step's samples come from one volume, the phantom
+    /// averaged from the grid twice as fine (`phantom::averaged`) with the seed of the step's own
+    /// generator, mapped to the model range; another step draws another volume.
+    #[test]
+    fn a_supersampled_step_shares_the_averaged_phantom() {
+        let cfg = UNetConfig { patch: [8, 8, 8], ..UNetConfig::small() };
+        let data = Data::Phantom { name: "thorax".into(), shape: [16, 16, 16], supersample: 2 };
+        let opts = TrainOptions { batch: 3, seed: 9, adam: AdamConfig::default(), data, units: Units::Hu };
+        let t = Trainer::new(&cfg, opts, vec![]).unwrap();
+        let (dims, vol) = t.step_volume(4).unwrap().unwrap();
+        let grid = VolumeGrid { shape: [16; 3], voxel_size: phantom::default_voxel_mm("thorax", [16; 3]), origin: [0.0; 3] };
+        let seed: u64 = rand::rngs::StdRng::seed_from_u64(step_seed(9, 4)).random();
+        let want = to_model_range(&phantom::averaged("thorax", &grid, seed, 2).unwrap(), cfg.intensity(), cfg.clip_x0);
+        assert_eq!((dims, &vol), ([16; 3], &want));
+        assert_ne!(t.step_volume(5).unwrap().unwrap().1, vol);
+        let (x, target, ts) = t.batch(4).unwrap();
+        let shared = (dims, vol);
+        let (mut x2, mut target2, mut ts2) = (vec![], vec![], vec![]);
+        for b in 0..3 {
+            let (xs, tg, tt) = t.sample(4, b, Some(&shared)).unwrap();
+            x2.extend(xs);
+            target2.extend(tg);
+            ts2.push(tt);
+        }
+        assert_eq!((x, target, ts), (x2, target2, ts2));
+    }
 }
