@@ -359,19 +359,20 @@ fn recon_options(o: &TdReconOptions) -> Result<ReconOptions, Error> {
         ro.start = Start::Noised(o.start_t);
     }
     if o.progressive_steps > 0 || o.progressive_t > 0 {
-        let t = tomodiff::diffusion::schedule::T;
-        if o.progressive_steps == 0 || !(1..t).contains(&o.progressive_t) {
-            return Err(Error::Argument(format!(
+        let p = Progressive { coarse_steps: o.progressive_steps, t_switch: o.progressive_t };
+        // The library's check, in the C struct's field names.
+        p.check().map_err(|_| {
+            Error::Argument(format!(
                 "progressive_steps {} and progressive_t {}: progressive sampling takes progressive_steps > 0 and progressive_t in 1..{} (both 0: off)",
                 o.progressive_steps,
                 o.progressive_t,
-                t - 1
-            )));
-        }
+                tomodiff::diffusion::schedule::T - 1
+            ))
+        })?;
         if o.start_t > 0 {
             return Err(Error::Argument(format!("start_t {} and progressive sampling: the full-resolution run starts from the coarse run; set start_t to 0", o.start_t)));
         }
-        ro.progressive = Some(Progressive { coarse_steps: o.progressive_steps, t_switch: o.progressive_t });
+        ro.progressive = Some(p);
     }
     ro.validate()?;
     Ok(ro)
@@ -412,10 +413,7 @@ pub unsafe extern "C" fn td_reconstruct(
             _ => ControlFlow::Continue(()),
         };
         // FDK only where it starts the sampler: the C ABI has no channel for its range warning.
-        let fdk = match ro.start {
-            Start::Noised(_) if ro.progressive.is_none() => fdk_start(g, y, &prior.cfg, &ro).map_err(lib)?.0,
-            _ => None,
-        };
+        let fdk = if ro.starts_from_fdk() { fdk_start(g, y, &prior.cfg, &ro).map_err(lib)?.0 } else { None };
         let (mu, _) = reconstruct_scan(&prior.cfg, &prior.weights, g, y, fdk.as_deref(), &ro, &dev, budget, tick).map_err(lib)?;
         out.copy_from_slice(&mu);
         Ok(())

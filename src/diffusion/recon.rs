@@ -102,6 +102,11 @@ impl ReconOptions {
         }
     }
 
+    /// Whether the sampler starts from the FDK volume (a noised start, not progressive).
+    pub fn starts_from_fdk(&self) -> bool {
+        self.progressive.is_none() && self.start != Start::Noise
+    }
+
     /// Network passes of the whole reconstruction (both runs when progressive, every sample).
     pub fn passes(&self) -> usize {
         self.samples * self.passes_per_sample()
@@ -234,7 +239,7 @@ pub fn reconstruct_scan<R: crate::diffusion::Proceed>(
     // The config says whether its x0 may be clamped (not for z-scored data).
     let opts = ReconOptions { sampler: SamplerOptions { clip_x0: opts.sampler.clip_x0 && cfg.clip_x0, ..opts.sampler.clone() }, ..opts.clone() };
     let (mu, mut stats) = posterior_mean(&opts, progress, |o, pr| match o.progressive {
-        None => reconstruct_one(&net, &p, &y, cfg.intensity(), init, o, pr),
+        None => reconstruct(&net, &p, &y, cfg.intensity(), init, o, pr),
         Some(_) => progressive(&net, &p, &y, cfg.intensity(), o, pr),
     })?;
     stats.memory_estimate = need;
@@ -285,11 +290,11 @@ fn progressive<R: crate::diffusion::Proceed>(
     let voxel_size = std::array::from_fn(|a| fine.voxel_size[a] * fine.shape[a] as f64 / shape[a] as f64);
     let coarse = Geometry { volume: VolumeGrid { shape, voxel_size, origin: fine.origin }, ..g.clone() };
     let pc = Projector::new(coarse, p.device())?;
-    let Some((first, second)) = opts.stages() else { return reconstruct_one(net, p, y, map, None, opts, progress) };
+    let Some((first, second)) = opts.stages() else { return reconstruct(net, p, y, map, None, opts, progress) };
     let (n1, total) = (first.passes(), opts.passes());
-    let (mu_c, s1) = reconstruct_one(net, &pc, y, map, None, &first, |k, _| progress(k, total))?;
+    let (mu_c, s1) = reconstruct(net, &pc, y, map, None, &first, |k, _| progress(k, total))?;
     let up = crate::ops::resample::trilinear_ref(&mu_c, shape, fine.shape);
-    let (mu, s2) = reconstruct_one(net, p, y, map, Some(&up), &second, |k, _| progress(n1 + k, total))?;
+    let (mu, s2) = reconstruct(net, p, y, map, Some(&up), &second, |k, _| progress(n1 + k, total))?;
     let mut stats = s1;
     stats.add(&s2);
     Ok((mu, stats))
@@ -311,19 +316,9 @@ pub fn reconstruct<R: crate::diffusion::Proceed>(
     if opts.progressive.is_some() {
         return Err(Error::Argument("reconstruct runs one resolution: progressive sampling goes through reconstruct_scan".into()));
     }
-    posterior_mean(opts, progress, |o, pr| reconstruct_one(model, p, y, map, init, o, pr))
-}
-
-/// One sample of `reconstruct` (`opts.samples` is not read).
-fn reconstruct_one<R: crate::diffusion::Proceed>(
-    model: &dyn EpsModel,
-    p: &Projector,
-    y: &Tensor,
-    map: Intensity,
-    init: Option<&[f32]>,
-    opts: &ReconOptions,
-    progress: impl FnMut(usize, usize) -> R,
-) -> Result<(Vec<f32>, ReconStats)> {
+    if opts.samples > 1 {
+        return posterior_mean(opts, progress, |o, pr| reconstruct(model, p, y, map, init, o, pr));
+    }
     let dims = p.geometry().volume.shape;
     if model.device().name() != p.device().name() || y.device().name() != p.device().name() {
         return Err(Error::DeviceMismatch(format!(
@@ -333,7 +328,6 @@ fn reconstruct_one<R: crate::diffusion::Proceed>(
             y.device().name()
         )));
     }
-    opts.validate()?;
     let so = opts.sampler_options();
     let init = match opts.start {
         Start::Noise => None,
@@ -392,7 +386,7 @@ pub fn memory_estimate(cfg: &UNetConfig, w: &Weights, batch: usize, dims: [usize
 /// `opts` start from a noised volume (not progressive), and the range check (`range_warning`).
 /// A geometry FDK cannot take skips the check when nothing starts from FDK; otherwise its error.
 pub fn fdk_start(g: &Geometry, proj: &[f32], cfg: &UNetConfig, opts: &ReconOptions) -> Result<(Option<Vec<f32>>, Option<String>)> {
-    let needed = opts.progressive.is_none() && opts.start != Start::Noise;
+    let needed = opts.starts_from_fdk();
     let fdk = match crate::ct::fbp::fbp(g, proj, crate::ct::fbp::Window::Hann) {
         Ok(v) => Some(v),
         Err(_) if !needed => None,
