@@ -47,6 +47,7 @@ fn demo_beats_the_baselines_and_feeds_reconstruct() {
         (vec!["-i".into(), p.clone(), "--start".into(), "fdk:5000".into()], "--start"),
         (vec!["-i".into(), p.clone(), "--eta".into(), "2".into()], "eta"),
         (vec!["-i".into(), p.clone(), "--gamma=-1".into()], "gamma"),
+        (vec!["-i".into(), p.clone(), "--samples".into(), "0".into()], "--samples must be at least 1"),
         (vec!["-i".into(), p.clone(), "--astra-layout".into()], "(rows, views, cols)"),
         (vec!["-i".into(), p.clone(), "--weights".into(), s(&bad)], "--config"),
     ];
@@ -58,6 +59,9 @@ fn demo_beats_the_baselines_and_feeds_reconstruct() {
         assert!(code != 0 && e.contains(want), "{args:?}: {e}");
         assert!(!e.contains("panicked"), "{e}");
         assert!(!none.exists(), "{args:?} wrote its output");
+        if want.starts_with("--samples") {
+            assert!(!e.contains("prior:"), "the settings are refused before the prior loads: {e}");
+        }
     }
     let bad_s = s(&bad);
     for (args, want) in [(vec!["--arc-deg", "400"], "--arc-deg"), (vec!["--eta", "3"], "eta"), (vec!["--start", "fdk:0"], "--start"), (vec!["--weights", &bad_s], "--config")] {

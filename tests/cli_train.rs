@@ -29,7 +29,7 @@ fn train_resume_and_run_the_weights() {
     // Other data than the run's is refused, not trained on (or panicked on) silently.
     let (code, _, e) = run(&["train", "--out", &s(&out), "--steps", "5", "--resume", "--data", "phantom:chest"]);
     assert_eq!(code, 1, "{e}");
-    assert!(e.contains("--data phantom:chest (with --volume-shape, --supersample or --units) is not the data of the run being resumed"), "{e}");
+    assert!(e.contains("--data phantom:chest (with --volume-shape, --supersample or --units) is not the data of the run being resumed, phantom:ellipsoids, --volume-shape 16,16,16, --supersample 1 (its checkpoint.json)"), "{e}");
     // The ellipsoids (2^3 points per voxel already) default to no supersampling; the run keeps its factor.
     let meta = std::fs::read_to_string(out.join("checkpoint.json")).unwrap();
     assert!(meta.contains("\"supersample\": 1"), "{meta}");
@@ -143,6 +143,7 @@ fn bad_training_input_is_one_line() {
         assert_eq!(code, 1, "{args:?}: {e}");
         assert!(e.trim_end().lines().count() == 1 && e.contains(needle) && !e.contains("panicked"), "{args:?}: {e}");
     }
+    assert!(!dir.path().join("run").exists(), "a refused run left its --out folder behind");
 }
 
 #[test]

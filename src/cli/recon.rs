@@ -46,6 +46,9 @@ impl PriorArgs {
     }
 
     fn options(&self) -> Result<ReconOptions> {
+        if self.samples == 0 {
+            bail!("--samples must be at least 1 (the reconstructions averaged), got 0");
+        }
         let start = Start::parse(&self.start).context("--start")?;
         let progressive = self.progressive.as_deref().map(Progressive::parse).transpose().context("--progressive")?;
         let opts = ReconOptions { sampler: self.sampler.options(2), cg_iters: self.cg_iters, gamma: self.gamma, start, progressive, samples: self.samples };
@@ -210,9 +213,9 @@ pub fn reconstruct_cmd(a: ReconstructArgs) -> Result<()> {
         Some(r) => Some(super::ct::load_volume(r, &mut g.volume.clone(), a.voxel_size_from.as_deref())?),
         None => None,
     };
+    let opts = a.prior.options()?;
     let (cfg, w, name) = load_model(a.weights.as_deref(), a.config.as_deref())?;
     eprintln!("prior: {name}");
-    let opts = a.prior.options()?;
     if opts.start != Start::Noise {
         for w in fbp::warnings(&g)? {
             eprintln!("warning: FDK start: {w}");

@@ -106,7 +106,6 @@ pub fn run(a: TrainArgs) -> Result<()> {
         },
     };
     let dev = crate::cli::device(&a.device)?;
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let (data, volumes) = match a.data.strip_prefix("phantom:") {
         Some(name) => {
             let shape: [usize; 3] = match &a.volume_shape {
@@ -148,7 +147,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         }
         if !same {
             bail!(
-                "--data {} (with --volume-shape, --supersample or --units) is not the data of the run being resumed, {:?} (its checkpoint.json): resume with those, or start a new run with --init {} --out NEW_DIR",
+                "--data {} (with --volume-shape, --supersample or --units) is not the data of the run being resumed, {} (its checkpoint.json): resume with those, or start a new run with --init {} --out NEW_DIR",
                 a.data,
                 tr.opts.data,
                 a.out.display()
@@ -184,6 +183,8 @@ pub fn run(a: TrainArgs) -> Result<()> {
             bail!("volumes {shape:?} are smaller than the patch {:?}", tr.arch.cfg.patch);
         }
     }
+    // Made only now, so that a refused argument leaves no empty run folder behind.
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let csv_path = a.out.join("loss.csv");
     if a.resume && csv_path.exists() {
         trim_log(&csv_path, tr.step)?;

@@ -44,6 +44,22 @@ fn one() -> usize {
     1
 }
 
+/// The data as `train`'s flags name it: `phantom:thorax, --volume-shape 64,64,64,
+/// --supersample 2`, or a folder's file count with its first file.
+impl std::fmt::Display for Data {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Data::Phantom { name, shape, supersample } => {
+                write!(f, "phantom:{name}, --volume-shape {},{},{}, --supersample {supersample}", shape[0], shape[1], shape[2])
+            }
+            Data::Volumes { files } => match files.first() {
+                Some(first) => write!(f, "{} volume files ({} first)", files.len(), first.display()),
+                None => write!(f, "no volume files"),
+            },
+        }
+    }
+}
+
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 /// A training run's settings, saved in checkpoint.json.
 pub struct TrainOptions {
