@@ -353,7 +353,7 @@ pub struct ReconCase {
 /// One reconstruction: wall time, network passes per second, and the split (network,
 /// projector, CG's vector work, the rest), with the network's floor (its FLOPs over the peak).
 pub fn recon(dev: &Device, cfg: &crate::nn::UNetConfig, case: &ReconCase) -> Result<String> {
-    use crate::diffusion::recon::{reconstruct, ReconOptions, Start};
+    use crate::diffusion::recon::{reconstruct, ReconOptions};
     use crate::diffusion::sampler::SamplerOptions;
     use crate::nn::{Arch, UNet, Weights};
     cfg.validate()?;
@@ -373,10 +373,7 @@ pub fn recon(dev: &Device, cfg: &crate::nn::UNetConfig, case: &ReconCase) -> Res
     let opts = ReconOptions {
         sampler: SamplerOptions { steps: case.steps, rounds: case.rounds, batch: case.batch, graph: case.graph, ..SamplerOptions::default() },
         cg_iters: case.cg_iters,
-        gamma: 0.0,
-        start: Start::Noise,
-        progressive: None,
-        samples: 1,
+        ..ReconOptions::default()
     };
     let (_, s) = reconstruct(&net, &p, &y, cfg.intensity(), None, &opts, |_, _| {})?;
     let patches = crate::diffusion::tiling::tiling(case.shape, cfg.patch, [0; 3]).len();

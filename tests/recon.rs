@@ -37,11 +37,8 @@ fn tiny_prior_reconstructs_a_phantom_on_every_device() {
         let yt = Tensor::from_f32(&y, &g.proj_shape(), DType::F32, &dev).unwrap();
         let opts = ReconOptions {
             sampler: SamplerOptions { steps, rounds: 1, batch: 8, seed: 1, ..SamplerOptions::default() },
-            cg_iters: 5,
-            gamma: 0.0,
             start: Start::Noised(400),
-            progressive: None,
-            samples: 1,
+            ..ReconOptions::default()
         };
         let mut passes = 0;
         let (mu, stats) = reconstruct(&net, &p, &yt, cfg.intensity(), Some(&fdk), &opts, |k, _| passes = k).unwrap();
@@ -220,4 +217,37 @@ fn samples_average_the_runs_of_consecutive_seeds() {
         let e = bad.validate().unwrap_err().to_string();
         assert!(e.contains(needle), "{e}");
     }
+}
+
+/// By default the output is the network's clamped estimate of the last pass (inside the model's
+/// range [mu_min, mu_max]); `final_dc` carries that same estimate through one more
+/// data-consistency solve, which lowers the data residual.
+#[test]
+fn final_dc_is_one_more_consistency_solve_on_the_default_output() {
+    use tomodiff::diffusion::recon::{data_consistency, reconstruct_scan};
+    let (cfg, w) = model_files::shipped().unwrap();
+    let (g, _, y) = scan(32, 8);
+    let o = ReconOptions { sampler: SamplerOptions { steps: 3, rounds: 2, batch: 8, seed: 3, ..SamplerOptions::default() }, ..ReconOptions::default() };
+    assert!(!o.final_dc, "off by default");
+    let run = |o: &ReconOptions| reconstruct_scan(&cfg, &w, &g, &y, None, o, &Device::Cpu, None, |_, _| {}).unwrap().0;
+    let (plain, dc) = (run(&o), run(&ReconOptions { final_dc: true, ..o.clone() }));
+    let map = cfg.intensity();
+    assert!(plain.iter().all(|v| (map.mu_min - 1e-7..=map.mu_max + 1e-7).contains(v)), "the clamped estimate");
+    let dev = Device::Cpu;
+    let p = Projector::new(g.clone(), &dev).unwrap();
+    let yt = Tensor::from_f32(&y, &g.proj_shape(), DType::F32, &dev).unwrap();
+    let x: Vec<f32> = plain.iter().map(|v| map.to_model(*v)).collect();
+    let mut x0 = Tensor::from_f32(&x, &g.volume.shape, DType::F32, &dev).unwrap();
+    data_consistency(&p, &yt, &mut x0, map, o.cg_iters, o.gamma).unwrap();
+    let by_hand: Vec<f32> = x0.to_f32_vec().unwrap().iter().map(|v| map.to_mu(*v)).collect();
+    let worst = by_hand.iter().zip(&dc).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(worst < 1e-5 * map.mu_max, "final_dc differs from one solve on the default output by {worst}");
+    let residual = |mu: &[f32]| {
+        let mut r = vec![0f32; g.n_rays()];
+        tomodiff::ct::siddon::forward_ref(&g, mu, &mut r).unwrap();
+        r.iter().zip(&y).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>().sqrt()
+    };
+    let (rp, rd) = (residual(&plain), residual(&dc));
+    eprintln!("data residual: {rp:.4} without the last solve, {rd:.4} with it");
+    assert!(rd < rp, "{rd} vs {rp}");
 }

@@ -121,6 +121,12 @@ typedef struct TdReconOptions {
    estimate of the posterior mean, with a lower error than one sample, for `samples` times the time.
    */
   size_t samples;
+  /*
+   Nonzero: data consistency after the last network pass too, as the paper (its output
+   x0_dc); 0 (the default): the output is the network's estimate of the last pass, free of
+   the last CG solve's streaks.
+   */
+  int32_t final_dc;
 } TdReconOptions;
 
 /*
@@ -223,7 +229,7 @@ void td_prior_free(struct TdPrior *p);
 
 /*
  The default settings: 50 DDIM steps x 2 rounds, 5 CG iterations, eta 0.85, batch 16, seed 0,
- gamma 0, from pure noise, not progressive, one sample.
+ gamma 0, from pure noise, not progressive, one sample, no data consistency after the last pass.
  */
 struct TdReconOptions td_recon_options_default(void);
 

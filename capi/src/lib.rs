@@ -324,10 +324,14 @@ pub struct TdReconOptions {
     /// Reconstructions averaged, >= 1 (1; 0 is refused), with seeds seed .. seed + samples - 1: an
     /// estimate of the posterior mean, with a lower error than one sample, for `samples` times the time.
     pub samples: usize,
+    /// Nonzero: data consistency after the last network pass too, as the paper (its output
+    /// x0_dc); 0 (the default): the output is the network's estimate of the last pass, free of
+    /// the last CG solve's streaks.
+    pub final_dc: i32,
 }
 
 /// The default settings: 50 DDIM steps x 2 rounds, 5 CG iterations, eta 0.85, batch 16, seed 0,
-/// gamma 0, from pure noise, not progressive, one sample.
+/// gamma 0, from pure noise, not progressive, one sample, no data consistency after the last pass.
 #[no_mangle]
 pub extern "C" fn td_recon_options_default() -> TdReconOptions {
     let d = ReconOptions::default();
@@ -344,6 +348,7 @@ pub extern "C" fn td_recon_options_default() -> TdReconOptions {
         progressive_steps: 0,
         progressive_t: 0,
         samples: d.samples,
+        final_dc: d.final_dc as i32,
     }
 }
 
@@ -351,6 +356,7 @@ pub extern "C" fn td_recon_options_default() -> TdReconOptions {
 fn recon_options(o: &TdReconOptions) -> Result<ReconOptions, Error> {
     let mut ro = ReconOptions::default();
     (ro.sampler.steps, ro.sampler.rounds, ro.cg_iters, ro.sampler.eta, ro.sampler.batch, ro.sampler.seed, ro.gamma, ro.samples) = (o.steps, o.rounds, o.cg_iters, o.eta, o.batch, o.seed, o.gamma, o.samples);
+    ro.final_dc = o.final_dc != 0;
     if o.start_t > 0 {
         let t = tomodiff::diffusion::schedule::T;
         if o.start_t >= t {

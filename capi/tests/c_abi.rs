@@ -144,13 +144,14 @@ fn reconstruct_is_cancelled_by_its_callback_and_checks_memory() {
     let s = unsafe { td_reconstruct(prior, g, proj.as_ptr(), proj.len(), &progressive, cpu.as_ptr(), None, null_mut(), vol.as_mut_ptr(), vol.len()) };
     assert_eq!(s, TdStatus::Shape, "a 16^3 volume has no half-resolution run for a 16^3 patch");
     assert!(last_error().contains("half the volume, [8, 8, 8]"), "{}", last_error());
-    // The start from FDK noised to t = 300 and gamma reach the library: the same volume as its own call.
-    let late = TdReconOptions { start_t: 300, gamma: 0.5, steps: 2, rounds: 1, ..o };
+    // The start from FDK noised to t = 300, gamma and final_dc reach the library: the same volume as its own call.
+    let late = TdReconOptions { start_t: 300, gamma: 0.5, steps: 2, rounds: 1, final_dc: 1, ..o };
     assert_eq!(unsafe { td_reconstruct(prior, g, proj.as_ptr(), proj.len(), &late, cpu.as_ptr(), None, null_mut(), vol.as_mut_ptr(), vol.len()) }, TdStatus::Ok, "{}", last_error());
     let ro = tomodiff::diffusion::recon::ReconOptions {
         sampler: tomodiff::diffusion::sampler::SamplerOptions { steps: 2, rounds: 1, ..Default::default() },
         gamma: 0.5,
         start: tomodiff::diffusion::recon::Start::Noised(300),
+        final_dc: true,
         ..Default::default()
     };
     let (cfg, w) = tomodiff::nn::model_files::shipped().unwrap();

@@ -272,7 +272,7 @@ fn cancelled_or(e: Error, raised: Mutex<Option<PyErr>>) -> PyErr {
 }
 
 /// The prior's reconstruction of `proj` into `out` (1/mm); `options` hold steps, rounds, eta,
-/// batch, seed, cg_iters, gamma, start ("noise" or "fdk:T"), progressive ("STEPS:T"), samples,
+/// batch, seed, cg_iters, gamma, start ("noise" or "fdk:T"), progressive ("STEPS:T"), samples, final_dc,
 /// memory_budget (bytes). Returns the
 /// timing and memory figures, and the data-range warning when there is one. As the command line,
 /// FDK always runs to check the data's range against the prior's mu_max; a start from noise on a
@@ -291,6 +291,9 @@ fn reconstruct_into(py: Python<'_>, model: &Model, json: &str, proj: PyBuffer<f3
     }
     if let Some(v) = get("gamma") {
         ro.gamma = v.extract()?;
+    }
+    if let Some(v) = get("final_dc") {
+        ro.final_dc = v.extract()?;
     }
     if let Some(v) = get("start") {
         ro.start = Start::parse(&v.extract::<String>()?).map_err(py_err)?;

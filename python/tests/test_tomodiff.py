@@ -152,6 +152,21 @@ def test_samples_average_consecutive_seeds_as_the_command_line(tmp_path):
         td.reconstruct(proj, g, samples=0, device="cpu")
 
 
+def test_final_dc_equals_the_command_line(tmp_path):
+    g, proj = small_scan()
+    (tmp_path / "g.json").write_text(g.to_json())
+    np.save(tmp_path / "p.npy", proj)
+    cli("reconstruct", "-g", tmp_path / "g.json", "-i", tmp_path / "p.npy", "-o", tmp_path / "r.npy", "--steps", 2, "--rounds", 1, "--final-dc", "--device", "cpu")
+    dc = td.reconstruct(proj, g, steps=2, rounds=1, final_dc=True, device="cpu")
+    assert np.array_equal(np.load(tmp_path / "r.npy"), dc)
+    plain = td.reconstruct(proj, g, steps=2, rounds=1, device="cpu")
+    assert not np.array_equal(plain, dc), "the last solve changes the output"
+    mu_max = td.load_model().mu_max
+    assert plain.min() >= 0 and plain.max() <= mu_max * (1 + 1e-6), "the network's clamped estimate"
+    with pytest.raises(td.ArgumentError, match="final_dc must be True or False"):
+        td.reconstruct(proj, g, final_dc=1, device="cpu")
+
+
 def test_cancel_and_callback_errors():
     g, proj = small_scan()
     with pytest.raises(td.CancelledError):

@@ -95,6 +95,13 @@ def _real(value, name: str) -> float:
     return float(value)
 
 
+def _flag(value, name: str) -> bool:
+    """`value` if a bool (or numpy bool), else ArgumentError naming the argument."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ArgumentError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def _text(value, name: str) -> str:
     """`value` if a str, else ArgumentError naming the argument."""
     if not isinstance(value, str):
@@ -353,14 +360,14 @@ def _model(model: ModelLike) -> Model:
 
 
 @overload
-def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None, *, steps: int = ..., rounds: int = ..., cg_iters: int = ..., eta: float = ..., gamma: float = ..., start: str = ..., progressive: Optional[str] = ..., samples: int = ..., batch: int = ..., seed: int = ..., device: str = ..., memory_budget: Optional[int] = ..., progress: Progress = ..., return_info: Literal[False] = ...) -> np.ndarray: ...
+def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None, *, steps: int = ..., rounds: int = ..., cg_iters: int = ..., eta: float = ..., gamma: float = ..., start: str = ..., progressive: Optional[str] = ..., samples: int = ..., final_dc: bool = ..., batch: int = ..., seed: int = ..., device: str = ..., memory_budget: Optional[int] = ..., progress: Progress = ..., return_info: Literal[False] = ...) -> np.ndarray: ...
 @overload
-def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None, *, steps: int = ..., rounds: int = ..., cg_iters: int = ..., eta: float = ..., gamma: float = ..., start: str = ..., progressive: Optional[str] = ..., samples: int = ..., batch: int = ..., seed: int = ..., device: str = ..., memory_budget: Optional[int] = ..., progress: Progress = ..., return_info: Literal[True]) -> Tuple[np.ndarray, dict[str, Any]]: ...
+def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None, *, steps: int = ..., rounds: int = ..., cg_iters: int = ..., eta: float = ..., gamma: float = ..., start: str = ..., progressive: Optional[str] = ..., samples: int = ..., final_dc: bool = ..., batch: int = ..., seed: int = ..., device: str = ..., memory_budget: Optional[int] = ..., progress: Progress = ..., return_info: Literal[True]) -> Tuple[np.ndarray, dict[str, Any]]: ...
 @overload
-def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None, *, steps: int = ..., rounds: int = ..., cg_iters: int = ..., eta: float = ..., gamma: float = ..., start: str = ..., progressive: Optional[str] = ..., samples: int = ..., batch: int = ..., seed: int = ..., device: str = ..., memory_budget: Optional[int] = ..., progress: Progress = ..., return_info: bool) -> Union[np.ndarray, Tuple[np.ndarray, dict[str, Any]]]: ...
+def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None, *, steps: int = ..., rounds: int = ..., cg_iters: int = ..., eta: float = ..., gamma: float = ..., start: str = ..., progressive: Optional[str] = ..., samples: int = ..., final_dc: bool = ..., batch: int = ..., seed: int = ..., device: str = ..., memory_budget: Optional[int] = ..., progress: Progress = ..., return_info: bool) -> Union[np.ndarray, Tuple[np.ndarray, dict[str, Any]]]: ...
 
 
-def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None, *, steps: int = 50, rounds: int = 2, cg_iters: int = 5, eta: float = 0.85, gamma: float = 0.0, start: str = "noise", progressive: Optional[str] = None, samples: int = 1, batch: int = 16, seed: int = 0, device: str = "auto", memory_budget: Optional[int] = None, progress: Progress = None, return_info: bool = False) -> Union[np.ndarray, Tuple[np.ndarray, dict[str, Any]]]:
+def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None, *, steps: int = 50, rounds: int = 2, cg_iters: int = 5, eta: float = 0.85, gamma: float = 0.0, start: str = "noise", progressive: Optional[str] = None, samples: int = 1, final_dc: bool = False, batch: int = 16, seed: int = 0, device: str = "auto", memory_budget: Optional[int] = None, progress: Progress = None, return_info: bool = False) -> Union[np.ndarray, Tuple[np.ndarray, dict[str, Any]]]:
     """Reconstructs attenuation (nz, ny, nx) in 1/mm from line integrals with a diffusion prior
     (docs/RECONSTRUCTION.md): DDIM `steps` x `rounds` network passes, each followed by `cg_iters`
     CG iterations of data consistency. All arguments after `model` are keyword-only.
@@ -389,6 +396,10 @@ def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None
         samples: reconstructions averaged, >= 1 (default 1), with seeds seed .. seed + samples - 1:
             an estimate of the posterior mean, whose error is lower than one sample's, for
             `samples` times the passes and the time.
+        final_dc: also run data consistency after the last network pass, as the paper does (its
+            output x0_dc). Default False: the output is the network's estimate of the last pass,
+            without the streaks and negative values the last CG solve writes into it (0.3 dB
+            better on held-out thoraxes, docs/RECONSTRUCTION.md).
         batch: patches per network call, >= 1 (default 16): more is faster on a GPU and needs
             more memory (see memory_budget).
         seed: seeds the noise and the tiling offsets, 0 <= seed < 2**64 (default 0): the same
@@ -431,6 +442,7 @@ def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None
         "batch": _count(batch, "batch"),
         "seed": _count(seed, "seed", 0),
         "samples": _count(samples, "samples"),
+        "final_dc": _flag(final_dc, "final_dc"),
     }
     if memory_budget is not None:
         opts["memory_budget"] = _count(memory_budget, "memory_budget")

@@ -35,6 +35,11 @@ pub struct PriorArgs {
     /// lower error than one sample, for K times the time.
     #[arg(long, default_value_t = 1)]
     samples: usize,
+    /// Data consistency after the last network pass too, as the paper (its output x0_dc); by
+    /// default the output is the network's estimate of the last pass, free of the last CG
+    /// solve's streaks (docs/RECONSTRUCTION.md).
+    #[arg(long)]
+    final_dc: bool,
     /// Device memory the reconstruction may use, in GiB (default: 90% of free GPU memory).
     #[arg(long)]
     memory_budget_gb: Option<f64>,
@@ -51,7 +56,7 @@ impl PriorArgs {
         }
         let start = Start::parse(&self.start).context("--start")?;
         let progressive = self.progressive.as_deref().map(Progressive::parse).transpose().context("--progressive")?;
-        let opts = ReconOptions { sampler: self.sampler.options(2), cg_iters: self.cg_iters, gamma: self.gamma, start, progressive, samples: self.samples };
+        let opts = ReconOptions { sampler: self.sampler.options(2), cg_iters: self.cg_iters, gamma: self.gamma, start, progressive, samples: self.samples, final_dc: self.final_dc };
         opts.validate()?;
         crate::cli::device(&self.sampler.device)?;
         Ok(opts)

@@ -55,6 +55,13 @@ pub struct ReconOptions {
     /// an estimate of the posterior mean, which has a lower squared error than any one sample
     /// (for an exact posterior sampler one sample's expected error is twice the mean's).
     pub samples: usize,
+    /// Data consistency after the last network pass too (the paper's and DDS's output, x0_dc).
+    /// Off by default: the output is then the network's Tweedie estimate of the last pass
+    /// (t = 19 with 50 steps), whose input already holds the data consistency of every earlier
+    /// pass. The last CG solve, with nothing after it to remove them, writes back-projection
+    /// streaks of whatever the data and the voxel model disagree on (noise, and the finer object
+    /// the scan saw) into the result, and negative attenuations (docs/RECONSTRUCTION.md).
+    pub final_dc: bool,
 }
 
 /// Progressive volumetric sampling, as this engine reads the paper's (docs/RECONSTRUCTION.md):
@@ -89,7 +96,7 @@ impl Progressive {
 
 impl Default for ReconOptions {
     fn default() -> Self {
-        ReconOptions { sampler: SamplerOptions { rounds: 2, ..SamplerOptions::default() }, cg_iters: 5, gamma: 0.0, start: Start::Noise, progressive: None, samples: 1 }
+        ReconOptions { sampler: SamplerOptions { rounds: 2, ..SamplerOptions::default() }, cg_iters: 5, gamma: 0.0, start: Start::Noise, progressive: None, samples: 1, final_dc: false }
     }
 }
 
@@ -337,7 +344,14 @@ pub fn reconstruct<R: crate::diffusion::Proceed>(
         }
     };
     let busy0 = p.busy_seconds();
-    let hook = |x0: &mut Tensor, _t: usize| data_consistency(p, y, x0, map, opts.cg_iters, opts.gamma);
+    let (last, mut pass) = (so.passes(), 0);
+    let hook = |x0: &mut Tensor, _t: usize| {
+        pass += 1;
+        if pass == last && !opts.final_dc {
+            return Ok(());
+        }
+        data_consistency(p, y, x0, map, opts.cg_iters, opts.gamma)
+    };
     let (x, sample) = sample(model, dims, &so, init.as_deref(), hook, progress)?;
     let mu = x.iter().map(|v| map.to_mu(*v)).collect();
     Ok((mu, ReconStats { sample, projector_s: p.busy_seconds() - busy0, memory_estimate: 0 }))
