@@ -67,9 +67,15 @@ typedef struct TdPrior TdPrior;
 
 /*
  The reconstruction's settings (docs/RECONSTRUCTION.md); `td_recon_options_default` gives the
- paper's.
+ defaults (the paper's, but for `final_dc`).
  */
 typedef struct TdReconOptions {
+  /*
+   sizeof(TdReconOptions) as the caller's header declares it, set by
+   `td_recon_options_default`: `td_reconstruct` refuses options of another size (a program
+   built against another version's tomodiff.h) rather than read past or short of them.
+   */
+  size_t struct_size;
   /*
    DDIM steps (50).
    */

@@ -293,10 +293,14 @@ pub unsafe extern "C" fn td_prior_free(p: *mut TdPrior) {
 }
 
 /// The reconstruction's settings (docs/RECONSTRUCTION.md); `td_recon_options_default` gives the
-/// paper's.
+/// defaults (the paper's, but for `final_dc`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct TdReconOptions {
+    /// sizeof(TdReconOptions) as the caller's header declares it, set by
+    /// `td_recon_options_default`: `td_reconstruct` refuses options of another size (a program
+    /// built against another version's tomodiff.h) rather than read past or short of them.
+    pub struct_size: usize,
     /// DDIM steps (50).
     pub steps: usize,
     /// Rounds per step, recurrent noising (2).
@@ -336,6 +340,7 @@ pub struct TdReconOptions {
 pub extern "C" fn td_recon_options_default() -> TdReconOptions {
     let d = ReconOptions::default();
     TdReconOptions {
+        struct_size: std::mem::size_of::<TdReconOptions>(),
         steps: d.sampler.steps,
         rounds: d.sampler.rounds,
         cg_iters: d.cg_iters,
@@ -410,7 +415,18 @@ pub unsafe extern "C" fn td_reconstruct(
         let g = &g.as_ref().ok_or_else(|| arg("geometry is NULL"))?.0;
         let y = slice(proj, proj_len, g.n_rays(), "proj")?;
         let out = slice_mut(volume, volume_len, g.volume.len(), "volume")?;
-        let o = opts.as_ref().copied().unwrap_or_else(|| td_recon_options_default());
+        let o = match opts.is_null() {
+            true => td_recon_options_default(),
+            false => {
+                // The size first: a smaller struct of an older header must not be read whole.
+                let size = opts.cast::<usize>().read_unaligned();
+                let want = std::mem::size_of::<TdReconOptions>();
+                if size != want {
+                    return Err(arg(format!("opts.struct_size is {size}, but this library's TdReconOptions is {want} bytes: the program was built against another version's tomodiff.h, or its options did not start from td_recon_options_default()")));
+                }
+                *opts
+            }
+        };
         let ro = recon_options(&o).map_err(lib)?;
         let dev = device(device_name)?;
         let budget = (o.memory_budget > 0).then_some(o.memory_budget);

@@ -160,7 +160,7 @@ fn reconstruct_is_cancelled_by_its_callback_and_checks_memory() {
     assert!(fdk.is_some(), "a noised start takes the FDK volume");
     let (want, _) = tomodiff::diffusion::recon::reconstruct_scan(&cfg, &w, &geo, &proj, fdk.as_deref(), &ro, &tomodiff::Device::Cpu, None, |_, _| ()).unwrap();
     assert!(vol == want, "the C call and the library's differ");
-    for (bad, needle) in [(TdReconOptions { start_t: 1000, ..o }, "start_t 1000"), (TdReconOptions { gamma: f64::NAN, ..o }, "gamma"), (TdReconOptions { samples: 0, ..o }, "samples must be at least 1"), (TdReconOptions { progressive_steps: 5, ..o }, "progressive_t 0: progressive sampling takes"), (TdReconOptions { progressive_steps: 5, progressive_t: 400, start_t: 100, ..o }, "set start_t to 0")] {
+    for (bad, needle) in [(TdReconOptions { start_t: 1000, ..o }, "start_t 1000"), (TdReconOptions { gamma: f64::NAN, ..o }, "gamma"), (TdReconOptions { samples: 0, ..o }, "samples must be at least 1"), (TdReconOptions { struct_size: 8, ..o }, "opts.struct_size is 8, but this library's TdReconOptions is"), (TdReconOptions { progressive_steps: 5, ..o }, "progressive_t 0: progressive sampling takes"), (TdReconOptions { progressive_steps: 5, progressive_t: 400, start_t: 100, ..o }, "set start_t to 0")] {
         let s = unsafe { td_reconstruct(prior, g, proj.as_ptr(), proj.len(), &bad, cpu.as_ptr(), None, null_mut(), vol.as_mut_ptr(), vol.len()) };
         assert_eq!(s, TdStatus::Argument, "{needle}");
         assert!(last_error().contains(needle), "{}", last_error());
