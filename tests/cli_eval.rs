@@ -38,6 +38,7 @@ fn eval_reports_every_scan_and_method() {
     let (p, c) = (psnr(0, "diffusion"), psnr(0, "cgls"));
     assert!(p.iter().zip(&c).all(|(p, c)| p > c), "prior {p:?} vs CGLS {c:?} at 8 views");
     assert_eq!(cases[1]["arc_deg"], 120.0);
+    assert_eq!((j["prior_settings"]["steps"].as_u64(), j["prior_settings"]["final_dc"].as_bool()), (Some(3), Some(false)), "the settings recorded: {j}");
     // Each method's wall time per volume: the prior's network passes take longer than FBP.
     let secs = |method: &str| -> Vec<f64> { cases[0]["methods"][method]["seconds"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect() };
     let (sp, sf) = (secs("diffusion"), secs("fdk"));

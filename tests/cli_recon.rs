@@ -19,6 +19,8 @@ fn demo_beats_the_baselines_and_feeds_reconstruct() {
     let (d, f, c) = (psnr(&m, "diffusion"), psnr(&m, "fdk"), psnr(&m, "cgls"));
     eprintln!("demo, 10 steps: prior {d:.2} dB, FDK {f:.2} dB, CGLS {c:.2} dB");
     assert!(d > f && d > c, "prior {d:.2} dB, FDK {f:.2}, CGLS {c:.2}");
+    let settings = &m["prior_settings"];
+    assert_eq!((settings["steps"].as_u64(), settings["rounds"].as_u64(), settings["final_dc"].as_bool()), (Some(10), Some(1), Some(false)), "{m}");
     for f in ["geometry.json", "projections.npy", "truth.nii.gz", "fdk.nii.gz", "cgls.nii.gz", "diffusion.nii.gz", "side-by-side.png"] {
         assert!(demo.join(f).exists(), "{f} missing");
     }
@@ -33,6 +35,7 @@ fn demo_beats_the_baselines_and_feeds_reconstruct() {
     assert!(o.contains("metrics written"), "{o}");
     let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("recon.metrics.json")).unwrap()).unwrap();
     assert!(psnr(&m, "diffusion") > 10.0 && psnr(&m, "fdk") > 10.0 && psnr(&m, "cgls") > 10.0, "{m}");
+    assert_eq!((m["prior_settings"]["start"].as_str(), m["prior_settings"]["steps"].as_u64()), (Some("fdk:200"), Some(2)), "{m}");
     let v = tomodiff::io::read_array(&out).unwrap();
     assert_eq!(v.shape, vec![64, 64, 64]);
     assert!(dir.path().join("recon.png").exists());

@@ -66,14 +66,14 @@ typedef struct TdGeometry TdGeometry;
 typedef struct TdPrior TdPrior;
 
 /*
- The reconstruction's settings (docs/RECONSTRUCTION.md); `td_recon_options_default` gives the
+ The reconstruction's settings (docs/RECONSTRUCTION.md); `td_recon_options_init` fills in the
  defaults (the paper's, but for `final_dc`).
  */
 typedef struct TdReconOptions {
   /*
    sizeof(TdReconOptions) as the caller's header declares it, set by
-   `td_recon_options_default`: `td_reconstruct` refuses options of another size (a program
-   built against another version's tomodiff.h) rather than read past or short of them.
+   `td_recon_options_init(&o, sizeof o)`: `td_reconstruct` refuses options of another size (a
+   program built against another version's tomodiff.h) rather than read past or short of them.
    */
   size_t struct_size;
   /*
@@ -234,10 +234,17 @@ enum TdStatus td_prior_load(const char *weights, const char *config, struct TdPr
 void td_prior_free(struct TdPrior *p);
 
 /*
- The default settings: 50 DDIM steps x 2 rounds, 5 CG iterations, eta 0.85, batch 16, seed 0,
- gamma 0, from pure noise, not progressive, one sample, no data consistency after the last pass.
+ Fills `*opts` with the default settings (50 DDIM steps x 2 rounds, 5 CG iterations, eta 0.85,
+ batch 16, seed 0, gamma 0, from pure noise, not progressive, one sample, no data consistency
+ after the last pass). `size` is `sizeof(TdReconOptions)` as the caller's header declares it:
+ another size than this library's (a program built against another version's tomodiff.h) is
+ refused with `TD_STATUS_ARGUMENT` and nothing is written, so the library never writes past
+ or short of the caller's struct.
+
+ # Safety
+ `opts` is NULL (refused) or points to `size` writable bytes.
  */
-struct TdReconOptions td_recon_options_default(void);
+enum TdStatus td_recon_options_init(struct TdReconOptions *opts, size_t size);
 
 /*
  Reconstructs attenuation (1/mm) into `volume` from line integrals `proj` with the prior, on

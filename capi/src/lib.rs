@@ -292,14 +292,14 @@ pub unsafe extern "C" fn td_prior_free(p: *mut TdPrior) {
     }
 }
 
-/// The reconstruction's settings (docs/RECONSTRUCTION.md); `td_recon_options_default` gives the
+/// The reconstruction's settings (docs/RECONSTRUCTION.md); `td_recon_options_init` fills in the
 /// defaults (the paper's, but for `final_dc`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct TdReconOptions {
     /// sizeof(TdReconOptions) as the caller's header declares it, set by
-    /// `td_recon_options_default`: `td_reconstruct` refuses options of another size (a program
-    /// built against another version's tomodiff.h) rather than read past or short of them.
+    /// `td_recon_options_init(&o, sizeof o)`: `td_reconstruct` refuses options of another size (a
+    /// program built against another version's tomodiff.h) rather than read past or short of them.
     pub struct_size: usize,
     /// DDIM steps (50).
     pub steps: usize,
@@ -336,8 +336,7 @@ pub struct TdReconOptions {
 
 /// The default settings: 50 DDIM steps x 2 rounds, 5 CG iterations, eta 0.85, batch 16, seed 0,
 /// gamma 0, from pure noise, not progressive, one sample, no data consistency after the last pass.
-#[no_mangle]
-pub extern "C" fn td_recon_options_default() -> TdReconOptions {
+fn default_options() -> TdReconOptions {
     let d = ReconOptions::default();
     TdReconOptions {
         struct_size: std::mem::size_of::<TdReconOptions>(),
@@ -355,6 +354,28 @@ pub extern "C" fn td_recon_options_default() -> TdReconOptions {
         samples: d.samples,
         final_dc: d.final_dc as i32,
     }
+}
+
+/// Fills `*opts` with the default settings (50 DDIM steps x 2 rounds, 5 CG iterations, eta 0.85,
+/// batch 16, seed 0, gamma 0, from pure noise, not progressive, one sample, no data consistency
+/// after the last pass). `size` is `sizeof(TdReconOptions)` as the caller's header declares it:
+/// another size than this library's (a program built against another version's tomodiff.h) is
+/// refused with `TD_STATUS_ARGUMENT` and nothing is written, so the library never writes past
+/// or short of the caller's struct.
+///
+/// # Safety
+/// `opts` is NULL (refused) or points to `size` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn td_recon_options_init(opts: *mut TdReconOptions, size: usize) -> TdStatus {
+    guard(|| {
+        let want = std::mem::size_of::<TdReconOptions>();
+        if size != want {
+            return Err(arg(format!("td_recon_options_init: size {size}, but this library's TdReconOptions is {want} bytes: the program was built against another version's tomodiff.h")));
+        }
+        let o = opts.as_mut().ok_or_else(|| arg("opts is NULL"))?;
+        *o = default_options();
+        Ok(())
+    })
 }
 
 /// The library's options from the C struct; out-of-range values are `Error::Argument`.
@@ -416,13 +437,13 @@ pub unsafe extern "C" fn td_reconstruct(
         let y = slice(proj, proj_len, g.n_rays(), "proj")?;
         let out = slice_mut(volume, volume_len, g.volume.len(), "volume")?;
         let o = match opts.is_null() {
-            true => td_recon_options_default(),
+            true => default_options(),
             false => {
                 // The size first: a smaller struct of an older header must not be read whole.
                 let size = opts.cast::<usize>().read_unaligned();
                 let want = std::mem::size_of::<TdReconOptions>();
                 if size != want {
-                    return Err(arg(format!("opts.struct_size is {size}, but this library's TdReconOptions is {want} bytes: the program was built against another version's tomodiff.h, or its options did not start from td_recon_options_default()")));
+                    return Err(arg(format!("opts.struct_size is {size}, but this library's TdReconOptions is {want} bytes: the program was built against another version's tomodiff.h, or its options did not start from td_recon_options_init")));
                 }
                 *opts
             }

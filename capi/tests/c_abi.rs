@@ -124,7 +124,11 @@ fn reconstruct_is_cancelled_by_its_callback_and_checks_memory() {
     unsafe { td_geometry_shapes(g, null_mut(), ps.as_mut_ptr()) };
     let proj = vec![0.1f32; ps.iter().product()];
     let mut vol = vec![-7f32; 16 * 16 * 16];
-    let mut o = td_recon_options_default();
+    let mut o = std::mem::MaybeUninit::<TdReconOptions>::uninit();
+    assert_eq!(unsafe { td_recon_options_init(o.as_mut_ptr(), std::mem::size_of::<TdReconOptions>() - 8) }, TdStatus::Argument);
+    assert!(last_error().contains("td_recon_options_init: size"), "{}", last_error());
+    assert_eq!(unsafe { td_recon_options_init(o.as_mut_ptr(), std::mem::size_of::<TdReconOptions>()) }, TdStatus::Ok, "{}", last_error());
+    let mut o = unsafe { o.assume_init() };
     o.steps = 5;
     let cpu = CString::new("cpu").unwrap();
     let mut seen = 0usize;

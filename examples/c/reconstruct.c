@@ -54,7 +54,8 @@ int main(int argc, char **argv) {
     bad = bad || check(td_cgls(g, proj, np, 20, rec, nv, "cpu"), "cgls");
     if (!bad) printf("CGLS  rmse %.5f /mm\n", rmse(rec, truth, nv));
     bad = bad || check(td_prior_load(NULL, NULL, &prior), "prior");
-    TdReconOptions o = td_recon_options_default();
+    TdReconOptions o;
+    bad = bad || check(td_recon_options_init(&o, sizeof o), "options");
     o.steps = steps;
     bad = bad || check(td_reconstruct(prior, g, proj, np, &o, "cpu", progress, NULL, rec, nv), "reconstruct");
     if (!bad) printf("\nprior rmse %.5f /mm\n", rmse(rec, truth, nv));

@@ -301,7 +301,7 @@ fn report(a: &EvalArgs, rows: &Rows) -> (String, serde_json::Value) {
     }
     let json = serde_json::json!({
         "phantom": a.phantom, "shape": a.shape, "phantom_seed": a.phantom_seed, "volumes": a.volumes, "i0": a.i0,
-        "cgls_iters": a.cgls_iters, "cases": cases_json,
+        "cgls_iters": a.cgls_iters, "prior_settings": (!a.no_prior).then(|| a.prior.settings()), "cases": cases_json,
     });
     (t, json)
 }

@@ -50,6 +50,16 @@ impl PriorArgs {
         &self.sampler.device
     }
 
+    /// The settings as reports record them (metrics and eval JSON), so that results of other
+    /// settings can be told apart.
+    pub(crate) fn settings(&self) -> serde_json::Value {
+        let s = self.sampler.options(2);
+        serde_json::json!({
+            "steps": s.steps, "rounds": s.rounds, "eta": s.eta, "seed": s.seed, "cg_iters": self.cg_iters, "gamma": self.gamma,
+            "start": self.start, "progressive": self.progressive, "samples": self.samples, "final_dc": self.final_dc,
+        })
+    }
+
     fn options(&self) -> Result<ReconOptions> {
         if self.samples == 0 {
             bail!("--samples must be at least 1 (the reconstructions averaged), got 0");
@@ -240,7 +250,7 @@ pub fn reconstruct_cmd(a: ReconstructArgs) -> Result<()> {
         let dev = crate::cli::device(&a.prior.sampler.device)?;
         let [fdk, cgls] = baselines(&g, &proj, a.cgls_iters, &dev)?;
         let prior = Method { name: "diffusion prior".into(), key: "diffusion", volume: mu, seconds: stats.sample.total_s };
-        outs.write(&path, |p| report(g.volume.shape, &r, &[&fdk, &cgls, &prior], serde_json::json!({ "cgls_iters": a.cgls_iters }), p))?;
+        outs.write(&path, |p| report(g.volume.shape, &r, &[&fdk, &cgls, &prior], serde_json::json!({ "cgls_iters": a.cgls_iters, "prior_settings": a.prior.settings() }), p))?;
     }
     outs.commit();
     println!("reconstruction written to {}", a.output.display());
@@ -313,7 +323,7 @@ pub fn demo(a: DemoArgs) -> Result<()> {
         tomodiff::io::write_array(&a.out.join(format!("{n}.nii.gz")), &g.volume.shape, d, g.volume.voxel_size)?;
     }
     tomodiff::io::preview::write(&a.out.join("side-by-side.png"), g.volume.shape, &vols.map(|v| v.1))?;
-    let extra = serde_json::json!({ "views": a.views, "arc_deg": a.arc_deg, "i0": a.i0, "phantom_seed": a.phantom_seed, "cgls_iters": a.cgls_iters, "device": dev.name() });
+    let extra = serde_json::json!({ "views": a.views, "arc_deg": a.arc_deg, "i0": a.i0, "phantom_seed": a.phantom_seed, "cgls_iters": a.cgls_iters, "device": dev.name(), "prior_settings": a.prior.settings() });
     report(g.volume.shape, &truth, &[&fdk, &cgls, &prior], extra, &a.out.join("metrics.json"))?;
     println!("volumes and side-by-side.png (rows: truth, FDK, CGLS, prior) in {}", a.out.display());
     Ok(())

@@ -146,10 +146,16 @@ pub fn run(a: TrainArgs) -> Result<()> {
             }
         }
         if !same {
+            // A folder's values are read in its units; phantoms have none.
+            let units = match tr.opts.data {
+                Data::Volumes { .. } => format!(" in {}", tr.opts.units.name()),
+                Data::Phantom { .. } => String::new(),
+            };
             bail!(
-                "--data {} (with --volume-shape, --supersample or --units) is not the data of the run being resumed, {} (its checkpoint.json): resume with those, or start a new run with --init {} --out NEW_DIR",
+                "--data {} (with --volume-shape, --supersample or --units) is not the data of the run being resumed, {}{} (its checkpoint.json): resume with those, or start a new run with --init {} --out NEW_DIR",
                 a.data,
                 tr.opts.data,
+                units,
                 a.out.display()
             );
         }

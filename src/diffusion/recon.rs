@@ -36,8 +36,9 @@ impl Start {
     }
 }
 
-/// The reconstruction's settings (docs/RECONSTRUCTION.md); `Default` is the paper's: 50 DDIM
-/// steps x 2 rounds (recurrent noising), 5 CG iterations per network pass, gamma 0, from noise.
+/// The reconstruction's settings (docs/RECONSTRUCTION.md); `Default` is the paper's (50 DDIM
+/// steps x 2 rounds of recurrent noising, 5 CG iterations per network pass, gamma 0, from noise)
+/// but for `final_dc`, off.
 #[derive(Clone, Debug)]
 pub struct ReconOptions {
     /// DDIM steps, rounds, eta, batch, seed, graph replay (`clip_x0` and `t_start` are set from
@@ -56,11 +57,13 @@ pub struct ReconOptions {
     /// (for an exact posterior sampler one sample's expected error is twice the mean's).
     pub samples: usize,
     /// Data consistency after the last network pass too (the paper's and DDS's output, x0_dc).
-    /// Off by default: the output is then the network's Tweedie estimate of the last pass
-    /// (t = 19 with 50 steps), whose input already holds the data consistency of every earlier
-    /// pass. The last CG solve, with nothing after it to remove them, writes back-projection
-    /// streaks of whatever the data and the voxel model disagree on (noise, and the finer object
-    /// the scan saw) into the result, and negative attenuations (docs/RECONSTRUCTION.md).
+    /// Off by default: the output is then the last pass's Tweedie estimate, clamped to the
+    /// model's range. That pass runs at t = 0, where the network moves x by about 1% of the
+    /// range, so the output is close to the previous pass's solve; what is left out is one more
+    /// CG solve fitting what the data and the voxel model disagree on (noise, and the finer
+    /// object the scan saw) as streaks and negative attenuations (docs/RECONSTRUCTION.md, "The
+    /// last pass"). A run of one pass keeps its solve; the coarse run of progressive sampling,
+    /// which feeds the fine one, keeps its last solve too.
     pub final_dc: bool,
 }
 
@@ -130,7 +133,7 @@ impl ReconOptions {
     /// coarse steps, and the full-resolution one from the switch timestep; None otherwise.
     fn stages(&self) -> Option<(ReconOptions, ReconOptions)> {
         let pg = self.progressive?;
-        let coarse = ReconOptions { sampler: SamplerOptions { steps: pg.coarse_steps, ..self.sampler.clone() }, start: Start::Noise, progressive: None, samples: 1, ..self.clone() };
+        let coarse = ReconOptions { sampler: SamplerOptions { steps: pg.coarse_steps, ..self.sampler.clone() }, start: Start::Noise, progressive: None, samples: 1, final_dc: true, ..self.clone() };
         let fine = ReconOptions { start: Start::Noised(pg.t_switch), progressive: None, samples: 1, ..self.clone() };
         Some((coarse, fine))
     }
@@ -347,7 +350,7 @@ pub fn reconstruct<R: crate::diffusion::Proceed>(
     let (last, mut pass) = (so.passes(), 0);
     let hook = |x0: &mut Tensor, _t: usize| {
         pass += 1;
-        if pass == last && !opts.final_dc {
+        if pass == last && last > 1 && !opts.final_dc {
             return Ok(());
         }
         data_consistency(p, y, x0, map, opts.cg_iters, opts.gamma)

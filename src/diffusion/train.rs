@@ -87,6 +87,14 @@ pub enum Units {
 }
 
 impl Units {
+    /// The name `--units` takes: "hu" or "mu".
+    pub fn name(&self) -> &'static str {
+        match self {
+            Units::Hu => "hu",
+            Units::Mu => "mu",
+        }
+    }
+
     /// "hu"/"HU" or "mu"; `Error::Argument` otherwise.
     pub fn parse(s: &str) -> Result<Units> {
         match s {
