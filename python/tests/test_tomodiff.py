@@ -181,6 +181,9 @@ def test_cancel_and_callback_errors():
 
 def test_ctrl_c_stops_a_reconstruction():
     g, proj = small_scan()
+    # Python's own handler, even where the runner inherited SIGINT ignored (a background job of a
+    # non-interactive shell), which Python then leaves ignored.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     try:
@@ -188,6 +191,7 @@ def test_ctrl_c_stops_a_reconstruction():
             td.reconstruct(proj, g, steps=200, device="cpu")
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_sample_is_seeded_and_in_range():
