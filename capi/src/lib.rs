@@ -356,6 +356,15 @@ fn default_options() -> TdReconOptions {
     }
 }
 
+/// Refuses a `TdReconOptions` size other than this library's (`what` names where it came from).
+fn check_size(what: &str, size: usize) -> Result<(), (TdStatus, String)> {
+    let want = std::mem::size_of::<TdReconOptions>();
+    match size == want {
+        true => Ok(()),
+        false => Err(arg(format!("{what} is {size}, but this library's TdReconOptions is {want} bytes: the program was built against another version's tomodiff.h, or did not fill its options with td_recon_options_init"))),
+    }
+}
+
 /// Fills `*opts` with the default settings (50 DDIM steps x 2 rounds, 5 CG iterations, eta 0.85,
 /// batch 16, seed 0, gamma 0, from pure noise, not progressive, one sample, no data consistency
 /// after the last pass). `size` is `sizeof(TdReconOptions)` as the caller's header declares it:
@@ -368,10 +377,7 @@ fn default_options() -> TdReconOptions {
 #[no_mangle]
 pub unsafe extern "C" fn td_recon_options_init(opts: *mut TdReconOptions, size: usize) -> TdStatus {
     guard(|| {
-        let want = std::mem::size_of::<TdReconOptions>();
-        if size != want {
-            return Err(arg(format!("td_recon_options_init: size {size}, but this library's TdReconOptions is {want} bytes: the program was built against another version's tomodiff.h")));
-        }
+        check_size("td_recon_options_init: size", size)?;
         let o = opts.as_mut().ok_or_else(|| arg("opts is NULL"))?;
         *o = default_options();
         Ok(())
@@ -440,11 +446,7 @@ pub unsafe extern "C" fn td_reconstruct(
             true => default_options(),
             false => {
                 // The size first: a smaller struct of an older header must not be read whole.
-                let size = opts.cast::<usize>().read_unaligned();
-                let want = std::mem::size_of::<TdReconOptions>();
-                if size != want {
-                    return Err(arg(format!("opts.struct_size is {size}, but this library's TdReconOptions is {want} bytes: the program was built against another version's tomodiff.h, or its options did not start from td_recon_options_init")));
-                }
+                check_size("opts.struct_size", opts.cast::<usize>().read_unaligned())?;
                 *opts
             }
         };
