@@ -146,9 +146,10 @@ RECON = re.compile(
     r"floor (?P<floor>unknown|" + NUM + r" s(?: \([^)]*\))?)\), projector (?P<projector_s>" + NUM + r") s, "
     r"CG vectors (?P<cg_vectors_s>" + NUM + r") s, rest (?P<rest_s>" + NUM + r") s; (?P<graph>[^;]*); (?P<memory>.*)$"
 )
-# Not anchored at the end: test threads share stdout/stderr, so a line can run on into another
-# test's "test x ... ok".
-DIFF = re.compile(r"(?P<what>[^\n]*?): max \|diff\| (?P<diff>" + NUM + r") at (?P<at>\d+)(?!\d)")
+# Test threads share stdout/stderr: the tests write each line in one piece on a line of its own
+# (tests/common report_line), but an older test binary's line can run on into another test's
+# "test x ... ok", so it is not anchored at the end.
+DIFF = re.compile(r"^(?P<what>[^\n]*?): max \|diff\| (?P<diff>" + NUM + r") at (?P<at>\d+)(?!\d)")
 DEVICE_TOKEN = re.compile(r"^(cuda:\d+|emu|cpu)$")
 
 

@@ -22,7 +22,7 @@ pub fn kernel_devices(test: &str) -> Vec<Device> {
             if std::env::var(REQUIRE_GPU).is_ok_and(|v| v == "1") {
                 panic!("{test}: {REQUIRE_GPU}=1 but no CUDA device: {e}");
             }
-            eprintln!("{test}: cuda skipped ({e})");
+            report_line(&format!("{test}: cuda skipped ({e})"));
         }
     }
     v
@@ -30,7 +30,7 @@ pub fn kernel_devices(test: &str) -> Vec<Device> {
 
 pub fn rng(test: &str) -> rand::rngs::StdRng {
     let seed: u64 = std::env::var("TOMODIFF_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x7011_0d1f);
-    eprintln!("{test}: seed {seed} (set TOMODIFF_SEED to change)");
+    report_line(&format!("{test}: seed {seed} (set TOMODIFF_SEED to change)"));
     rand::rngs::StdRng::seed_from_u64(seed)
 }
 
@@ -49,28 +49,14 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: impl Fn(usize) -
             worst = (i, d);
         }
     }
-    eprintln!("{what}: max |diff| {:.3e} at {}", worst.1, worst.0);
+    report_line(&format!("{what}: max |diff| {:.3e} at {}", worst.1, worst.0));
 }
 
-/// A file of tests/fixtures. The repository root is $TOMODIFF_REPO when set (test binaries run
-/// from a bundle on another machine), else where the tests were built.
-pub fn fixture(name: &str) -> std::path::PathBuf {
-    let root = std::env::var("TOMODIFF_REPO").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
-    std::path::Path::new(&root).join("tests/fixtures").join(name)
-}
-
-/// The `tomodiff` binary under test: $TOMODIFF_BIN, else the one cargo built.
-pub fn bin() -> String {
-    std::env::var("TOMODIFF_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_tomodiff").into())
-}
-
-/// Runs `tomodiff args`: (exit code, stdout, stderr).
-pub fn run(args: &[&str]) -> (i32, String, String) {
-    let o = std::process::Command::new(bin()).args(args).output().unwrap();
-    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
-}
-
-/// A path as a command-line argument.
-pub fn s(p: &std::path::Path) -> String {
-    p.to_string_lossy().into_owned()
+/// One line to stderr in a single write, on a line of its own. gpu-check.sh parses these lines
+/// from tests that run in parallel: `eprintln!` writes a line in pieces, and libtest writes
+/// "test NAME ... ", "ok" and the newline apart, so without the leading newline and the single
+/// write another thread's output can land inside the line or in front of it.
+pub fn report_line(line: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(format!("\n{line}\n").as_bytes());
 }
