@@ -60,3 +60,26 @@ pub fn report_line(line: &str) {
     use std::io::Write;
     let _ = std::io::stderr().write_all(format!("\n{line}\n").as_bytes());
 }
+
+/// A file of tests/fixtures. The repository root is $TOMODIFF_REPO when set (test binaries run
+/// from a bundle on another machine), else where the tests were built.
+pub fn fixture(name: &str) -> std::path::PathBuf {
+    let root = std::env::var("TOMODIFF_REPO").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+    std::path::Path::new(&root).join("tests/fixtures").join(name)
+}
+
+/// The `tomodiff` binary under test: $TOMODIFF_BIN, else the one cargo built.
+pub fn bin() -> String {
+    std::env::var("TOMODIFF_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_tomodiff").into())
+}
+
+/// Runs `tomodiff args`: (exit code, stdout, stderr).
+pub fn run(args: &[&str]) -> (i32, String, String) {
+    let o = std::process::Command::new(bin()).args(args).output().unwrap();
+    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
+}
+
+/// A path as a command-line argument.
+pub fn s(p: &std::path::Path) -> String {
+    p.to_string_lossy().into_owned()
+}
