@@ -72,7 +72,7 @@ fn convert_and_inspect() {
 #[test]
 fn negative_numbers_are_option_values() {
     // Read as values, so tomodiff's own range check answers, naming the value.
-    assert_one_line_error(&["sample", "--eta", "-1", "-o", "/tmp/never-written.npy"], "eta must be in [0, 1], got -1");
+    assert_one_line_error(&["sample", "--eta", "-1", "-o", "/tmp/never-written.npy"], "--eta must be in [0, 1], got -1");
     let (code, _, err) = tomodiff(&["reconstruct", "--gamma", "-1", "-g", "/nonexistent/g.json", "-i", "p.npy", "-o", "r.npy"]);
     assert_eq!(code, 1, "{err}");
     assert!(!err.contains("unexpected argument"), "--gamma -1 taken as a flag: {err}");

@@ -4,12 +4,12 @@ use common::{run, s};
 
 /// Two scans (8 views over 180 degrees, 16 views over 120) of two held-out chests: one table row
 /// per scan and method, every volume's metrics in the JSON, and the prior (3 DDIM steps) ahead of
-/// CGLS on the sparse-view scan.
+/// CGLS on the sparse-view scan. A scan named twice runs once.
 #[test]
 fn eval_reports_every_scan_and_method() {
     let dir = tempfile::tempdir().unwrap();
     let md = dir.path().join("eval.md");
-    let args = ["eval", "--volumes", "2", "--views", "8", "--limited-deg", "120", "--beams", "parallel", "--steps", "3", "--rounds", "1"];
+    let args = ["eval", "--volumes", "2", "--views", "8,8", "--limited-deg", "120", "--beams", "parallel,parallel", "--steps", "3", "--rounds", "1"];
     let pics = dir.path().join("previews");
     let (code, o, e) = run(&[&args[..], &["--device", "cpu", "--output", &s(&md), "--previews", &s(&pics)]].concat());
     assert_eq!(code, 0, "{e}");
@@ -18,7 +18,7 @@ fn eval_reports_every_scan_and_method() {
     for name in ["parallel-8views-180deg.png", "parallel-16views-120deg.png"] {
         let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(pics.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))));
         let h = dec.read_info().unwrap().info().height as usize;
-        assert_eq!(h, 4 * (tomodiff::io::preview::scale([64, 64, 64]) * 64 + 4), "{name}");
+        assert_eq!(h, 4 * (tomodiff::io::preview::pane_pixels([64, 64, 64], [6.875; 3])[1] + tomodiff::io::preview::GAP), "{name}");
     }
     let table = std::fs::read_to_string(&md).unwrap();
     assert!(o.contains(&table), "the table is printed as written");
@@ -39,6 +39,7 @@ fn eval_reports_every_scan_and_method() {
     assert!(p.iter().zip(&c).all(|(p, c)| p > c), "prior {p:?} vs CGLS {c:?} at 8 views");
     assert_eq!(cases[1]["arc_deg"], 120.0);
     assert_eq!((j["prior_settings"]["steps"].as_u64(), j["prior_settings"]["final_dc"].as_bool()), (Some(3), Some(false)), "the settings recorded: {j}");
+    assert!(j["prior_settings"]["weights"].as_str().is_some_and(|w| w.contains("(shipped)")), "the prior is named: {j}");
     // Each method's wall time per volume: the prior's network passes take longer than FBP.
     let secs = |method: &str| -> Vec<f64> { cases[0]["methods"][method]["seconds"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect() };
     let (sp, sf) = (secs("diffusion"), secs("fdk"));

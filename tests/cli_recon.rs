@@ -21,6 +21,8 @@ fn demo_beats_the_baselines_and_feeds_reconstruct() {
     assert!(d > f && d > c, "prior {d:.2} dB, FDK {f:.2}, CGLS {c:.2}");
     let settings = &m["prior_settings"];
     assert_eq!((settings["steps"].as_u64(), settings["rounds"].as_u64(), settings["final_dc"].as_bool()), (Some(10), Some(1), Some(false)), "{m}");
+    assert_eq!(settings["last_pass_solved"].as_bool(), Some(false), "{m}");
+    assert!(settings["weights"].as_str().is_some_and(|w| w.contains("(shipped)")), "the prior is named: {m}");
     for f in ["geometry.json", "projections.npy", "truth.nii.gz", "fdk.nii.gz", "cgls.nii.gz", "diffusion.nii.gz", "side-by-side.png"] {
         assert!(demo.join(f).exists(), "{f} missing");
     }
@@ -36,6 +38,12 @@ fn demo_beats_the_baselines_and_feeds_reconstruct() {
     let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("recon.metrics.json")).unwrap()).unwrap();
     assert!(psnr(&m, "diffusion") > 10.0 && psnr(&m, "fdk") > 10.0 && psnr(&m, "cgls") > 10.0, "{m}");
     assert_eq!((m["prior_settings"]["start"].as_str(), m["prior_settings"]["steps"].as_u64()), (Some("fdk:200"), Some(2)), "{m}");
+    // A single pass keeps its solve whatever final_dc says, and the report says so.
+    let one = dir.path().join("one.npy");
+    let (code, _, e) = run(&["reconstruct", "-g", &g, "-i", &p, "-o", &s(&one), "--steps", "1", "--rounds", "1", "--reference", &t, "--device", "cpu"]);
+    assert_eq!(code, 0, "{e}");
+    let m1: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("one.metrics.json")).unwrap()).unwrap();
+    assert_eq!((m1["prior_settings"]["final_dc"].as_bool(), m1["prior_settings"]["last_pass_solved"].as_bool()), (Some(false), Some(true)), "{m1}");
     let v = tomodiff::io::read_array(&out).unwrap();
     assert_eq!(v.shape, vec![64, 64, 64]);
     assert!(dir.path().join("recon.png").exists());
@@ -48,7 +56,9 @@ fn demo_beats_the_baselines_and_feeds_reconstruct() {
         (vec!["-i".into(), s(&bad)], "bad.npy: projections of shape [3, 4, 5]"),
         (vec!["-i".into(), p.clone(), "--memory-budget-gb".into(), "0.001".into()], "GiB"),
         (vec!["-i".into(), p.clone(), "--start".into(), "fdk:5000".into()], "--start"),
-        (vec!["-i".into(), p.clone(), "--eta".into(), "2".into()], "eta"),
+        (vec!["-i".into(), p.clone(), "--eta".into(), "2".into()], "--eta must be in [0, 1]"),
+        (vec!["-i".into(), p.clone(), "--batch".into(), "0".into()], "--batch must be at least 1"),
+        (vec!["-i".into(), p.clone(), "--metrics".into(), s(&dir.path().join("m.json"))], "--reference"),
         (vec!["-i".into(), p.clone(), "--gamma=-1".into()], "gamma"),
         (vec!["-i".into(), p.clone(), "--samples".into(), "0".into()], "--samples must be at least 1"),
         (vec!["-i".into(), p.clone(), "--astra-layout".into()], "(rows, views, cols)"),
@@ -67,14 +77,23 @@ fn demo_beats_the_baselines_and_feeds_reconstruct() {
         }
     }
     let bad_s = s(&bad);
-    for (args, want) in [(vec!["--arc-deg", "400"], "--arc-deg"), (vec!["--eta", "3"], "eta"), (vec!["--start", "fdk:0"], "--start"), (vec!["--weights", &bad_s], "--config")] {
+    // Refused before any work, or failing in it (over the memory budget, after FDK and CGLS):
+    // no folder, no file.
+    for (args, want) in [
+        (vec!["--arc-deg", "400"], "--arc-deg"),
+        (vec!["--eta", "3"], "--eta"),
+        (vec!["--steps", "0"], "--steps must be at least 1"),
+        (vec!["--start", "fdk:0"], "--start"),
+        (vec!["--weights", &bad_s], "--config"),
+        (vec!["--memory-budget-gb", "0.001", "--device", "cpu"], "GiB"),
+    ] {
         let mut all = vec!["demo", "--out"];
         let d2 = s(&dir.path().join("d2"));
         all.push(&d2);
         all.extend(args);
         let (code, _, e) = run(&all);
         assert!(code != 0 && e.contains(want), "{all:?}: {e}");
-        assert!(!dir.path().join("d2").exists(), "a refused demo made its folder");
+        assert!(!dir.path().join("d2").exists(), "a refused or failed demo left its folder");
     }
     let nan = dir.path().join("nan.npy");
     let mut proj = tomodiff::io::read_array(&demo.join("projections.npy")).unwrap();

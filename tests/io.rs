@@ -81,16 +81,38 @@ fn preview_png_has_three_panes_per_volume() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("p.png");
     let v: Vec<f32> = (0..5 * 6 * 7).map(|i| i as f32).collect();
-    preview::write(&p, [5, 6, 7], &[&v, &v]).unwrap();
+    preview::write(&p, [5, 6, 7], [1.0; 3], &[&v, &v]).unwrap();
     let (w, h, _) = read_png(&p);
-    // Each row: axial nx + coronal nx + sagittal ny + 2 gaps of 4, enlarged s times, then a 4-pixel
-    // gap: small volumes are enlarged to a legible size.
-    let s = preview::scale([5, 6, 7]);
-    assert_eq!(s, preview::MIN_PANE.div_ceil(7));
-    assert_eq!((w, h), (s * (7 + 7 + 6 + 8), 2 * (s * 6 + 4)));
-    assert_eq!(preview::scale([256, 256, 256]), 1);
-    assert!(matches!(preview::write(&p, [5, 6, 7], &[&v[1..]]), Err(tomodiff::Error::Shape(_))), "a length that disagrees with the shape");
-    assert!(matches!(preview::write(&p, [5, 6, 7], &[]), Err(tomodiff::Error::Shape(_))));
+    // Each row: axial nx + coronal nx + sagittal ny pixels enlarged s times, with two gaps, then
+    // a gap below: small volumes are enlarged to a legible size.
+    let s = preview::MIN_PANE.div_ceil(7);
+    assert_eq!(preview::pane_pixels([5, 6, 7], [1.0; 3]), [5 * s, 6 * s, 7 * s]);
+    assert_eq!((w, h), (s * (7 + 7 + 6) + 2 * preview::GAP, 2 * (s * 6 + preview::GAP)));
+    assert_eq!(preview::pane_pixels([256, 256, 256], [0.5; 3]), [256; 3]);
+    assert!(matches!(preview::write(&p, [5, 6, 7], [1.0; 3], &[&v[1..]]), Err(tomodiff::Error::Shape(_))), "a length that disagrees with the shape");
+    assert!(matches!(preview::write(&p, [5, 6, 7], [1.0; 3], &[]), Err(tomodiff::Error::Shape(_))));
+}
+
+/// Thick slices keep their proportions: 40 slices of 2.5 mm under 0.5 mm pixels draw the
+/// coronal and sagittal panes 100 mm tall against 100 mm wide, and each slice as a band of 5
+/// pixel rows.
+#[test]
+fn preview_of_anisotropic_voxels_is_square_in_mm() {
+    let (nz, ny, nx) = (40, 200, 200);
+    assert_eq!(preview::pane_pixels([nz, ny, nx], [2.5, 0.5, 0.5]), [200, 200, 200]);
+    // Slice k holds the value k: in the coronal pane each value fills 5 rows.
+    let v: Vec<f32> = (0..nz * ny * nx).map(|i| (i / (ny * nx)) as f32).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.png");
+    preview::write(&p, [nz, ny, nx], [2.5, 0.5, 0.5], &[&v]).unwrap();
+    let (w, h, px) = read_png(&p);
+    assert_eq!((w, h), (3 * 200 + 2 * preview::GAP, 200 + preview::GAP));
+    let col = 200 + preview::GAP + 100; // the coronal pane's middle column
+    let rows: Vec<u8> = (0..200).map(|r| px[r * w + col]).collect();
+    let bands = rows.windows(2).filter(|p| p[0] != p[1]).count() + 1;
+    assert_eq!(bands, nz, "one band per slice");
+    assert!(rows.chunks(5).all(|c| c.iter().all(|&g| g == c[0])), "each slice 5 rows: {rows:?}");
+    assert!(rows[0] > rows[199], "superior (the last slice) at the top");
 }
 
 /// (width, height, grey pixels) of an 8-bit grey PNG.
@@ -119,13 +141,14 @@ fn preview_is_radiological_for_ras_arrays() {
     v[at(nz - 4, ny - 2, nx / 2)] = 1.0; // sagittal pane: row 3, column 1
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("r.png");
-    preview::write(&p, [nz, ny, nx], &[&v]).unwrap();
+    preview::write(&p, [nz, ny, nx], [1.0; 3], &[&v]).unwrap();
     let (w, _, px) = read_png(&p);
-    let s = preview::scale([nz, ny, nx]);
-    let bright = |row: usize, col: usize| px[(row * s + s / 2) * w + col * s + s / 2] == 255;
-    assert!(bright(1, 3), "axial: anterior up, the patient's right on the left");
-    assert!(bright(1, nx + 4 + 3), "coronal: superior up, the patient's right on the left");
-    assert!(bright(3, 2 * nx + 8 + 1), "sagittal: superior up, anterior on the left");
+    let s = preview::pane_pixels([nz, ny, nx], [1.0; 3])[2] / nx;
+    let g = preview::GAP;
+    let bright = |row: usize, col: usize| px[(row * s + s / 2) * w + col + s / 2] == 255;
+    assert!(bright(1, 3 * s), "axial: anterior up, the patient's right on the left");
+    assert!(bright(1, nx * s + g + 3 * s), "coronal: superior up, the patient's right on the left");
+    assert!(bright(3, 2 * nx * s + 2 * g + s), "sagittal: superior up, anterior on the left");
     let lit = px.iter().filter(|&&g| g == 255).count();
     assert_eq!(lit, 3 * s * s, "three voxels, nothing else at full grey");
 }

@@ -129,8 +129,9 @@ typedef struct TdReconOptions {
   size_t samples;
   /*
    Nonzero: data consistency after the last network pass too, as the paper (its output
-   x0_dc); 0 (the default): the output is the network's estimate of the last pass, free of
-   the last CG solve's streaks.
+   x0_dc); 0 (the default): the output is the network's estimate of the last pass, clamped
+   to the model's range and free of the last CG solve's streaks. A run of a single pass
+   (steps = rounds = 1) keeps its solve either way.
    */
   int32_t final_dc;
 } TdReconOptions;

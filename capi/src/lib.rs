@@ -329,8 +329,9 @@ pub struct TdReconOptions {
     /// estimate of the posterior mean, with a lower error than one sample, for `samples` times the time.
     pub samples: usize,
     /// Nonzero: data consistency after the last network pass too, as the paper (its output
-    /// x0_dc); 0 (the default): the output is the network's estimate of the last pass, free of
-    /// the last CG solve's streaks.
+    /// x0_dc); 0 (the default): the output is the network's estimate of the last pass, clamped
+    /// to the model's range and free of the last CG solve's streaks. A run of a single pass
+    /// (steps = rounds = 1) keeps its solve either way.
     pub final_dc: i32,
 }
 

@@ -400,7 +400,8 @@ def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None
             output x0_dc). Default False: the output is the last pass's estimate, clamped to
             [0, mu_max], without the streaks and negative values one more CG solve adds (0.15
             to 0.17 dB and 0.04 axial SSIM better on held-out thoraxes at 8 views,
-            docs/RECONSTRUCTION.md).
+            docs/RECONSTRUCTION.md). A run of a single pass (steps=1, rounds=1) keeps its solve
+            either way.
         batch: patches per network call, >= 1 (default 16): more is faster on a GPU and needs
             more memory (see memory_budget).
         seed: seeds the noise and the tiling offsets, 0 <= seed < 2**64 (default 0): the same

@@ -40,6 +40,7 @@ pub struct PhantomArgs {
 
 #[derive(Args)]
 pub struct ProjectArgs {
+    /// The scan's geometry: a JSON file (docs/CT.md, "Conventions"; the demo writes one).
     #[arg(short, long)]
     geometry: PathBuf,
     /// Volume (.npy, .nii, .nii.gz) of the geometry's shape (nz, ny, nx).
@@ -63,12 +64,12 @@ pub struct ProjectArgs {
     /// cpu, emu, cuda, cuda:N or auto.
     #[arg(long, default_value = "auto")]
     device: String,
-    /// Device memory for the volume and a slab of views, in GiB (default: 90% of free GPU memory).
+    /// Device memory for the volume and a slab of views, in GiB (default: 90% of the free GPU memory, or of the host's available memory on the CPU).
     #[arg(long)]
     memory_budget_gb: Option<f64>,
 }
 
-/// Bytes the projector may use on `dev`: the user's figure, else 90% of free GPU memory.
+/// Bytes the projector may use on `dev`: the user's figure, else `Device::memory_budget` (90% of free memory).
 pub(crate) fn budget(dev: &Device, gb: Option<f64>) -> Result<usize> {
     if let Some(g) = gb {
         if !(g.is_finite() && g > 0.0) {
@@ -88,6 +89,7 @@ fn view_bar(n: usize, msg: String) -> ProgressBar {
 
 #[derive(Args)]
 pub struct ReconArgs {
+    /// The scan's geometry: a JSON file (docs/CT.md, "Conventions"; the demo writes one).
     #[arg(short, long)]
     geometry: PathBuf,
     /// Projections (.npy), (views, rows, cols), or (rows, views, cols) with --astra-layout.
@@ -96,13 +98,16 @@ pub struct ReconArgs {
     /// Output volume (.npy, .nii, .nii.gz).
     #[arg(short, long)]
     output: PathBuf,
+    /// The projections are in ASTRA's sinogram order, (rows, views, cols).
     #[arg(long)]
     astra_layout: bool,
+    /// cpu, emu, cuda, cuda:N or auto.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// PNG of the middle slices.
     #[arg(long)]
     preview: Option<PathBuf>,
-    /// backproject: device memory for the volume and a slab of views, in GiB (default: 90% of free GPU memory).
+    /// backproject: device memory for the volume and a slab of views, in GiB (default: 90% of the free GPU memory, or of the host's available memory on the CPU).
     #[arg(long)]
     memory_budget_gb: Option<f64>,
 }
@@ -205,7 +210,7 @@ fn swap01(x: &[f32], a: usize, b: usize, c: usize) -> Vec<f32> {
 pub(crate) fn write_volume(outs: &mut Outputs, path: &Path, grid: &VolumeGrid, data: &[f32], preview_path: Option<&Path>) -> Result<()> {
     outs.write(path, |p| io::write_array(p, &grid.shape, data, grid.voxel_size))?;
     if let Some(p) = preview_path {
-        outs.write(p, |p| preview::write(p, grid.shape, &[data]))?;
+        outs.write(p, |p| preview::write(p, grid.shape, grid.voxel_size, &[data]))?;
     }
     Ok(())
 }

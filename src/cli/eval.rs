@@ -94,6 +94,7 @@ impl BeamKind {
 }
 
 /// One scan of the protocol.
+#[derive(PartialEq)]
 struct Case {
     beam: BeamKind,
     views: usize,
@@ -134,6 +135,14 @@ fn cases(a: &EvalArgs) -> Result<Vec<Case>> {
         out.extend(a.views.iter().map(|&views| Case { beam, views, arc_deg: beam.full_arc() }));
         out.extend(a.limited_deg.iter().map(|&arc_deg| Case { beam, views: a.limited_views, arc_deg }));
     }
+    // A scan named twice (--views 8,8, --beams cone,cone) runs once: one row, one preview file.
+    let mut unique: Vec<Case> = Vec::new();
+    for c in out {
+        if !unique.contains(&c) {
+            unique.push(c);
+        }
+    }
+    let out = unique;
     if out.is_empty() {
         bail!("no scans to run: give --views or --limited-deg");
     }
@@ -234,7 +243,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         }
         rows.push((case, per));
     }
-    let (table, json) = report(&a, &rows);
+    let (table, json) = report(&a, model.as_ref().map(|m| m.2.as_str()), &rows);
     print!("{table}");
     let mut outs = tomodiff::io::output::Outputs::default();
     let json = serde_json::to_string_pretty(&json)?;
@@ -242,7 +251,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     outs.write(&json_path, |p| tomodiff::io::write_atomic(p, json.as_bytes()))?;
     for (path, vols) in &pictures {
         let vols: Vec<&[f32]> = vols.iter().map(|v| v.as_slice()).collect();
-        outs.write(path, |p| tomodiff::io::preview::write(p, shape, &vols))?;
+        outs.write(path, |p| tomodiff::io::preview::write(p, shape, grid.voxel_size, &vols))?;
     }
     outs.commit();
     println!("report written to {} and {}", a.output.display(), json_path.display());
@@ -261,8 +270,8 @@ struct PerMethod {
 type Rows<'a> = [(&'a Case, Vec<PerMethod>)];
 
 /// The Markdown table (mean +- sd over the volumes, mean wall time per volume) and the JSON with
-/// every volume's metrics and seconds.
-fn report(a: &EvalArgs, rows: &Rows) -> (String, serde_json::Value) {
+/// every volume's metrics and seconds; `prior` names the prior's weights when it ran.
+fn report(a: &EvalArgs, prior: Option<&str>, rows: &Rows) -> (String, serde_json::Value) {
     let mut t = format!(
         "{} held-out {} volumes {:?} (seeds {}..{}), I0 = {:.0e}, CGLS {} iterations; PSNR in dB, mean +- sd.\n\n",
         a.volumes,
@@ -301,7 +310,7 @@ fn report(a: &EvalArgs, rows: &Rows) -> (String, serde_json::Value) {
     }
     let json = serde_json::json!({
         "phantom": a.phantom, "shape": a.shape, "phantom_seed": a.phantom_seed, "volumes": a.volumes, "i0": a.i0,
-        "cgls_iters": a.cgls_iters, "prior_settings": (!a.no_prior).then(|| a.prior.settings()), "cases": cases_json,
+        "cgls_iters": a.cgls_iters, "prior_settings": prior.map(|name| a.prior.settings(name)), "cases": cases_json,
     });
     (t, json)
 }

@@ -36,11 +36,13 @@ pub struct PriorArgs {
     #[arg(long, default_value_t = 1)]
     samples: usize,
     /// Data consistency after the last network pass too, as the paper (its output x0_dc); by
-    /// default the output is the network's estimate of the last pass, free of the last CG
-    /// solve's streaks (docs/RECONSTRUCTION.md).
+    /// default the output is the network's estimate of the last pass, clamped to the model's
+    /// range and free of the last CG solve's streaks (docs/RECONSTRUCTION.md). A run of a single
+    /// pass (--steps 1 --rounds 1) always keeps its solve.
     #[arg(long)]
     final_dc: bool,
-    /// Device memory the reconstruction may use, in GiB (default: 90% of free GPU memory).
+    /// Device memory the reconstruction may use, in GiB (default: 90% of the free GPU memory, or
+    /// of the host's available memory on the CPU).
     #[arg(long)]
     memory_budget_gb: Option<f64>,
 }
@@ -50,23 +52,31 @@ impl PriorArgs {
         &self.sampler.device
     }
 
-    /// The settings as reports record them (metrics and eval JSON), so that results of other
-    /// settings can be told apart.
-    pub(crate) fn settings(&self) -> serde_json::Value {
+    /// The prior (`weights`: its file, or the shipped prior's name) and its settings as reports
+    /// record them (metrics and eval JSON), so that results of other priors and settings can be
+    /// told apart. `last_pass_solved` is what the output had: a run of one pass keeps its solve
+    /// whatever `final_dc` says.
+    pub(crate) fn settings(&self, weights: &str) -> serde_json::Value {
         let s = self.sampler.options(2);
         serde_json::json!({
-            "steps": s.steps, "rounds": s.rounds, "eta": s.eta, "seed": s.seed, "cg_iters": self.cg_iters, "gamma": self.gamma,
+            "weights": weights, "steps": s.steps, "rounds": s.rounds, "eta": s.eta, "seed": s.seed, "cg_iters": self.cg_iters, "gamma": self.gamma,
             "start": self.start, "progressive": self.progressive, "samples": self.samples, "final_dc": self.final_dc,
+            "last_pass_solved": self.recon_options().ok().map(|o| o.last_pass_solved()),
         })
+    }
+
+    fn recon_options(&self) -> Result<ReconOptions> {
+        let start = Start::parse(&self.start).context("--start")?;
+        let progressive = self.progressive.as_deref().map(Progressive::parse).transpose().context("--progressive")?;
+        Ok(ReconOptions { sampler: self.sampler.options(2), cg_iters: self.cg_iters, gamma: self.gamma, start, progressive, samples: self.samples, final_dc: self.final_dc })
     }
 
     fn options(&self) -> Result<ReconOptions> {
         if self.samples == 0 {
             bail!("--samples must be at least 1 (the reconstructions averaged), got 0");
         }
-        let start = Start::parse(&self.start).context("--start")?;
-        let progressive = self.progressive.as_deref().map(Progressive::parse).transpose().context("--progressive")?;
-        let opts = ReconOptions { sampler: self.sampler.options(2), cg_iters: self.cg_iters, gamma: self.gamma, start, progressive, samples: self.samples, final_dc: self.final_dc };
+        self.sampler.check()?;
+        let opts = self.recon_options()?;
         opts.validate()?;
         crate::cli::device(&self.sampler.device)?;
         Ok(opts)
@@ -82,11 +92,13 @@ pub struct ReconstructArgs {
     /// A preset (paper, small, tiny) or a JSON config for --weights.
     #[arg(long)]
     config: Option<String>,
+    /// The scan's geometry: a JSON file (docs/CT.md, "Conventions"; the demo writes one).
     #[arg(short, long)]
     geometry: PathBuf,
     /// Projections (.npy), (views, rows, cols), or (rows, views, cols) with --astra-layout.
     #[arg(short, long)]
     input: PathBuf,
+    /// The projections are in ASTRA's sinogram order, (rows, views, cols).
     #[arg(long)]
     astra_layout: bool,
     /// Output volume in attenuation (1/mm): .npy, .nii or .nii.gz.
@@ -104,8 +116,9 @@ pub struct ReconstructArgs {
     /// `geometry` says which wins (without it, the disagreement is an error).
     #[arg(long)]
     voxel_size_from: Option<String>,
-    /// Where the metrics JSON goes (default: the output's name with .metrics.json).
-    #[arg(long)]
+    /// Where the metrics JSON goes (default: the output's name with .metrics.json); needs
+    /// --reference.
+    #[arg(long, requires = "reference")]
     metrics: Option<PathBuf>,
     /// CGLS iterations of the baseline (with --reference).
     #[arg(long, default_value_t = 20)]
@@ -250,7 +263,7 @@ pub fn reconstruct_cmd(a: ReconstructArgs) -> Result<()> {
         let dev = crate::cli::device(&a.prior.sampler.device)?;
         let [fdk, cgls] = baselines(&g, &proj, a.cgls_iters, &dev)?;
         let prior = Method { name: "diffusion prior".into(), key: "diffusion", volume: mu, seconds: stats.sample.total_s };
-        outs.write(&path, |p| report(g.volume.shape, &r, &[&fdk, &cgls, &prior], serde_json::json!({ "cgls_iters": a.cgls_iters, "prior_settings": a.prior.settings() }), p))?;
+        outs.write(&path, |p| report(g.volume.shape, &r, &[&fdk, &cgls, &prior], serde_json::json!({ "cgls_iters": a.cgls_iters, "prior_settings": a.prior.settings(&name) }), p))?;
     }
     outs.commit();
     println!("reconstruction written to {}", a.output.display());
@@ -299,32 +312,50 @@ pub fn demo(a: DemoArgs) -> Result<()> {
     if a.views == 0 || !(a.arc_deg > 0.0 && a.arc_deg <= 360.0) {
         bail!("--views must be positive and --arc-deg in (0, 360], got {} and {}", a.views, a.arc_deg);
     }
-    a.prior.options()?; // refuse bad settings before writing anything
+    a.prior.options()?; // refuse bad settings before any work
+    if a.out.exists() && !a.out.is_dir() {
+        bail!("--out {}: exists and is not a folder", a.out.display());
+    }
     let (cfg, w, name) = load_model(a.weights.as_deref(), a.config.as_deref())?;
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     // 64^3 voxels of 1 mm, as the shipped prior was trained on.
     let text = tomodiff::ct::geometry::cone_scan_json([64, 64, 64], a.views, a.arc_deg);
     let g = Geometry::from_json(&text)?;
-    tomodiff::io::write_atomic(&a.out.join("geometry.json"), text.as_bytes())?;
     let truth = tomodiff::ct::chest::chest(&g.volume, a.phantom_seed);
     let mut proj = vec![0f32; g.n_rays()];
     tomodiff::ct::siddon::forward_ref(&g, &truth, &mut proj)?;
     noise::poisson(&mut proj, g.det_shape[1], a.i0, a.phantom_seed)?;
-    let [v, r, c] = g.proj_shape();
-    tomodiff::io::npy::write(&a.out.join("projections.npy"), &[v, r, c], &proj)?;
     println!("held-out chest phantom (seed {}), {} cone-beam views over {} degrees, I0 = {:.0e}; prior {name}", a.phantom_seed, a.views, a.arc_deg, a.i0);
     let dev = crate::cli::device(&a.prior.sampler.device)?;
     let [fdk, cgls] = baselines(&g, &proj, a.cgls_iters, &dev)?;
     let (mu, stats) = run_prior(&cfg, &w, &g, &proj, Some(&fdk.volume), &a.prior)?;
     print_stats(&stats);
     let prior = Method { name: "diffusion prior".into(), key: "diffusion", volume: mu, seconds: stats.sample.total_s };
-    let vols: [(&str, &[f32]); 4] = [("truth", &truth), ("fdk", &fdk.volume), ("cgls", &cgls.volume), ("diffusion", &prior.volume)];
-    for (n, d) in vols {
-        tomodiff::io::write_array(&a.out.join(format!("{n}.nii.gz")), &g.volume.shape, d, g.volume.voxel_size)?;
+    let truth = Method { name: "truth".into(), key: "truth", volume: truth, seconds: 0.0 };
+    // Every file once the work is done: a run that fails or is stopped leaves none of them, and
+    // no folder it made.
+    let made = !a.out.exists();
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let written = write_demo(&a, &g, &text, &proj, [&truth, &fdk, &cgls, &prior], &name, &dev.name());
+    if written.is_err() && made {
+        let _ = std::fs::remove_dir(&a.out);
     }
-    tomodiff::io::preview::write(&a.out.join("side-by-side.png"), g.volume.shape, &vols.map(|v| v.1))?;
-    let extra = serde_json::json!({ "views": a.views, "arc_deg": a.arc_deg, "i0": a.i0, "phantom_seed": a.phantom_seed, "cgls_iters": a.cgls_iters, "device": dev.name(), "prior_settings": a.prior.settings() });
-    report(g.volume.shape, &truth, &[&fdk, &cgls, &prior], extra, &a.out.join("metrics.json"))?;
+    written
+}
+
+/// The demo's files in `a.out`: the geometry and projections (inputs to `reconstruct`), each
+/// volume, the side-by-side preview and the metrics; all of them, or none.
+fn write_demo(a: &DemoArgs, g: &Geometry, geometry_json: &str, proj: &[f32], [truth, fdk, cgls, prior]: [&Method; 4], name: &str, device: &str) -> Result<()> {
+    let mut outs = tomodiff::io::output::Outputs::default();
+    outs.write(&a.out.join("geometry.json"), |p| tomodiff::io::write_atomic(p, geometry_json.as_bytes()))?;
+    outs.write(&a.out.join("projections.npy"), |p| tomodiff::io::npy::write(p, &g.proj_shape(), proj))?;
+    let vols = [truth, fdk, cgls, prior];
+    for m in vols {
+        outs.write(&a.out.join(format!("{}.nii.gz", m.key)), |p| tomodiff::io::write_array(p, &g.volume.shape, &m.volume, g.volume.voxel_size))?;
+    }
+    outs.write(&a.out.join("side-by-side.png"), |p| tomodiff::io::preview::write(p, g.volume.shape, g.volume.voxel_size, &vols.map(|m| m.volume.as_slice())))?;
+    let extra = serde_json::json!({ "views": a.views, "arc_deg": a.arc_deg, "i0": a.i0, "phantom_seed": a.phantom_seed, "cgls_iters": a.cgls_iters, "device": device, "prior_settings": a.prior.settings(name) });
+    outs.write(&a.out.join("metrics.json"), |p| report(g.volume.shape, &truth.volume, &[fdk, cgls, prior], extra, p))?;
+    outs.commit();
     println!("volumes and side-by-side.png (rows: truth, FDK, CGLS, prior) in {}", a.out.display());
     Ok(())
 }

@@ -32,6 +32,20 @@ pub struct SamplerArgs {
 }
 
 impl SamplerArgs {
+    /// Refuses values the sampler cannot take, naming the flag: --steps, --rounds and --batch
+    /// below 1, --eta outside [0, 1].
+    pub fn check(&self) -> anyhow::Result<()> {
+        for (flag, v) in [("--steps", Some(self.steps)), ("--rounds", self.rounds), ("--batch", Some(self.batch))] {
+            if v == Some(0) {
+                anyhow::bail!("{flag} must be at least 1, got 0");
+            }
+        }
+        if !(0.0..=1.0).contains(&self.eta) {
+            anyhow::bail!("--eta must be in [0, 1], got {} (0: deterministic DDIM, 1: DDPM-like)", self.eta);
+        }
+        Ok(())
+    }
+
     pub fn options(&self, default_rounds: usize) -> SamplerOptions {
         let rounds = self.rounds.unwrap_or(default_rounds);
         SamplerOptions {
@@ -68,6 +82,7 @@ pub struct SampleArgs {
 
 pub fn run(a: SampleArgs) -> Result<()> {
     super::ct::check_volume_outputs(&a.output, a.preview.as_deref())?;
+    a.sampler.check()?;
     let (cfg, w) = match &a.weights {
         Some(p) => model_files::load(p, a.config.as_deref())?,
         None => model_files::shipped()?,

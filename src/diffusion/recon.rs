@@ -122,6 +122,13 @@ impl ReconOptions {
         self.samples * self.passes_per_sample()
     }
 
+    /// Whether the output had a CG solve after the last network pass: with `final_dc`, or when
+    /// the (full-resolution) run has a single pass, which keeps its only solve.
+    pub fn last_pass_solved(&self) -> bool {
+        let run = self.stages().map_or_else(|| self.sampler_options(), |(_, fine)| fine.sampler_options());
+        self.final_dc || run.passes() <= 1
+    }
+
     fn passes_per_sample(&self) -> usize {
         match self.stages() {
             None => self.sampler_options().passes(),
@@ -350,7 +357,7 @@ pub fn reconstruct<R: crate::diffusion::Proceed>(
     let (last, mut pass) = (so.passes(), 0);
     let hook = |x0: &mut Tensor, _t: usize| {
         pass += 1;
-        if pass == last && last > 1 && !opts.final_dc {
+        if pass == last && !opts.last_pass_solved() {
             return Ok(());
         }
         data_consistency(p, y, x0, map, opts.cg_iters, opts.gamma)
