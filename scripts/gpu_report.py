@@ -147,9 +147,9 @@ RECON = re.compile(
     r"CG vectors (?P<cg_vectors_s>" + NUM + r") s, rest (?P<rest_s>" + NUM + r") s; (?P<graph>[^;]*); (?P<memory>.*)$"
 )
 # Test threads share stdout/stderr: the tests write each line in one piece on a line of its own
-# (tests/common report_line), but an older test binary's line can run on into another test's
-# "test x ... ok", so it is not anchored at the end.
-DIFF = re.compile(r"^(?P<what>[^\n]*?): max \|diff\| (?P<diff>" + NUM + r") at (?P<at>\d+)(?!\d)")
+# (tests/common report_line). Binaries built before that could put libtest's "test x ... " in
+# front of the line (the optional prefix) or run it on into "ok" (not anchored at the end).
+DIFF = re.compile(r"^(?:test \S+ \.\.\. )?(?P<what>[^\n]*?): max \|diff\| (?P<diff>" + NUM + r") at (?P<at>\d+)(?!\d)")
 DEVICE_TOKEN = re.compile(r"^(cuda:\d+|emu|cpu)$")
 
 

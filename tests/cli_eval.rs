@@ -18,7 +18,7 @@ fn eval_reports_every_scan_and_method() {
     for name in ["parallel-8views-180deg.png", "parallel-16views-120deg.png"] {
         let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(pics.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))));
         let h = dec.read_info().unwrap().info().height as usize;
-        assert_eq!(h, 4 * (tomodiff::io::preview::pane_pixels([64, 64, 64], [6.875; 3])[1] + tomodiff::io::preview::GAP), "{name}");
+        assert_eq!(h, 4 * (tomodiff::io::preview::pane_pixels([64, 64, 64], [1.0; 3])[1] + tomodiff::io::preview::GAP), "{name}");
     }
     let table = std::fs::read_to_string(&md).unwrap();
     assert!(o.contains(&table), "the table is printed as written");
@@ -61,6 +61,12 @@ fn eval_refuses_bad_input_before_any_work() {
         (vec!["--shape", "64,64"], "three values"),
     ] {
         let (code, _, e) = run(&[&["eval", "--no-prior", "--output", &s(&out)], &args[..]].concat());
+        assert!(code != 0 && e.contains(want), "{args:?}: {e}");
+    }
+    // The prior's settings are checked before any volume is made (which would print its rows).
+    for (args, want) in [(vec!["--steps", "0"], "--steps must be at least 1"), (vec!["--eta", "2"], "--eta must be in [0, 1]")] {
+        let (code, _, e) = run(&[&["eval", "--volumes", "1", "--views", "8", "--limited-deg", "--output", &s(&out)], &args[..]].concat());
+        assert!(!e.contains("volume 1"), "{args:?}: work began: {e}");
         assert!(code != 0 && e.contains(want), "{args:?}: {e}");
     }
     let (code, _, e) = run(&["eval", "--no-prior", "--output", &s(&dir.path().join("e.txt"))]);

@@ -58,7 +58,7 @@ fn demo_beats_the_baselines_and_feeds_reconstruct() {
         (vec!["-i".into(), p.clone(), "--start".into(), "fdk:5000".into()], "--start"),
         (vec!["-i".into(), p.clone(), "--eta".into(), "2".into()], "--eta must be in [0, 1]"),
         (vec!["-i".into(), p.clone(), "--batch".into(), "0".into()], "--batch must be at least 1"),
-        (vec!["-i".into(), p.clone(), "--metrics".into(), s(&dir.path().join("m.json"))], "--reference"),
+        (vec!["-i".into(), p.clone(), "--metrics".into(), s(&dir.path().join("m.json"))], "--metrics needs --reference"),
         (vec!["-i".into(), p.clone(), "--gamma=-1".into()], "gamma"),
         (vec!["-i".into(), p.clone(), "--samples".into(), "0".into()], "--samples must be at least 1"),
         (vec!["-i".into(), p.clone(), "--astra-layout".into()], "(rows, views, cols)"),
@@ -95,6 +95,9 @@ fn demo_beats_the_baselines_and_feeds_reconstruct() {
         assert!(code != 0 && e.contains(want), "{all:?}: {e}");
         assert!(!dir.path().join("d2").exists(), "a refused or failed demo left its folder");
     }
+    let (code, o, e) = run(&["demo", "--out", &s(&dir.path().join("no/such/folder")), "--device", "cpu"]);
+    assert!(code != 0 && e.contains("creating the folder"), "{e}");
+    assert!(!o.contains("held-out chest phantom"), "an unusable --out is refused before the work: {o}");
     let nan = dir.path().join("nan.npy");
     let mut proj = tomodiff::io::read_array(&demo.join("projections.npy")).unwrap();
     proj.data[7] = f32::NAN;

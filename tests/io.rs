@@ -89,6 +89,9 @@ fn preview_png_has_three_panes_per_volume() {
     assert_eq!(preview::pane_pixels([5, 6, 7], [1.0; 3]), [5 * s, 6 * s, 7 * s]);
     assert_eq!((w, h), (s * (7 + 7 + 6) + 2 * preview::GAP, 2 * (s * 6 + preview::GAP)));
     assert_eq!(preview::pane_pixels([256, 256, 256], [0.5; 3]), [256; 3]);
+    assert_eq!(preview::pane_pixels([64, 64, 64], [0.7; 3]), [192; 3], "a whole factor of 3 at voxel sizes floats do not hold exactly");
+    // A size in m among sizes in mm: panes held to 192 + 4 pixels per voxel, not 64,000 pixels.
+    assert_eq!(preview::pane_pixels([64, 64, 64], [0.001, 1.0, 1.0]).iter().max(), Some(&448));
     assert!(matches!(preview::write(&p, [5, 6, 7], [1.0; 3], &[&v[1..]]), Err(tomodiff::Error::Shape(_))), "a length that disagrees with the shape");
     assert!(matches!(preview::write(&p, [5, 6, 7], [1.0; 3], &[]), Err(tomodiff::Error::Shape(_))));
 }

@@ -204,6 +204,9 @@ pub fn run(a: EvalArgs) -> Result<()> {
     }
     let Some(last_seed) = a.phantom_seed.checked_add(a.volumes as u64 - 1) else { bail!("--phantom-seed {}: the volumes' seeds overflow", a.phantom_seed) };
     let cases = cases(&a)?;
+    if !a.no_prior {
+        a.prior.options()?; // the prior's settings, before the phantoms and baselines
+    }
     if let Some(d) = &a.previews {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }

@@ -71,7 +71,7 @@ impl PriorArgs {
         Ok(ReconOptions { sampler: self.sampler.options(2), cg_iters: self.cg_iters, gamma: self.gamma, start, progressive, samples: self.samples, final_dc: self.final_dc })
     }
 
-    fn options(&self) -> Result<ReconOptions> {
+    pub(crate) fn options(&self) -> Result<ReconOptions> {
         if self.samples == 0 {
             bail!("--samples must be at least 1 (the reconstructions averaged), got 0");
         }
@@ -118,7 +118,7 @@ pub struct ReconstructArgs {
     voxel_size_from: Option<String>,
     /// Where the metrics JSON goes (default: the output's name with .metrics.json); needs
     /// --reference.
-    #[arg(long, requires = "reference")]
+    #[arg(long)]
     metrics: Option<PathBuf>,
     /// CGLS iterations of the baseline (with --reference).
     #[arg(long, default_value_t = 20)]
@@ -231,6 +231,9 @@ fn report(shape: [usize; 3], truth: &[f32], methods: &[&Method], mut extra: serd
 }
 
 pub fn reconstruct_cmd(a: ReconstructArgs) -> Result<()> {
+    if a.metrics.is_some() && a.reference.is_none() {
+        bail!("--metrics needs --reference (the metrics compare against it)");
+    }
     let metrics = a.reference.as_ref().map(|_| a.metrics.clone().unwrap_or_else(|| metrics_path(&a.output)));
     super::ct::check_volume_outputs(&a.output, a.preview.as_deref())?;
     tomodiff::io::output::check_all(&[(metrics.as_deref(), tomodiff::io::output::Kind::Json)])?;
@@ -313,9 +316,29 @@ pub fn demo(a: DemoArgs) -> Result<()> {
         bail!("--views must be positive and --arc-deg in (0, 360], got {} and {}", a.views, a.arc_deg);
     }
     a.prior.options()?; // refuse bad settings before any work
-    if a.out.exists() && !a.out.is_dir() {
-        bail!("--out {}: exists and is not a folder", a.out.display());
+    let made = make_out_folder(&a.out)?;
+    let done = demo_in(&a);
+    if done.is_err() && made {
+        // Only the folder this run made, and only when empty: files are removed by `Outputs`.
+        let _ = std::fs::remove_dir(&a.out);
     }
+    done
+}
+
+/// Makes the demo's --out folder before the work, so an unusable path is refused at once;
+/// whether it was made by this run. Its parent folder must exist, as for every other output.
+fn make_out_folder(out: &Path) -> Result<bool> {
+    if out.is_dir() {
+        return Ok(false);
+    }
+    if out.exists() {
+        bail!("--out {}: exists and is not a folder", out.display());
+    }
+    std::fs::create_dir(out).with_context(|| format!("--out {}: creating the folder", out.display()))?;
+    Ok(true)
+}
+
+fn demo_in(a: &DemoArgs) -> Result<()> {
     let (cfg, w, name) = load_model(a.weights.as_deref(), a.config.as_deref())?;
     // 64^3 voxels of 1 mm, as the shipped prior was trained on.
     let text = tomodiff::ct::geometry::cone_scan_json([64, 64, 64], a.views, a.arc_deg);
@@ -331,15 +354,8 @@ pub fn demo(a: DemoArgs) -> Result<()> {
     print_stats(&stats);
     let prior = Method { name: "diffusion prior".into(), key: "diffusion", volume: mu, seconds: stats.sample.total_s };
     let truth = Method { name: "truth".into(), key: "truth", volume: truth, seconds: 0.0 };
-    // Every file once the work is done: a run that fails or is stopped leaves none of them, and
-    // no folder it made.
-    let made = !a.out.exists();
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let written = write_demo(&a, &g, &text, &proj, [&truth, &fdk, &cgls, &prior], &name, &dev.name());
-    if written.is_err() && made {
-        let _ = std::fs::remove_dir(&a.out);
-    }
-    written
+    // Every file once the work is done: a run that fails or is stopped leaves none of them.
+    write_demo(a, &g, &text, &proj, [&truth, &fdk, &cgls, &prior], &name, &dev.name())
 }
 
 /// The demo's files in `a.out`: the geometry and projections (inputs to `reconstruct`), each

@@ -7,8 +7,8 @@
 //! frame): the axial slice seen from the feet, anterior up and the patient's right on the left;
 //! the coronal slice seen from the front, superior up; the sagittal slice with anterior on the
 //! left. Pixels are square in mm, so thick slices keep their proportions; volumes smaller than
-//! [`MIN_PANE`] pixels are enlarged by a whole factor (nearest neighbour) so a 64^3 volume stays
-//! legible.
+//! [`MIN_PANE`] pixels are enlarged (nearest neighbour, by a whole factor along the axis of the
+//! finest voxels) so a 64^3 volume stays legible.
 use crate::error::{Error, Result};
 use std::path::Path;
 
@@ -29,8 +29,13 @@ pub fn pane_pixels(shape: [usize; 3], voxel_mm: [f64; 3]) -> [usize; 3] {
     let ext: [f64; 3] = std::array::from_fn(|a| shape[a].max(1) as f64 * vs[a]);
     let finest = vs.iter().copied().fold(f64::INFINITY, f64::min);
     let longest = ext.iter().copied().fold(0.0, f64::max);
-    let k = ((MIN_PANE as f64 * finest / longest).ceil() as usize).max(1);
-    let pitch = finest / k as f64;
+    // The epsilon keeps 192 * 0.7 / (64 * 0.7) at 3 where rounding would make it 3.0000000001.
+    let k = ((MIN_PANE as f64 * finest / longest - 1e-9).ceil() as usize).max(1);
+    // Voxel sizes of absurd ratios (a size in m among sizes in mm) would ask for panes of
+    // millions of pixels: the longest pane is held to MIN_PANE plus four pixels per voxel of the
+    // largest axis (more than any whole factor of voxels of one size asks for).
+    let limit = (MIN_PANE + 4 * shape.iter().copied().max().unwrap_or(1)) as f64;
+    let pitch = (finest / k as f64).max(longest / limit);
     std::array::from_fn(|a| ((ext[a] / pitch).round() as usize).max(1))
 }
 

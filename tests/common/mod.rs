@@ -53,12 +53,12 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: impl Fn(usize) -
 }
 
 /// One line to stderr in a single write, on a line of its own. gpu-check.sh parses these lines
-/// from tests that run in parallel: `eprintln!` writes a line in pieces, and libtest writes
-/// "test NAME ... ", "ok" and the newline apart, so without the leading newline and the single
-/// write another thread's output can land inside the line or in front of it.
+/// from tests that run in parallel (--nocapture): `eprintln!` writes a line in pieces, and
+/// libtest writes "test NAME ... ", "ok" and the newline apart, so without the leading newline
+/// and the single write another thread's output can land inside the line or in front of it.
+/// `eprint!` of one string is one write, and keeps libtest's capture of a test's output.
 pub fn report_line(line: &str) {
-    use std::io::Write;
-    let _ = std::io::stderr().write_all(format!("\n{line}\n").as_bytes());
+    eprint!("{}", format!("\n{line}\n"));
 }
 
 /// A file of tests/fixtures. The repository root is $TOMODIFF_REPO when set (test binaries run
