@@ -323,6 +323,7 @@ fn reconstruct_into(py: Python<'_>, model: &Model, json: &str, proj: PyBuffer<f3
     d.set_item("memory_estimate", stats.memory_estimate)?;
     d.set_item("device", dev.name())?;
     d.set_item("warning", warning)?;
+    d.set_item("last_pass_solved", ro.last_pass_solved())?;
     Ok(d.unbind())
 }
 

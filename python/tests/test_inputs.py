@@ -30,6 +30,7 @@ def test_range_warning_from_a_noise_start(small):
         rec, info = td.reconstruct(proj * 10, g, steps=np.int64(1), rounds=1, device="cpu", return_info=True)
     assert info["warning"] and info["warning"] == str(caught[0].message)
     assert rec.shape == g.volume_shape and info["passes"] == 1
+    assert info["last_pass_solved"] is True, "a single pass keeps its solve"
     # Data in the prior's range: no warning.
     with warnings.catch_warnings():
         warnings.simplefilter("error")

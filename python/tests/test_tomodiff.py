@@ -103,6 +103,7 @@ def test_reconstruct_equals_the_command_line_bit_for_bit(tmp_path, scan):
     rec, info = td.reconstruct(proj, g, steps=2, seed=3, device="cpu", progress=lambda k, n: seen.append((k, n)), return_info=True)
     assert np.array_equal(np.load(tmp_path / "r.npy"), rec)
     assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)] and info["passes"] == 4
+    assert info["last_pass_solved"] is False, "the default leaves out the last solve"
     assert td.metrics(rec, truth)["psnr"] > td.metrics(td.fbp(proj, g), truth)["psnr"] + 3
 
 

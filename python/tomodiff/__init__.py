@@ -415,8 +415,9 @@ def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None
             GIL held; returning False (or any false value except None) cancels with
             CancelledError; an exception raised in it propagates.
         return_info: also return a dict: seconds, network_seconds, projector_seconds, passes,
-            memory_estimate (bytes), device (the one used) and warning (the data-range warning,
-            or None).
+            memory_estimate (bytes), device (the one used), warning (the data-range warning,
+            or None) and last_pass_solved (whether the output had a CG solve after its last
+            pass: final_dc=True, or a run of a single pass).
 
     Returns:
         The volume (nz, ny, nx), float32 in 1/mm; with `return_info`, (volume, info).
