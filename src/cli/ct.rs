@@ -26,6 +26,8 @@ pub struct PhantomArgs {
     /// Geometry file whose volume grid the phantom fills.
     #[arg(long)]
     geometry: Option<PathBuf>,
+    /// The phantom's seed (ellipsoids, chest and thorax vary with it): the same seed gives the
+    /// same volume.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Render on a grid K times finer per axis and average over each voxel (the mean attenuation
@@ -52,6 +54,7 @@ pub struct ProjectArgs {
     /// Add Poisson noise for this many incident photons per ray.
     #[arg(long)]
     noise_i0: Option<f64>,
+    /// Seed of the Poisson noise.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Write (rows, views, cols) as ASTRA keeps projections.
@@ -128,6 +131,7 @@ pub struct IterativeArgs {
     /// cgls or sirt.
     #[arg(long, default_value = "cgls")]
     method: String,
+    /// Iterations.
     #[arg(long, default_value_t = 20)]
     iters: usize,
     /// SIRT relaxation, in (0, 2).

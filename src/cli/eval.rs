@@ -32,6 +32,7 @@ pub struct EvalArgs {
     /// alone).
     #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "90,120")]
     limited_deg: Vec<f64>,
+    /// Views of each limited-angle scan, spread over its arc.
     #[arg(long, default_value_t = 16)]
     limited_views: usize,
     /// Beams: parallel, cone, or both.
@@ -40,6 +41,7 @@ pub struct EvalArgs {
     /// Incident photons per ray (Poisson noise).
     #[arg(long, default_value_t = 1e5)]
     i0: f64,
+    /// CGLS iterations of the baseline.
     #[arg(long, default_value_t = 20)]
     cgls_iters: usize,
     /// FBP/FDK and CGLS only.

@@ -298,6 +298,7 @@ pub struct DemoArgs {
     /// generator; this one is fixed and reported).
     #[arg(long, default_value_t = 20_261_124)]
     phantom_seed: u64,
+    /// CGLS iterations of the baseline.
     #[arg(long, default_value_t = 20)]
     cgls_iters: usize,
     /// A prior to compare instead of the shipped one (safetensors, with the config.json beside

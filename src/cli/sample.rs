@@ -13,6 +13,7 @@ pub struct SamplerArgs {
     /// DDIM steps (N).
     #[arg(long, default_value_t = 50)]
     pub steps: usize,
+    /// DDIM's stochasticity in [0, 1]: 0 is deterministic DDIM, 1 is DDPM-like.
     #[arg(long, default_value_t = 0.85)]
     pub eta: f64,
     /// Recurrent rounds per step (K); default 2 for reconstruction, 1 for `sample`.
@@ -21,6 +22,7 @@ pub struct SamplerArgs {
     /// Patches per network call.
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
+    /// Seeds the noise and the tiling offsets: the same seed gives the same volume.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// cpu, emu, cuda, cuda:N or auto.
@@ -76,6 +78,7 @@ pub struct SampleArgs {
     /// Output volume in attenuation units (1/mm, through the config's mu_min and mu_max; .npy, .nii, .nii.gz).
     #[arg(short, long)]
     output: PathBuf,
+    /// PNG of the middle slices.
     #[arg(long)]
     preview: Option<PathBuf>,
 }
