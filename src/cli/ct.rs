@@ -67,12 +67,14 @@ pub struct ProjectArgs {
     /// cpu, emu, cuda, cuda:N or auto.
     #[arg(long, default_value = "auto")]
     device: String,
-    /// Device memory for the volume and a slab of views, in GiB (default: 90% of the free GPU memory, or of the host's available memory on the CPU).
+    /// Device memory for the volume and a slab of views, in GiB (default: 90% of the free GPU
+    /// memory, or of the host's available memory on the CPU).
     #[arg(long)]
     memory_budget_gb: Option<f64>,
 }
 
-/// Bytes the projector may use on `dev`: the user's figure, else `Device::memory_budget` (90% of free memory).
+/// Bytes the projector may use on `dev`: the user's figure, else `Device::memory_budget` (90% of
+/// free memory).
 pub(crate) fn budget(dev: &Device, gb: Option<f64>) -> Result<usize> {
     if let Some(g) = gb {
         if !(g.is_finite() && g > 0.0) {
@@ -110,7 +112,8 @@ pub struct ReconArgs {
     /// PNG of the middle slices.
     #[arg(long)]
     preview: Option<PathBuf>,
-    /// backproject: device memory for the volume and a slab of views, in GiB (default: 90% of the free GPU memory, or of the host's available memory on the CPU).
+    /// backproject: device memory for the volume and a slab of views, in GiB (default: 90% of the
+    /// free GPU memory, or of the host's available memory on the CPU).
     #[arg(long)]
     memory_budget_gb: Option<f64>,
 }
