@@ -22,6 +22,7 @@ fn demo_beats_the_baselines_and_feeds_reconstruct() {
     let settings = &m["prior_settings"];
     assert_eq!((settings["steps"].as_u64(), settings["rounds"].as_u64(), settings["final_dc"].as_bool()), (Some(10), Some(1), Some(false)), "{m}");
     assert_eq!(settings["last_pass_solved"].as_bool(), Some(false), "{m}");
+    assert_eq!(settings["average_below"].as_u64(), Some(150), "the default averaging: {m}");
     assert!(settings["weights"].as_str().is_some_and(|w| w.contains("(shipped)")), "the prior is named: {m}");
     for f in ["geometry.json", "projections.npy", "truth.nii.gz", "fdk.nii.gz", "cgls.nii.gz", "diffusion.nii.gz", "side-by-side.png"] {
         assert!(demo.join(f).exists(), "{f} missing");
@@ -40,10 +41,11 @@ fn demo_beats_the_baselines_and_feeds_reconstruct() {
     assert_eq!((m["prior_settings"]["start"].as_str(), m["prior_settings"]["steps"].as_u64()), (Some("fdk:200"), Some(2)), "{m}");
     // A single pass keeps its solve whatever final_dc says, and the report says so.
     let one = dir.path().join("one.npy");
-    let (code, _, e) = run(&["reconstruct", "-g", &g, "-i", &p, "-o", &s(&one), "--steps", "1", "--rounds", "1", "--reference", &t, "--device", "cpu"]);
+    let (code, _, e) = run(&["reconstruct", "-g", &g, "-i", &p, "-o", &s(&one), "--steps", "1", "--rounds", "1", "--reference", &t, "--average-below", "off", "--device", "cpu"]);
     assert_eq!(code, 0, "{e}");
     let m1: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("one.metrics.json")).unwrap()).unwrap();
     assert_eq!((m1["prior_settings"]["final_dc"].as_bool(), m1["prior_settings"]["last_pass_solved"].as_bool()), (Some(false), Some(true)), "{m1}");
+    assert!(m1["prior_settings"]["average_below"].is_null(), "--average-below off: {m1}");
     let v = tomodiff::io::read_array(&out).unwrap();
     assert_eq!(v.shape, vec![64, 64, 64]);
     assert!(dir.path().join("recon.png").exists());
@@ -61,6 +63,7 @@ fn demo_beats_the_baselines_and_feeds_reconstruct() {
         (vec!["-i".into(), p.clone(), "--metrics".into(), s(&dir.path().join("m.json"))], "--metrics needs --reference"),
         (vec!["-i".into(), p.clone(), "--gamma=-1".into()], "gamma"),
         (vec!["-i".into(), p.clone(), "--samples".into(), "0".into()], "--samples must be at least 1"),
+        (vec!["-i".into(), p.clone(), "--average-below".into(), "1000".into()], "--average-below \"1000\": expected a timestep in 0..999, or off"),
         (vec!["-i".into(), p.clone(), "--astra-layout".into()], "(rows, views, cols)"),
         (vec!["-i".into(), p.clone(), "--weights".into(), s(&bad)], "--config"),
     ];
@@ -84,6 +87,7 @@ fn demo_beats_the_baselines_and_feeds_reconstruct() {
         (vec!["--eta", "3"], "--eta"),
         (vec!["--steps", "0"], "--steps must be at least 1"),
         (vec!["--start", "fdk:0"], "--start"),
+        (vec!["--average-below", "last"], "--average-below"),
         (vec!["--weights", &bad_s], "--config"),
         (vec!["--memory-budget-gb", "0.001", "--device", "cpu"], "GiB"),
     ] {

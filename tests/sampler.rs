@@ -2,6 +2,7 @@
 //! and sampling Gaussian data with its exact denoiser, whose output statistics are closed-form.
 use tomodiff::diffusion::sampler::{predict_eps, sample, timesteps, EpsModel, SamplerOptions};
 use tomodiff::diffusion::schedule::Schedule;
+use tomodiff::diffusion::tail_mean::TailMean;
 use tomodiff::nn::{ContextMode, Prediction};
 use tomodiff::{DType, Device, Result, Tensor};
 mod common;
@@ -84,7 +85,11 @@ fn timesteps_span_the_schedule() {
 /// m' = A m + B and v' = A^2 v + sigma^2 through the same steps and rounds. `dc` = (lambda, y):
 /// a data-consistency hook x0 <- lambda x0 + (1 - lambda) y after Tweedie, eps kept. `x_init`:
 /// the start is sqrt(ab) x_init + sqrt(1 - ab) z at opts.t_start instead of pure noise.
-fn expected(opts: &SamplerOptions, mu: f64, s: f64, dc: (f64, f64), x_init: Option<f64>) -> (f64, f64) {
+///
+/// `average_below`: the hook's `TailMean` (tomodiff::diffusion::tail_mean) sums the estimates
+/// before the hook at t <= it, and the last pass hands the hook their mean. Tracked as the sum S's
+/// mean and variance and its covariance with x, which each update of x scales.
+fn expected(opts: &SamplerOptions, mu: f64, s: f64, dc: (f64, f64), x_init: Option<f64>, average_below: Option<usize>) -> (f64, f64) {
     let sched = Schedule::default();
     let ts = timesteps(opts.steps, opts.t_start);
     let ab0 = sched.abar[opts.t_start];
@@ -92,19 +97,31 @@ fn expected(opts: &SamplerOptions, mu: f64, s: f64, dc: (f64, f64), x_init: Opti
         Some(x) => (ab0.sqrt() * x, 1.0 - ab0),
         None => (0.0f64, 1.0f64),
     };
+    let (mut sum_m, mut sum_v, mut cov, mut count) = (0.0f64, 0.0f64, 0.0f64, 0usize);
     for (i, &t) in ts.iter().enumerate() {
         let ab = sched.abar[t];
         let k = (1.0 - ab).sqrt() / (ab * s * s + 1.0 - ab);
-        // eps = k (x - sqrt(ab) mu); x0 = alpha x + beta (after the hook)
-        let alpha = dc.0 * (1.0 - (1.0 - ab).sqrt() * k) / ab.sqrt();
-        let beta = dc.0 * (1.0 - ab).sqrt() * k * mu + (1.0 - dc.0) * dc.1;
+        // eps = k (x - sqrt(ab) mu); x0 = alpha_pre x + beta_pre before the hook, alpha x + beta after
+        let (alpha_pre, beta_pre) = ((1.0 - (1.0 - ab).sqrt() * k) / ab.sqrt(), (1.0 - ab).sqrt() * k * mu);
+        let (alpha, beta) = (dc.0 * alpha_pre, dc.0 * beta_pre + (1.0 - dc.0) * dc.1);
         for round in 0..opts.rounds {
+            if average_below.is_some_and(|b| t <= b) {
+                sum_v += alpha_pre * alpha_pre * v + 2.0 * alpha_pre * cov;
+                cov += alpha_pre * v;
+                sum_m += alpha_pre * m + beta_pre;
+                count += 1;
+            }
             if i + 1 == ts.len() && round + 1 == opts.rounds {
+                if count > 1 {
+                    let n = count as f64;
+                    return (dc.0 * sum_m / n + (1.0 - dc.0) * dc.1, dc.0.abs() * sum_v.sqrt() / n);
+                }
                 return (alpha * m + beta, alpha.abs() * v.sqrt());
             }
             if round + 1 < opts.rounds {
                 m = ab.sqrt() * (alpha * m + beta);
                 v = ab * alpha * alpha * v + (1.0 - ab);
+                cov *= ab.sqrt() * alpha;
             } else {
                 let ab_s = sched.abar[ts[i + 1]];
                 let sigma = opts.eta * ((1.0 - ab_s) / (1.0 - ab)).sqrt() * (1.0 - ab / ab_s).sqrt();
@@ -113,6 +130,7 @@ fn expected(opts: &SamplerOptions, mu: f64, s: f64, dc: (f64, f64), x_init: Opti
                 let b = ab_s.sqrt() * beta - c * k * ab.sqrt() * mu;
                 m = a * m + b;
                 v = a * a * v + sigma * sigma;
+                cov *= a;
             }
         }
     }
@@ -141,7 +159,7 @@ fn gaussian_data_is_sampled_with_its_statistics() {
         let n = out.len() as f64;
         let mean = out.iter().map(|v| *v as f64).sum::<f64>() / n;
         let std = (out.iter().map(|v| (*v as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
-        let (em, es) = expected(&opts, mu, s, (1.0, 0.0), None);
+        let (em, es) = expected(&opts, mu, s, (1.0, 0.0), None, None);
         eprintln!("eta {eta}, rounds {rounds}: mean {mean:.4} (closed form {em:.4}, data {mu}), std {std:.4} (closed form {es:.4}, data {s})");
         // 13824 voxels: sampling error about 0.005 on the mean and 0.6% on the std.
         assert!((mean - em).abs() < 0.02, "eta {eta}: mean {mean} vs {em}");
@@ -186,7 +204,7 @@ fn hook_and_late_start_on(dev: Device) {
         let (out, stats) = sample(&m, dims, &opts, None, hook, |_, _| {}).unwrap();
         assert_eq!(stats.passes, 20 * rounds);
         let (mean, std) = mean_std(&out);
-        let (em, es) = expected(&opts, mu, s, (lambda, y), None);
+        let (em, es) = expected(&opts, mu, s, (lambda, y), None, None);
         eprintln!("{} rounds {rounds}: mean {mean:.4} vs {em:.4}, std {std:.4} vs {es:.4}", dev.name());
         assert!((mean - em).abs() < 0.02 && (std / es - 1.0).abs() < 0.03, "rounds {rounds}: {mean} {std} vs {em} {es}");
         // The pull is visible: without it the mean is the data's.
@@ -200,9 +218,61 @@ fn hook_and_late_start_on(dev: Device) {
     let (out, stats) = sample(&m, dims, &opts, Some(&init), |_, _| Ok(()), |_, _| {}).unwrap();
     assert_eq!(stats.passes, 10);
     let (mean, std) = mean_std(&out);
-    let (em, es) = expected(&opts, mu, s, (1.0, 0.0), Some(x_init));
+    let (em, es) = expected(&opts, mu, s, (1.0, 0.0), Some(x_init), None);
     eprintln!("late start: mean {mean:.4} vs {em:.4}, std {std:.4} vs {es:.4}");
     assert!((mean - em).abs() < 0.02 && (std / es - 1.0).abs() < 0.03, "late start: {mean} {std} vs {em} {es}");
     // Starting at t = 300 keeps part of the initial value (deterministic DDIM, eta 0).
     assert!(em > mu + 0.05, "closed form {em}");
+}
+
+/// Averaging the last passes' estimates (`TailMean`, reconstruction's `average_below`): the output
+/// keeps the data's mean and its spread shrinks towards the posterior mean's as the closed form
+/// says, with a data-consistency hook too; averaging only the last pass changes nothing.
+#[test]
+fn averaging_the_last_estimates_follows_the_closed_form() {
+    let mut devices = vec![Device::Cpu];
+    devices.extend(common::kernel_devices("sampler"));
+    for dev in devices {
+        tail_mean_on(dev);
+    }
+}
+
+fn tail_mean_on(dev: Device) {
+    let (mu, s) = (0.3f64, 0.5f64);
+    let m = Analytic { dev: dev.clone(), gauss: Some((mu, s)), sched: Schedule::default(), pred: Prediction::Eps };
+    let dims = [24, 24, 24];
+    // The sampler with `TailMean` in its hook, as reconstruction runs it; dc = (lambda, y) as in
+    // `expected`.
+    let run = |opts: &SamplerOptions, below: usize, dc: (f64, f64)| {
+        let (last, mut pass, mut tail) = (opts.passes(), 0, TailMean::new(below));
+        let hook = |x0: &mut Tensor, t: usize| -> Result<()> {
+            pass += 1;
+            if pass == last { tail.finish(x0, t)? } else { tail.add(x0, t)? }
+            tomodiff::ops::elementwise::affine_inplace(dc.0 as f32, ((1.0 - dc.0) * dc.1) as f32, x0)
+        };
+        let (out, _) = sample(&m, dims, opts, None, hook, |_, _| {}).unwrap();
+        (out, tail.count())
+    };
+    for (rounds, below, dc) in [(1, 200, (1.0, 0.0)), (2, 150, (1.0, 0.0)), (2, 150, (0.6, -0.4))] {
+        let opts = SamplerOptions { steps: 50, eta: 0.85, rounds, batch: 64, seed: 7, clip_x0: false, t_start: 999, graph: true };
+        let (out, count) = run(&opts, below, dc);
+        let want_count = timesteps(50, 999).iter().filter(|t| **t <= below).count() * rounds;
+        assert_eq!(count, want_count, "estimates averaged");
+        let (mean, std) = mean_std(&out);
+        let (em, es) = expected(&opts, mu, s, dc, None, Some(below));
+        let (_, es_last) = expected(&opts, mu, s, dc, None, None);
+        eprintln!("{} rounds {rounds}, t <= {below} ({count} estimates): mean {mean:.4} vs {em:.4}, std {std:.4} vs {es:.4} (last pass alone {es_last:.4})", dev.name());
+        assert!((mean - em).abs() < 0.02 && (std / es - 1.0).abs() < 0.03, "{mean} {std} vs {em} {es}");
+        // Without a pull the closed form's spread is clearly smaller: the estimates near t = 0
+        // hold independent noise. (With one, the estimates averaged are those before it.)
+        if dc.0 == 1.0 {
+            assert!(es < 0.9 * es_last, "averaging {count} estimates: std {es} vs {es_last}");
+        }
+    }
+    // Only the last pass (t = 0) below the threshold: the plain output, bit for bit.
+    let opts = SamplerOptions { steps: 10, eta: 0.85, rounds: 1, batch: 64, seed: 8, clip_x0: false, t_start: 999, graph: true };
+    let (avg, count) = run(&opts, 0, (1.0, 0.0));
+    let (plain, _) = sample(&m, dims, &opts, None, |_, _| Ok(()), |_, _| {}).unwrap();
+    assert_eq!(count, 1);
+    assert!(avg == plain, "one estimate averaged is the estimate");
 }

@@ -333,10 +333,16 @@ pub struct TdReconOptions {
     /// to the model's range and free of the last CG solve's streaks. A run of a single pass
     /// (steps = rounds = 1) keeps its solve either way.
     pub final_dc: i32,
+    /// The output is the mean of the network's estimates over the passes at timesteps <= this
+    /// (150, the default: the last 8 of 50 steps x 2 rounds), at no extra cost: closer to the
+    /// posterior mean (docs/RECONSTRUCTION.md); negative: the last pass's estimate alone; 1000
+    /// and above are refused.
+    pub average_below: i32,
 }
 
 /// The default settings: 50 DDIM steps x 2 rounds, 5 CG iterations, eta 0.85, batch 16, seed 0,
-/// gamma 0, from pure noise, not progressive, one sample, no data consistency after the last pass.
+/// gamma 0, from pure noise, not progressive, one sample, no data consistency after the last pass,
+/// the mean of the estimates at t <= 150.
 fn default_options() -> TdReconOptions {
     let d = ReconOptions::default();
     TdReconOptions {
@@ -354,6 +360,7 @@ fn default_options() -> TdReconOptions {
         progressive_t: 0,
         samples: d.samples,
         final_dc: d.final_dc as i32,
+        average_below: d.average_below.map_or(-1, |t| t as i32),
     }
 }
 
@@ -390,6 +397,7 @@ fn recon_options(o: &TdReconOptions) -> Result<ReconOptions, Error> {
     let mut ro = ReconOptions::default();
     (ro.sampler.steps, ro.sampler.rounds, ro.cg_iters, ro.sampler.eta, ro.sampler.batch, ro.sampler.seed, ro.gamma, ro.samples) = (o.steps, o.rounds, o.cg_iters, o.eta, o.batch, o.seed, o.gamma, o.samples);
     ro.final_dc = o.final_dc != 0;
+    ro.average_below = usize::try_from(o.average_below).ok();
     if o.start_t > 0 {
         let t = tomodiff::diffusion::schedule::T;
         if o.start_t >= t {

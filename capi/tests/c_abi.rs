@@ -148,14 +148,16 @@ fn reconstruct_is_cancelled_by_its_callback_and_checks_memory() {
     let s = unsafe { td_reconstruct(prior, g, proj.as_ptr(), proj.len(), &progressive, cpu.as_ptr(), None, null_mut(), vol.as_mut_ptr(), vol.len()) };
     assert_eq!(s, TdStatus::Shape, "a 16^3 volume has no half-resolution run for a 16^3 patch");
     assert!(last_error().contains("half the volume, [8, 8, 8]"), "{}", last_error());
-    // The start from FDK noised to t = 300, gamma and final_dc reach the library: the same volume as its own call.
-    let late = TdReconOptions { start_t: 300, gamma: 0.5, steps: 2, rounds: 1, final_dc: 1, ..o };
+    // The start from FDK noised to t = 300, gamma, final_dc and average_below (both passes, t =
+    // 300 and 0) reach the library: the same volume as its own call.
+    let late = TdReconOptions { start_t: 300, gamma: 0.5, steps: 2, rounds: 1, final_dc: 1, average_below: 300, ..o };
     assert_eq!(unsafe { td_reconstruct(prior, g, proj.as_ptr(), proj.len(), &late, cpu.as_ptr(), None, null_mut(), vol.as_mut_ptr(), vol.len()) }, TdStatus::Ok, "{}", last_error());
     let ro = tomodiff::diffusion::recon::ReconOptions {
         sampler: tomodiff::diffusion::sampler::SamplerOptions { steps: 2, rounds: 1, ..Default::default() },
         gamma: 0.5,
         start: tomodiff::diffusion::recon::Start::Noised(300),
         final_dc: true,
+        average_below: Some(300),
         ..Default::default()
     };
     let (cfg, w) = tomodiff::nn::model_files::shipped().unwrap();
@@ -164,7 +166,7 @@ fn reconstruct_is_cancelled_by_its_callback_and_checks_memory() {
     assert!(fdk.is_some(), "a noised start takes the FDK volume");
     let (want, _) = tomodiff::diffusion::recon::reconstruct_scan(&cfg, &w, &geo, &proj, fdk.as_deref(), &ro, &tomodiff::Device::Cpu, None, |_, _| ()).unwrap();
     assert!(vol == want, "the C call and the library's differ");
-    for (bad, needle) in [(TdReconOptions { start_t: 1000, ..o }, "start_t 1000"), (TdReconOptions { gamma: f64::NAN, ..o }, "gamma"), (TdReconOptions { samples: 0, ..o }, "samples must be at least 1"), (TdReconOptions { struct_size: 8, ..o }, "opts.struct_size is 8, but this library's TdReconOptions is"), (TdReconOptions { progressive_steps: 5, ..o }, "progressive_t 0: progressive sampling takes"), (TdReconOptions { progressive_steps: 5, progressive_t: 400, start_t: 100, ..o }, "set start_t to 0")] {
+    for (bad, needle) in [(TdReconOptions { start_t: 1000, ..o }, "start_t 1000"), (TdReconOptions { gamma: f64::NAN, ..o }, "gamma"), (TdReconOptions { samples: 0, ..o }, "samples must be at least 1"), (TdReconOptions { average_below: 1000, ..o }, "average_below must be a timestep below 1000"), (TdReconOptions { struct_size: 8, ..o }, "opts.struct_size is 8, but this library's TdReconOptions is"), (TdReconOptions { progressive_steps: 5, ..o }, "progressive_t 0: progressive sampling takes"), (TdReconOptions { progressive_steps: 5, progressive_t: 400, start_t: 100, ..o }, "set start_t to 0")] {
         let s = unsafe { td_reconstruct(prior, g, proj.as_ptr(), proj.len(), &bad, cpu.as_ptr(), None, null_mut(), vol.as_mut_ptr(), vol.len()) };
         assert_eq!(s, TdStatus::Argument, "{needle}");
         assert!(last_error().contains(needle), "{}", last_error());

@@ -273,7 +273,7 @@ fn cancelled_or(e: Error, raised: Mutex<Option<PyErr>>) -> PyErr {
 
 /// The prior's reconstruction of `proj` into `out` (1/mm); `options` hold steps, rounds, eta,
 /// batch, seed, cg_iters, gamma, start ("noise" or "fdk:T"), progressive ("STEPS:T"), samples, final_dc,
-/// memory_budget (bytes). Returns the
+/// average_below (a timestep or None), memory_budget (bytes). Returns the
 /// timing and memory figures, and the data-range warning when there is one. As the command line,
 /// FDK always runs to check the data's range against the prior's mu_max; a start from noise on a
 /// geometry FDK cannot take only skips that check.
@@ -294,6 +294,9 @@ fn reconstruct_into(py: Python<'_>, model: &Model, json: &str, proj: PyBuffer<f3
     }
     if let Some(v) = get("final_dc") {
         ro.final_dc = v.extract()?;
+    }
+    if let Some(v) = get("average_below") {
+        ro.average_below = v.extract()?;
     }
     if let Some(v) = get("start") {
         ro.start = Start::parse(&v.extract::<String>()?).map_err(py_err)?;

@@ -153,7 +153,7 @@ def test_samples_average_consecutive_seeds_as_the_command_line(tmp_path):
         td.reconstruct(proj, g, samples=0, device="cpu")
 
 
-def test_final_dc_equals_the_command_line(tmp_path):
+def test_final_dc_and_average_below_equal_the_command_line(tmp_path):
     g, proj = small_scan()
     (tmp_path / "g.json").write_text(g.to_json())
     np.save(tmp_path / "p.npy", proj)
@@ -166,6 +166,15 @@ def test_final_dc_equals_the_command_line(tmp_path):
     assert plain.min() >= 0 and plain.max() <= mu_max * (1 + 1e-6), "the network's clamped estimate"
     with pytest.raises(td.ArgumentError, match="final_dc must be True or False"):
         td.reconstruct(proj, g, final_dc=1, device="cpu")
+    # average_below: the mean of both passes' estimates (t = 999 and 0), as --average-below.
+    cli("reconstruct", "-g", tmp_path / "g.json", "-i", tmp_path / "p.npy", "-o", tmp_path / "a.npy", "--steps", 2, "--rounds", 1, "--average-below", 999, "--device", "cpu")
+    both = td.reconstruct(proj, g, steps=2, rounds=1, average_below=999, device="cpu")
+    assert np.array_equal(np.load(tmp_path / "a.npy"), both)
+    last = td.reconstruct(proj, g, steps=2, rounds=1, average_below=None, device="cpu")
+    assert np.array_equal(last, plain), "at 150 only the last pass (t = 0) is averaged"
+    assert not np.array_equal(both, last), "two estimates averaged"
+    with pytest.raises(td.ArgumentError, match="average_below must be a non-negative integer up to 999"):
+        td.reconstruct(proj, g, average_below=1000, device="cpu")
 
 
 def test_cancel_and_callback_errors():

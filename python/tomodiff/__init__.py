@@ -360,14 +360,14 @@ def _model(model: ModelLike) -> Model:
 
 
 @overload
-def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None, *, steps: int = ..., rounds: int = ..., cg_iters: int = ..., eta: float = ..., gamma: float = ..., start: str = ..., progressive: Optional[str] = ..., samples: int = ..., final_dc: bool = ..., batch: int = ..., seed: int = ..., device: str = ..., memory_budget: Optional[int] = ..., progress: Progress = ..., return_info: Literal[False] = ...) -> np.ndarray: ...
+def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None, *, steps: int = ..., rounds: int = ..., cg_iters: int = ..., eta: float = ..., gamma: float = ..., start: str = ..., progressive: Optional[str] = ..., samples: int = ..., final_dc: bool = ..., average_below: Optional[int] = ..., batch: int = ..., seed: int = ..., device: str = ..., memory_budget: Optional[int] = ..., progress: Progress = ..., return_info: Literal[False] = ...) -> np.ndarray: ...
 @overload
-def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None, *, steps: int = ..., rounds: int = ..., cg_iters: int = ..., eta: float = ..., gamma: float = ..., start: str = ..., progressive: Optional[str] = ..., samples: int = ..., final_dc: bool = ..., batch: int = ..., seed: int = ..., device: str = ..., memory_budget: Optional[int] = ..., progress: Progress = ..., return_info: Literal[True]) -> Tuple[np.ndarray, dict[str, Any]]: ...
+def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None, *, steps: int = ..., rounds: int = ..., cg_iters: int = ..., eta: float = ..., gamma: float = ..., start: str = ..., progressive: Optional[str] = ..., samples: int = ..., final_dc: bool = ..., average_below: Optional[int] = ..., batch: int = ..., seed: int = ..., device: str = ..., memory_budget: Optional[int] = ..., progress: Progress = ..., return_info: Literal[True]) -> Tuple[np.ndarray, dict[str, Any]]: ...
 @overload
-def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None, *, steps: int = ..., rounds: int = ..., cg_iters: int = ..., eta: float = ..., gamma: float = ..., start: str = ..., progressive: Optional[str] = ..., samples: int = ..., final_dc: bool = ..., batch: int = ..., seed: int = ..., device: str = ..., memory_budget: Optional[int] = ..., progress: Progress = ..., return_info: bool) -> Union[np.ndarray, Tuple[np.ndarray, dict[str, Any]]]: ...
+def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None, *, steps: int = ..., rounds: int = ..., cg_iters: int = ..., eta: float = ..., gamma: float = ..., start: str = ..., progressive: Optional[str] = ..., samples: int = ..., final_dc: bool = ..., average_below: Optional[int] = ..., batch: int = ..., seed: int = ..., device: str = ..., memory_budget: Optional[int] = ..., progress: Progress = ..., return_info: bool) -> Union[np.ndarray, Tuple[np.ndarray, dict[str, Any]]]: ...
 
 
-def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None, *, steps: int = 50, rounds: int = 2, cg_iters: int = 5, eta: float = 0.85, gamma: float = 0.0, start: str = "noise", progressive: Optional[str] = None, samples: int = 1, final_dc: bool = False, batch: int = 16, seed: int = 0, device: str = "auto", memory_budget: Optional[int] = None, progress: Progress = None, return_info: bool = False) -> Union[np.ndarray, Tuple[np.ndarray, dict[str, Any]]]:
+def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None, *, steps: int = 50, rounds: int = 2, cg_iters: int = 5, eta: float = 0.85, gamma: float = 0.0, start: str = "noise", progressive: Optional[str] = None, samples: int = 1, final_dc: bool = False, average_below: Optional[int] = 150, batch: int = 16, seed: int = 0, device: str = "auto", memory_budget: Optional[int] = None, progress: Progress = None, return_info: bool = False) -> Union[np.ndarray, Tuple[np.ndarray, dict[str, Any]]]:
     """Reconstructs attenuation (nz, ny, nx) in 1/mm from line integrals with a diffusion prior
     (docs/RECONSTRUCTION.md): DDIM `steps` x `rounds` network passes, each followed by `cg_iters`
     CG iterations of data consistency. All arguments after `model` are keyword-only.
@@ -402,6 +402,10 @@ def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None
             to 0.17 dB and 0.04 axial SSIM better on held-out thoraxes at 8 views,
             docs/RECONSTRUCTION.md). A run of a single pass (steps=1, rounds=1) keeps its solve
             either way.
+        average_below: the output is the mean of the network's estimates over the passes at
+            timesteps <= this, 0..999 (default 150: the last 8 of 50 steps x 2 rounds), at no
+            extra cost: closer to the posterior mean, 0.2 to 0.3 dB better on held-out thoraxes
+            at 8 views (docs/RECONSTRUCTION.md). None: the last pass's estimate alone.
         batch: patches per network call, >= 1 (default 16): more is faster on a GPU and needs
             more memory (see memory_budget).
         seed: seeds the noise and the tiling offsets, 0 <= seed < 2**64 (default 0): the same
@@ -446,6 +450,7 @@ def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None
         "seed": _count(seed, "seed", 0),
         "samples": _count(samples, "samples"),
         "final_dc": _flag(final_dc, "final_dc"),
+        "average_below": None if average_below is None else _count(average_below, "average_below", 0, 999),
     }
     if memory_budget is not None:
         opts["memory_budget"] = _count(memory_budget, "memory_budget")

@@ -3,6 +3,7 @@
 pub mod recon;
 pub mod sampler;
 pub mod schedule;
+pub mod tail_mean;
 pub mod tiling;
 pub mod train;
 

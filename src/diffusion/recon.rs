@@ -4,6 +4,7 @@
 //! to the model range for the DDIM update (the noise estimate is kept, as in DDS).
 use super::sampler::{sample, EpsModel, EpsPass, SampleStats, SamplerOptions};
 use super::schedule::T;
+use super::tail_mean::TailMean;
 use super::train::to_model_range;
 use crate::ct::iterative::cgls_damped;
 use crate::ct::siddon::Projector;
@@ -65,6 +66,11 @@ pub struct ReconOptions {
     /// last pass"). A run of one pass keeps its solve; the coarse run of progressive sampling,
     /// which feeds the fine one, keeps its last solve too.
     pub final_dc: bool,
+    /// The output is the mean of the network's estimates (before their solves) over the passes at
+    /// timesteps t <= this (`TailMean`): 150 by default, the last 8 of 50 steps x 2 rounds
+    /// (docs/RECONSTRUCTION.md, "Averaging the last passes"); None for the last pass's estimate
+    /// alone. With `final_dc` the mean gets the last solve.
+    pub average_below: Option<usize>,
 }
 
 /// Progressive volumetric sampling, as this engine reads the paper's (docs/RECONSTRUCTION.md):
@@ -99,7 +105,7 @@ impl Progressive {
 
 impl Default for ReconOptions {
     fn default() -> Self {
-        ReconOptions { sampler: SamplerOptions { rounds: 2, ..SamplerOptions::default() }, cg_iters: 5, gamma: 0.0, start: Start::Noise, progressive: None, samples: 1, final_dc: false }
+        ReconOptions { sampler: SamplerOptions { rounds: 2, ..SamplerOptions::default() }, cg_iters: 5, gamma: 0.0, start: Start::Noise, progressive: None, samples: 1, final_dc: false, average_below: Some(150) }
     }
 }
 
@@ -140,7 +146,7 @@ impl ReconOptions {
     /// coarse steps, and the full-resolution one from the switch timestep; None otherwise.
     fn stages(&self) -> Option<(ReconOptions, ReconOptions)> {
         let pg = self.progressive?;
-        let coarse = ReconOptions { sampler: SamplerOptions { steps: pg.coarse_steps, ..self.sampler.clone() }, start: Start::Noise, progressive: None, samples: 1, final_dc: true, ..self.clone() };
+        let coarse = ReconOptions { sampler: SamplerOptions { steps: pg.coarse_steps, ..self.sampler.clone() }, start: Start::Noise, progressive: None, samples: 1, final_dc: true, average_below: None, ..self.clone() };
         let fine = ReconOptions { start: Start::Noised(pg.t_switch), progressive: None, samples: 1, ..self.clone() };
         Some((coarse, fine))
     }
@@ -159,6 +165,9 @@ impl ReconOptions {
         }
         if self.samples.checked_mul(self.passes_per_sample()).is_none() {
             return Err(Error::Argument(format!("{} samples of {} network passes each: too many", self.samples, self.passes_per_sample())));
+        }
+        if let Some(t) = self.average_below.filter(|t| *t >= T) {
+            return Err(Error::Argument(format!("average_below must be a timestep below {T}, got {t}")));
         }
         if let Some(p) = self.progressive {
             p.check()?;
@@ -355,8 +364,12 @@ pub fn reconstruct<R: crate::diffusion::Proceed>(
     };
     let busy0 = p.busy_seconds();
     let (last, mut pass) = (so.passes(), 0);
-    let hook = |x0: &mut Tensor, _t: usize| {
+    let mut tail = opts.average_below.map(TailMean::new);
+    let hook = |x0: &mut Tensor, t: usize| {
         pass += 1;
+        if let Some(m) = tail.as_mut() {
+            if pass == last { m.finish(x0, t)? } else { m.add(x0, t)? }
+        }
         if pass == last && !opts.last_pass_solved() {
             return Ok(());
         }
@@ -397,12 +410,12 @@ pub fn network_memory(cfg: &UNetConfig, w: &Weights, batch: usize, dims: [usize;
 }
 
 /// Bytes a reconstruction holds on `dev`: the network part (`network_memory`; twice that on the
-/// cpu, whose activations are f32), the sampler's other volumes (x0, the start) and the
-/// projector's volume, projections and CG vectors.
+/// cpu, whose activations are f32), the sampler's other volumes (x0, the start, the sum of
+/// `average_below`) and the projector's volume, projections and CG vectors.
 pub fn memory_estimate(cfg: &UNetConfig, w: &Weights, batch: usize, dims: [usize; 3], rays: usize, dev: &Device) -> Result<usize> {
     let network = network_memory(cfg, w, batch, dims)? * if dev.runs_kernels() { 1 } else { 2 };
     let volume: usize = dims.iter().product();
-    Ok(network + (2 + 5) * volume * 4 + 4 * rays * 4)
+    Ok(network + (3 + 5) * volume * 4 + 4 * rays * 4)
 }
 
 /// Whether the data's attenuation is in the range the prior was trained on: the 99.5th
