@@ -244,10 +244,9 @@ fn tail_mean_on(dev: Device) {
     // The sampler with `TailMean` in its hook, as reconstruction runs it; dc = (lambda, y) as in
     // `expected`.
     let run = |opts: &SamplerOptions, below: usize, dc: (f64, f64)| {
-        let (last, mut pass, mut tail) = (opts.passes(), 0, TailMean::new(below));
+        let mut tail = TailMean::new(below, opts.passes());
         let hook = |x0: &mut Tensor, t: usize| -> Result<()> {
-            pass += 1;
-            if pass == last { tail.finish(x0, t)? } else { tail.add(x0, t)? }
+            tail.observe(x0, t)?;
             tomodiff::ops::elementwise::affine_inplace(dc.0 as f32, ((1.0 - dc.0) * dc.1) as f32, x0)
         };
         let (out, _) = sample(&m, dims, opts, None, hook, |_, _| {}).unwrap();

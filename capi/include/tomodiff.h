@@ -136,9 +136,9 @@ typedef struct TdReconOptions {
   int32_t final_dc;
   /*
    The output is the mean of the network's estimates over the passes at timesteps <= this
-   (150, the default: the last 8 of 50 steps x 2 rounds), at no extra cost: closer to the
-   posterior mean (docs/RECONSTRUCTION.md); negative: the last pass's estimate alone; 1000
-   and above are refused.
+   (150, the default: from noise, the last 8 of 50 steps x 2 rounds), at no extra cost:
+   closer to the posterior mean (docs/RECONSTRUCTION.md); negative: the last pass's estimate
+   alone; 1000 and above are refused.
    */
   int32_t average_below;
 } TdReconOptions;

@@ -334,9 +334,9 @@ pub struct TdReconOptions {
     /// (steps = rounds = 1) keeps its solve either way.
     pub final_dc: i32,
     /// The output is the mean of the network's estimates over the passes at timesteps <= this
-    /// (150, the default: the last 8 of 50 steps x 2 rounds), at no extra cost: closer to the
-    /// posterior mean (docs/RECONSTRUCTION.md); negative: the last pass's estimate alone; 1000
-    /// and above are refused.
+    /// (150, the default: from noise, the last 8 of 50 steps x 2 rounds), at no extra cost:
+    /// closer to the posterior mean (docs/RECONSTRUCTION.md); negative: the last pass's estimate
+    /// alone; 1000 and above are refused.
     pub average_below: i32,
 }
 

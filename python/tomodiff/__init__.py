@@ -403,9 +403,10 @@ def reconstruct(proj: npt.ArrayLike, geometry: Geometry, model: ModelLike = None
             docs/RECONSTRUCTION.md). A run of a single pass (steps=1, rounds=1) keeps its solve
             either way.
         average_below: the output is the mean of the network's estimates over the passes at
-            timesteps <= this, 0..999 (default 150: the last 8 of 50 steps x 2 rounds), at no
-            extra cost: closer to the posterior mean, 0.2 to 0.3 dB better on held-out thoraxes
-            at 8 views (docs/RECONSTRUCTION.md). None: the last pass's estimate alone.
+            timesteps <= this, 0..999 (default 150: from noise, the last 8 of 50 steps x 2
+            rounds), at no extra cost: closer to the posterior mean, 0.25 to 1 dB better on
+            held-out thoraxes at 8 views (docs/RECONSTRUCTION.md). None: the last pass's
+            estimate alone.
         batch: patches per network call, >= 1 (default 16): more is faster on a GPU and needs
             more memory (see memory_budget).
         seed: seeds the noise and the tiling offsets, 0 <= seed < 2**64 (default 0): the same

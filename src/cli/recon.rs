@@ -42,8 +42,8 @@ pub struct PriorArgs {
     #[arg(long)]
     final_dc: bool,
     /// The output is the mean of the network's estimates over the passes at timesteps <= T (at
-    /// 150, the last 8 of 50 steps x 2 rounds): closer to the posterior mean, at no extra cost
-    /// (docs/RECONSTRUCTION.md); off: the last pass's estimate alone.
+    /// 150 from noise, the last 8 of 50 steps x 2 rounds): closer to the posterior mean, at no
+    /// extra cost (docs/RECONSTRUCTION.md); off: the last pass's estimate alone.
     #[arg(long, default_value = "150", value_name = "T|off")]
     average_below: String,
     /// Device memory the reconstruction may use, in GiB (default: 90% of the free GPU memory, or
@@ -66,7 +66,7 @@ impl PriorArgs {
         serde_json::json!({
             "weights": weights, "steps": s.steps, "rounds": s.rounds, "eta": s.eta, "seed": s.seed, "cg_iters": self.cg_iters, "gamma": self.gamma,
             "start": self.start, "progressive": self.progressive, "samples": self.samples, "final_dc": self.final_dc,
-            "average_below": self.average_below().ok().flatten(),
+            "average_below": self.parse_average_below().ok().flatten(),
             "last_pass_solved": self.recon_options().ok().map(|o| o.last_pass_solved()),
         })
     }
@@ -74,17 +74,18 @@ impl PriorArgs {
     fn recon_options(&self) -> Result<ReconOptions> {
         let start = Start::parse(&self.start).context("--start")?;
         let progressive = self.progressive.as_deref().map(Progressive::parse).transpose().context("--progressive")?;
-        let average_below = self.average_below()?;
+        let average_below = self.parse_average_below()?;
         Ok(ReconOptions { sampler: self.sampler.options(2), cg_iters: self.cg_iters, gamma: self.gamma, start, progressive, samples: self.samples, final_dc: self.final_dc, average_below })
     }
 
-    /// `--average-below`: a timestep below 1000, or off.
-    fn average_below(&self) -> Result<Option<usize>> {
+    /// `--average-below`: a timestep below T (1000), or off.
+    fn parse_average_below(&self) -> Result<Option<usize>> {
+        let t_max = tomodiff::diffusion::schedule::T - 1;
         match self.average_below.as_str() {
             "off" => Ok(None),
             s => match s.parse::<usize>() {
-                Ok(t) if t < 1000 => Ok(Some(t)),
-                _ => bail!("--average-below {s:?}: expected a timestep in 0..999, or off"),
+                Ok(t) if t <= t_max => Ok(Some(t)),
+                _ => bail!("--average-below {s:?}: expected a timestep in 0..{t_max}, or off"),
             },
         }
     }

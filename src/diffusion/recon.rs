@@ -67,9 +67,9 @@ pub struct ReconOptions {
     /// which feeds the fine one, keeps its last solve too.
     pub final_dc: bool,
     /// The output is the mean of the network's estimates (before their solves) over the passes at
-    /// timesteps t <= this (`TailMean`): 150 by default, the last 8 of 50 steps x 2 rounds
-    /// (docs/RECONSTRUCTION.md, "Averaging the last passes"); None for the last pass's estimate
-    /// alone. With `final_dc` the mean gets the last solve.
+    /// timesteps t <= this (`TailMean`): 150 by default, the last 8 of 50 steps x 2 rounds from
+    /// noise (docs/RECONSTRUCTION.md, "Averaging the last passes"); None for the last pass's
+    /// estimate alone. With `final_dc` the mean gets the last solve.
     pub average_below: Option<usize>,
 }
 
@@ -364,11 +364,11 @@ pub fn reconstruct<R: crate::diffusion::Proceed>(
     };
     let busy0 = p.busy_seconds();
     let (last, mut pass) = (so.passes(), 0);
-    let mut tail = opts.average_below.map(TailMean::new);
+    let mut tail = opts.average_below.map(|below| TailMean::new(below, last));
     let hook = |x0: &mut Tensor, t: usize| {
         pass += 1;
         if let Some(m) = tail.as_mut() {
-            if pass == last { m.finish(x0, t)? } else { m.add(x0, t)? }
+            m.observe(x0, t)?;
         }
         if pass == last && !opts.last_pass_solved() {
             return Ok(());
