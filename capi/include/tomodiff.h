@@ -67,7 +67,7 @@ typedef struct TdPrior TdPrior;
 
 /*
  The reconstruction's settings (docs/RECONSTRUCTION.md); `td_recon_options_init` fills in the
- defaults (the paper's, but for `final_dc`).
+ defaults (the paper's, but for `final_dc` and `average_below`).
  */
 typedef struct TdReconOptions {
   /*

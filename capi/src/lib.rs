@@ -293,7 +293,7 @@ pub unsafe extern "C" fn td_prior_free(p: *mut TdPrior) {
 }
 
 /// The reconstruction's settings (docs/RECONSTRUCTION.md); `td_recon_options_init` fills in the
-/// defaults (the paper's, but for `final_dc`).
+/// defaults (the paper's, but for `final_dc` and `average_below`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct TdReconOptions {

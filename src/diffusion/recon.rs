@@ -39,7 +39,8 @@ impl Start {
 
 /// The reconstruction's settings (docs/RECONSTRUCTION.md); `Default` is the paper's (50 DDIM
 /// steps x 2 rounds of recurrent noising, 5 CG iterations per network pass, gamma 0, from noise)
-/// but for `final_dc`, off.
+/// but for the output: no solve after the last pass (`final_dc` off), and the mean of the last
+/// passes' estimates (`average_below` 150).
 #[derive(Clone, Debug)]
 pub struct ReconOptions {
     /// DDIM steps, rounds, eta, batch, seed, graph replay (`clip_x0` and `t_start` are set from
