@@ -35,13 +35,17 @@ impl TailMean {
         }
         self.count += 1;
         match &mut self.sum {
-            Some(s) => axpy(1.0, x0, s)?,
-            None if last => return Ok(()),
-            None => self.sum = Some(copy(x0)?),
-        }
-        match &self.sum {
-            Some(s) if last => scale(1.0 / self.count as f32, s, x0),
-            _ => Ok(()),
+            Some(s) if last => {
+                axpy(1.0, x0, s)?;
+                scale(1.0 / self.count as f32, s, x0)
+            }
+            Some(s) => axpy(1.0, x0, s),
+            // The only estimate is its own mean.
+            None if last => Ok(()),
+            None => {
+                self.sum = Some(copy(x0)?);
+                Ok(())
+            }
         }
     }
 
