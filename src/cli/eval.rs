@@ -6,7 +6,8 @@ use super::recon::{baselines, load_model, run_prior, Method, PriorArgs};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::PathBuf;
-use tomodiff::ct::{noise, phantom, siddon, Geometry, GeometrySpec, VolumeGrid};
+use super::heldout::HeldOut;
+use tomodiff::ct::{phantom, Geometry, GeometrySpec, VolumeGrid};
 use tomodiff::metrics::{compare, Metrics};
 
 #[derive(Args)]
@@ -154,34 +155,6 @@ fn cases(a: &EvalArgs) -> Result<Vec<Case>> {
     Ok(out)
 }
 
-/// A held-out volume: the phantom on a grid twice as fine, which the scans are simulated from (so
-/// that the data do not come from the reconstruction's own voxel model), and the truth the
-/// reconstructions are judged against, its average over each voxel of `grid`.
-struct Volume {
-    fine_grid: VolumeGrid,
-    fine: Vec<f32>,
-    truth: Vec<f32>,
-    seed: u64,
-}
-
-impl Volume {
-    fn new(name: &str, grid: &VolumeGrid, seed: u64) -> Result<Volume> {
-        let (fine_grid, fine) = phantom::supersampled(name, grid, seed, 2)?;
-        // The same values as phantom::averaged(name, grid, seed, 2), which training draws.
-        let truth = tomodiff::ops::resample::area_ref(&fine, fine_grid.shape, grid.shape);
-        Ok(Volume { fine_grid, fine, truth, seed })
-    }
-
-    /// The scan `g` of this volume with Poisson noise at `i0`.
-    fn scan(&self, g: &Geometry, i0: f64) -> Result<Vec<f32>> {
-        let gf = Geometry { volume: self.fine_grid.clone(), ..g.clone() };
-        let mut proj = vec![0f32; g.n_rays()];
-        siddon::forward_ref(&gf, &self.fine, &mut proj)?;
-        noise::poisson(&mut proj, g.det_shape[1], i0, self.seed)?;
-        Ok(proj)
-    }
-}
-
 /// Mean and sample standard deviation.
 fn mean_sd(v: &[f64]) -> (f64, f64) {
     let n = v.len() as f64;
@@ -216,7 +189,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let dev = crate::cli::device(a.prior.device_name())?;
     // As training draws them: the chest spans its grid, the thorax is in mm with its body in view.
     let grid = VolumeGrid { shape, voxel_size: phantom::default_voxel_mm(&a.phantom, shape), origin: [0.0; 3] };
-    let vols: Vec<Volume> = (a.phantom_seed..=last_seed).map(|seed| Volume::new(&a.phantom, &grid, seed)).collect::<Result<_, _>>()?;
+    let vols: Vec<HeldOut> = (a.phantom_seed..=last_seed).map(|seed| HeldOut::new(&a.phantom, &grid, seed)).collect::<Result<_, _>>()?;
     let mut rows = Vec::new();
     let mut pictures: Vec<(PathBuf, Vec<Vec<f32>>)> = Vec::new();
     for case in &cases {

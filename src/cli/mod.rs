@@ -1,6 +1,7 @@
 mod bench;
 mod ct;
 mod eval;
+mod heldout;
 mod model;
 mod recon;
 mod sample;
