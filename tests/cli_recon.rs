@@ -28,7 +28,7 @@ fn demo_beats_the_baselines_and_feeds_reconstruct() {
         assert!(demo.join(f).exists(), "{f} missing");
     }
     // The scan comes from a phantom twice as fine as the grid (no inverse crime), and the truth is
-    // that phantom averaged over each voxel, as eval's and training's.
+    // that phantom averaged over each voxel, as eval's (and training's default since --supersample).
     let geometry = tomodiff::ct::Geometry::from_json(&std::fs::read_to_string(demo.join("geometry.json")).unwrap()).unwrap();
     let averaged = tomodiff::ct::phantom::averaged("chest", &geometry.volume, 20_261_124, 2).unwrap();
     assert_eq!(tomodiff::io::read_array(&demo.join("truth.nii.gz")).unwrap().data, averaged, "the demo's truth is the voxel-averaged phantom");

@@ -2,11 +2,11 @@
 //! draws): sparse-view scans (4, 8, 16 views over the full arc) and limited-angle ones (90 and
 //! 120 degrees), parallel and cone beam; FBP/FDK, CGLS and the prior judged by PSNR and SSIM per
 //! plane; one Markdown table and a JSON file with every volume's figures (docs/RECONSTRUCTION.md).
+use super::heldout::HeldOut;
 use super::recon::{baselines, load_model, run_prior, Method, PriorArgs};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::PathBuf;
-use super::heldout::HeldOut;
 use tomodiff::ct::{phantom, Geometry, GeometrySpec, VolumeGrid};
 use tomodiff::metrics::{compare, Metrics};
 
