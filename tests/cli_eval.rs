@@ -58,6 +58,7 @@ fn eval_refuses_bad_input_before_any_work() {
         (vec!["--beams", "fan"], "unknown beam \"fan\""),
         (vec!["--views", "--limited-deg"], "no scans to run"),
         (vec!["--views", "0"], "views must be positive"),
+        (vec!["--limited-deg", "400"], "--limited-deg: arcs must be in (0, 360] degrees, got 400"),
         (vec!["--shape", "64,64"], "three values"),
     ] {
         let (code, _, e) = run(&[&["eval", "--no-prior", "--output", &s(&out)], &args[..]].concat());

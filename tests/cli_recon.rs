@@ -88,7 +88,8 @@ fn demo_beats_the_baselines_and_feeds_reconstruct() {
     // Refused before any work, or failing in it (over the memory budget, after FDK and CGLS):
     // no folder, no file.
     for (args, want) in [
-        (vec!["--arc-deg", "400"], "--arc-deg"),
+        (vec!["--arc-deg", "400"], "--arc-deg must be in (0, 360] degrees, got 400"),
+        (vec!["--views", "0"], "--views must be at least 1, got 0"),
         (vec!["--eta", "3"], "--eta"),
         (vec!["--steps", "0"], "--steps must be at least 1"),
         (vec!["--start", "fdk:0"], "--start"),
@@ -105,7 +106,7 @@ fn demo_beats_the_baselines_and_feeds_reconstruct() {
         assert!(!dir.path().join("d2").exists(), "a refused or failed demo left its folder");
     }
     let (code, o, e) = run(&["demo", "--out", &s(&dir.path().join("no/such/folder")), "--device", "cpu"]);
-    assert!(code != 0 && e.contains("creating the folder"), "{e}");
+    assert!(code != 0 && e.contains("parent folder") && e.contains("no/such") && e.contains("does not exist"), "{e}");
     assert!(!o.contains("held-out chest phantom"), "an unusable --out is refused before the work: {o}");
     let nan = dir.path().join("nan.npy");
     let mut proj = tomodiff::io::read_array(&demo.join("projections.npy")).unwrap();

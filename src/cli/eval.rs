@@ -149,8 +149,11 @@ fn cases(a: &EvalArgs) -> Result<Vec<Case>> {
     if out.is_empty() {
         bail!("no scans to run: give --views or --limited-deg");
     }
-    if out.iter().any(|c| c.views == 0 || !(c.arc_deg > 0.0 && c.arc_deg <= 360.0)) {
-        bail!("views must be positive and arcs in (0, 360] degrees");
+    if out.iter().any(|c| c.views == 0) {
+        bail!("views must be positive (--views, --limited-views)");
+    }
+    if let Some(c) = out.iter().find(|c| !(c.arc_deg > 0.0 && c.arc_deg <= 360.0)) {
+        bail!("--limited-deg: arcs must be in (0, 360] degrees, got {}", c.arc_deg);
     }
     Ok(out)
 }

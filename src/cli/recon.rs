@@ -332,8 +332,11 @@ pub struct DemoArgs {
 }
 
 pub fn demo(a: DemoArgs) -> Result<()> {
-    if a.views == 0 || !(a.arc_deg > 0.0 && a.arc_deg <= 360.0) {
-        bail!("--views must be positive and --arc-deg in (0, 360], got {} and {}", a.views, a.arc_deg);
+    if a.views == 0 {
+        bail!("--views must be at least 1, got 0");
+    }
+    if !(a.arc_deg > 0.0 && a.arc_deg <= 360.0) {
+        bail!("--arc-deg must be in (0, 360] degrees, got {}", a.arc_deg);
     }
     a.prior.options()?; // refuse bad settings before any work
     let made = make_out_folder(&a.out)?;
@@ -353,6 +356,10 @@ fn make_out_folder(out: &Path) -> Result<bool> {
     }
     if out.exists() {
         bail!("--out {}: exists and is not a folder", out.display());
+    }
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        bail!("--out {}: its parent folder {} does not exist", out.display(), parent.display());
     }
     std::fs::create_dir(out).with_context(|| format!("--out {}: creating the folder", out.display()))?;
     Ok(true)
