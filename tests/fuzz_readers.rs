@@ -117,3 +117,61 @@ fn geometry_sizes_beyond_memory_are_refused() {
     let e = tomodiff::ct::Geometry::from_json(&rays).unwrap_err().to_string();
     assert!(e.contains("more than 2^34 rays"), "{e}");
 }
+
+/// Headers that state an empty axis, a size past the address space or an offset past any file,
+/// and configs and scans whose buffers no machine holds: each refused with its reason.
+#[test]
+fn empty_and_unaddressable_sizes_are_refused() {
+    let npy = |shape: &str| {
+        let h = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
+        let mut b = b"\x93NUMPY\x01\x00".to_vec();
+        b.extend_from_slice(&(h.len() as u16).to_le_bytes());
+        b.extend_from_slice(h.as_bytes());
+        tomodiff::io::npy::parse(Path::new("x.npy"), &b).unwrap_err().to_string()
+    };
+    assert!(npy("(0, 64, 64)").contains("at least one value"));
+    assert!(npy("(2147483648, 2147483648, 1)").contains("too large"));
+    let nii = |at: usize, bytes: &[u8]| {
+        let mut b = tomodiff::io::nifti::encode(&[3, 4, 5], &[0.0; 60], [1.0; 3]);
+        b[at..at + bytes.len()].copy_from_slice(bytes);
+        tomodiff::io::nifti::parse(Path::new("x.nii"), &b).unwrap_err().to_string()
+    };
+    assert!(nii(42, &0i16.to_le_bytes()).contains("at least one voxel"), "dim[1] = 0");
+    assert!(nii(44, &(-3i16).to_le_bytes()).contains("at least one voxel"), "dim[2] < 0");
+    assert!(nii(108, &1e30f32.to_le_bytes()).contains("bad vox_offset"));
+    let mut c = tomodiff::nn::UNetConfig::tiny();
+    c.model_channels = 1_000_000;
+    assert!(c.validate().unwrap_err().to_string().contains("exceeds 4096 channels"));
+    let mut c = tomodiff::nn::UNetConfig::tiny();
+    c.channel_mult = vec![1; 65];
+    assert!(c.validate().unwrap_err().to_string().contains("65 levels"));
+    // A detector displaced 40 mm with columns 1e-6 mm apart: one ray still crosses the volume,
+    // but FBP would pad each row by 8e7 columns.
+    let far = r#"{"volume": {"shape": [16, 16, 16], "voxel_size": [1, 1, 1], "origin": [0, 0, 0]},
+      "scan": {"type": "parallel", "n_views": 4, "arc_deg": 180, "det_shape": [16, 4], "det_spacing": [1, 1e-6], "det_offset": [0, 4]}}"#;
+    let g = tomodiff::ct::Geometry::from_json(far).unwrap();
+    let e = tomodiff::ct::fbp::fbp(&g, &vec![0.0; g.n_rays()], tomodiff::ct::fbp::Window::Hann).unwrap_err().to_string();
+    assert!(e.contains("det_offset u = 4 mm") && e.contains("more than its width"), "{e}");
+}
+
+/// A .nii.gz whose gzip stream runs on far past the data (300 MiB of zeros, which the capped
+/// allocator could not hold) is read as far as its header declares.
+#[test]
+fn gzip_nifti_is_inflated_only_as_far_as_its_header_declares() {
+    use std::io::Write;
+    let vals: Vec<f32> = (0..60).map(|i| i as f32).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bomb.nii.gz");
+    let mut enc = flate2::write::GzEncoder::new(std::fs::File::create(&p).unwrap(), flate2::Compression::fast());
+    enc.write_all(&tomodiff::io::nifti::encode(&[3, 4, 5], &vals, [1.0; 3])).unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..300 {
+        enc.write_all(&zeros).unwrap();
+    }
+    enc.finish().unwrap();
+    let a = tomodiff::io::nifti::read(&p).unwrap();
+    assert_eq!((a.shape.as_slice(), a.data.len()), (&[3usize, 4, 5][..], 60));
+    let mut sorted = a.data.clone();
+    sorted.sort_by(f32::total_cmp);
+    assert_eq!(sorted, vals, "the voxels, reoriented");
+}

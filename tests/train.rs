@@ -223,6 +223,8 @@ fn folder_volumes_map_through_mu_max() {
     assert_eq!(as_mu[0].2, hu, "mu files are taken as they are");
     let half = load_folder(dir.path(), Units::Hu, Some([4.0, 4.0, 4.0])).unwrap();
     assert_eq!(half[0].1, [4, 4, 4], "2 mm voxels resampled to 4 mm");
+    let e = load_folder(dir.path(), Units::Hu, Some([0.001, 0.001, 0.001])).unwrap_err().to_string();
+    assert!(e.contains("a.nii") && e.contains("choose a larger voxel size"), "refused before allocating: {e}");
     assert!(tomodiff::diffusion::train::Units::parse("kelvin").is_err());
 }
 

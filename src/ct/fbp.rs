@@ -125,6 +125,15 @@ pub fn fbp(g: &Geometry, proj: &[f32], window: Window) -> Result<Vec<f32>> {
     let reach = (off_u - half).abs().max((off_u + half).abs());
     let pad_lo = ((reach + off_u - half) / du - 1e-6).ceil().max(0.0) as usize;
     let pad_hi = ((reach - off_u - half) / du - 1e-6).ceil().max(0.0) as usize;
+    // Padding grows with the detector's distance from the axis; beyond its own width the central
+    // rays are unmeasured and FBP cannot weight the scan (and the buffer would be unbounded).
+    if pad_lo + pad_hi > 2 * cols {
+        return Err(Error::Geometry(format!(
+            "det_offset u = {} mm puts the detector more than its width ({} mm) from the rotation axis; FBP/FDK needs it to reach nearer",
+            g.det_offset[1],
+            cols as f64 * g.det_spacing[1]
+        )));
+    }
     let wide = cols + pad_lo + pad_hi;
     let mut q = vec![0f32; angles.len() * rows * wide];
     // Pre-weights: cosine (divergent beams), and each ray's share of its line (redundancy.rs)

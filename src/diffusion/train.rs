@@ -115,11 +115,15 @@ pub fn to_model_range(mu: &[f32], map: Intensity, clip: bool) -> Vec<f32> {
     }
 }
 
+/// The most voxels a volume resampled by `load_folder` may have (4 GiB of f32).
+pub const MAX_RESAMPLED: usize = 1 << 30;
+
 /// Reads every .npy/.nii/.nii.gz volume of a folder, and every sub-folder that is a DICOM CT
 /// series (a folder holding none of these but DICOM slices itself is read as one series), as
 /// attenuation in 1/mm: DICOM through its rescale to HU, .npy/NIfTI values as `units` says, HU
 /// mapped by `ct::units::hu_to_mu`. With `voxel_size` (z, y, x mm), each volume whose file states
-/// its voxel size (NIfTI, DICOM) is resampled to it (trilinear). The trainer maps attenuation to
+/// its voxel size (NIfTI, DICOM) is resampled to it (trilinear; an error beyond `MAX_RESAMPLED`
+/// voxels). The trainer maps attenuation to
 /// the model's range with the config's intensity map, the same map as phantoms and reconstruction.
 pub fn load_folder(dir: &Path, units: Units, voxel_size: Option<[f64; 3]>) -> Result<Vec<(PathBuf, [usize; 3], Vec<f32>)>> {
     use crate::io::dicom;
@@ -148,7 +152,12 @@ pub fn load_folder(dir: &Path, units: Units, voxel_size: Option<[f64; 3]>) -> Re
             let dims: [usize; 3] = a.shape.as_slice().try_into().map_err(|_| Error::io(&f, std::io::Error::other(format!("a 3D volume is needed, shape {:?}", a.shape))))?;
             match (voxel_size, a.voxel_size) {
                 (Some(want), Some(have)) => {
-                    let out: [usize; 3] = std::array::from_fn(|i| ((dims[i] as f64 * have[i] / want[i]).round() as usize).max(1));
+                    let size: [f64; 3] = std::array::from_fn(|i| (dims[i] as f64 * have[i] / want[i]).round().max(1.0));
+                    if size.iter().product::<f64>() > MAX_RESAMPLED as f64 {
+                        let msg = format!("resampled from {have:?} mm to {want:?} mm it would have {size:?} voxels, more than {MAX_RESAMPLED}: choose a larger voxel size");
+                        return Err(Error::io(&f, std::io::Error::other(msg)));
+                    }
+                    let out: [usize; 3] = size.map(|n| n as usize);
                     Ok((f, out, crate::ops::resample::trilinear_ref(&a.data, dims, out)))
                 }
                 _ => Ok((f, dims, a.data)),

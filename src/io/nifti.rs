@@ -22,13 +22,19 @@ fn gz(path: &Path) -> bool {
 
 /// Reads a NIfTI-1 volume (gzip-compressed when the name ends in .gz) as f32 (nz, ny, nx),
 /// reoriented to RAS+ with voxel_size (sz, sy, sx) mm (module doc). Errors: `Error::Io` naming
-/// the file: unreadable, bad gzip, not NIfTI-1, more than one 3D volume, an unsupported datatype,
-/// truncated data, an orientation that puts two array axes on one world axis.
+/// the file: unreadable, bad gzip, not NIfTI-1, more than one 3D volume, an axis of no voxels, an
+/// unsupported datatype, a bad vox_offset, truncated data, an orientation that puts two array
+/// axes on one world axis.
 pub fn read(path: &Path) -> Result<Array> {
     let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let bytes = if gz(path) {
+        // The header first, then only the bytes it declares: a small file that inflates without
+        // end is cut where the data end, not read until memory runs out.
+        let mut dec = flate2::read::GzDecoder::new(&raw[..]);
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut out).map_err(|e| bad(path, format!("gzip: {e}")))?;
+        (&mut dec).take(348).read_to_end(&mut out).map_err(|e| bad(path, format!("gzip: {e}")))?;
+        let end = data_end(path, &out)?;
+        dec.take((end - out.len()) as u64).read_to_end(&mut out).map_err(|e| bad(path, format!("gzip: {e}")))?;
         out
     } else {
         raw
@@ -36,9 +42,25 @@ pub fn read(path: &Path) -> Result<Array> {
     parse(path, &bytes)
 }
 
-/// Parses the bytes of an uncompressed .nii file as `read` does; `path` only names the file in
-/// the errors.
-pub fn parse(path: &Path, b: &[u8]) -> Result<Array> {
+/// Where the voxel data end in a file with this header (vox_offset plus the data's bytes), from
+/// the 348 bytes of `b`; errors as `parse`'s for a header that declares no usable volume.
+fn data_end(path: &Path, b: &[u8]) -> Result<usize> {
+    let h = header(path, b)?;
+    Ok(h.vox_offset + h.n3.iter().product::<usize>() * h.size)
+}
+
+/// The header's fields `parse` needs to find and decode the voxels.
+struct Header {
+    le: bool,
+    n3: [usize; 3],
+    datatype: i16,
+    size: usize,
+    vox_offset: usize,
+}
+
+/// Reads and checks the first 348 bytes: byte order, a 3D volume with every axis at least 1
+/// voxel, a supported datatype, and a data size that fits in memory's address space.
+fn header(path: &Path, b: &[u8]) -> Result<Header> {
     if b.len() < 348 {
         return Err(bad(path, "too short for a NIfTI-1 header"));
     }
@@ -49,22 +71,19 @@ pub fn parse(path: &Path, b: &[u8]) -> Result<Array> {
         _ => return Err(bad(path, "not a NIfTI-1 file (sizeof_hdr is not 348)")),
     };
     let i16at = |o: usize| if le { i16::from_le_bytes([b[o], b[o + 1]]) } else { i16::from_be_bytes([b[o], b[o + 1]]) };
-    let f32at = |o: usize| {
-        let a: [u8; 4] = b[o..o + 4].try_into().unwrap();
-        if le { f32::from_le_bytes(a) } else { f32::from_be_bytes(a) }
-    };
     let ndim = i16at(40);
     if !(1..=7).contains(&ndim) {
         return Err(bad(path, format!("bad dim[0] = {ndim}")));
     }
-    let dims: Vec<usize> = (1..=ndim as usize).map(|i| i16at(40 + 2 * i).max(0) as usize).collect();
+    let dims: Vec<i16> = (1..=ndim as usize).map(|i| i16at(40 + 2 * i)).collect();
+    if dims.iter().take(3).any(|&d| d < 1) {
+        return Err(bad(path, format!("every axis needs at least one voxel, the file has dims {dims:?}")));
+    }
     if dims.iter().skip(3).any(|&d| d > 1) {
         return Err(bad(path, format!("a 3D volume is expected, the file has dims {dims:?}")));
     }
-    let n3: Vec<usize> = (0..3).map(|i| dims.get(i).copied().unwrap_or(1)).collect();
-    let (datatype, pix) = (i16at(70), [f32at(80), f32at(84), f32at(88)]);
-    let vox_offset = f32at(108).max(348.0) as usize;
-    let (slope, inter) = (f32at(112), f32at(116));
+    let n3: [usize; 3] = std::array::from_fn(|i| dims.get(i).map_or(1, |&d| d as usize));
+    let datatype = i16at(70);
     let size = match datatype {
         2 | 256 => 1,
         4 | 512 => 2,
@@ -72,6 +91,26 @@ pub fn parse(path: &Path, b: &[u8]) -> Result<Array> {
         64 => 8,
         d => return Err(bad(path, format!("unsupported NIfTI datatype {d}"))),
     };
+    let offset = f32::from_bits(if le { u32::from_le_bytes(b[108..112].try_into().unwrap()) } else { u32::from_be_bytes(b[108..112].try_into().unwrap()) });
+    // Three axes of at most 32,767 voxels of 8 bytes stay far below usize::MAX: only the offset
+    // can push the end past it.
+    if !(offset.is_finite() && offset < (1u64 << 40) as f32) {
+        return Err(bad(path, format!("bad vox_offset {offset}")));
+    }
+    Ok(Header { le, n3, datatype, size, vox_offset: offset.max(348.0) as usize })
+}
+
+/// Parses the bytes of an uncompressed .nii file as `read` does; `path` only names the file in
+/// the errors.
+pub fn parse(path: &Path, b: &[u8]) -> Result<Array> {
+    let Header { le, n3, datatype, size, vox_offset } = header(path, b)?;
+    let f32at = |o: usize| {
+        let a: [u8; 4] = b[o..o + 4].try_into().unwrap();
+        if le { f32::from_le_bytes(a) } else { f32::from_be_bytes(a) }
+    };
+    let i16at = |o: usize| if le { i16::from_le_bytes([b[o], b[o + 1]]) } else { i16::from_be_bytes([b[o], b[o + 1]]) };
+    let pix = [f32at(80), f32at(84), f32at(88)];
+    let (slope, inter) = (f32at(112), f32at(116));
     let n: usize = n3.iter().product();
     let data = b.get(vox_offset..vox_offset + n * size).ok_or_else(|| bad(path, format!("truncated: {n} voxels of {size} bytes expected")))?;
     let vals: Vec<f32> = data

@@ -18,7 +18,8 @@ fn field<'a>(header: &'a str, key: &str) -> Option<&'a str> {
 
 /// Reads a C-order .npy file (float16/32/64 or a signed or unsigned integer of 1 to 8 bytes, either
 /// byte order) as f32 values with its shape. Errors name the file and the fault: not .npy, Fortran
-/// order, an unsupported dtype, a truncated file, values beyond float32's range.
+/// order, an unsupported dtype, an axis of length 0, a shape too large to address, a truncated
+/// file, values beyond float32's range.
 pub fn read(path: &Path) -> Result<Array> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     parse(path, &bytes)
@@ -49,8 +50,11 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Array> {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse::<usize>().map_err(|_| bad(path, format!("bad shape {shape_txt}"))))
         .collect::<Result<Vec<_>>>()?;
-    let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| bad(path, "shape too large"))?;
+    if shape.contains(&0) {
+        return Err(bad(path, format!("every axis needs at least one value, the shape is {shape:?}")));
+    }
     let (order, kind, size) = parse_descr(descr).ok_or_else(|| bad(path, format!("unsupported dtype {descr:?}")))?;
+    let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).filter(|n| n.checked_mul(size).is_some()).ok_or_else(|| bad(path, format!("shape {shape:?} too large")))?;
     let data = &bytes[start + hlen..];
     if data.len() < n * size {
         return Err(bad(path, format!("truncated: {} data bytes for shape {shape:?} of {descr} ({} needed)", data.len(), n * size)));

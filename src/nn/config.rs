@@ -53,6 +53,15 @@ impl Prediction {
     }
 }
 
+/// The most levels (`channel_mult` entries) `UNetConfig::validate` accepts.
+pub const MAX_LEVELS: usize = 8;
+/// The most channels of any level, in or out, `UNetConfig::validate` accepts.
+pub const MAX_CHANNELS: usize = 4096;
+/// The most residual blocks per level `UNetConfig::validate` accepts.
+pub const MAX_RES_BLOCKS: usize = 16;
+/// The most voxels along a patch side `UNetConfig::validate` accepts.
+pub const MAX_PATCH: usize = 512;
+
 /// The patch U-Net's configuration: guided-diffusion's `UNetModel` arguments plus the patch, the
 /// global-context resize and the intensity map. JSON with these field names (unknown fields are
 /// refused); presets `paper`, `small` and `tiny`; table in docs/NETWORK.md.
@@ -270,6 +279,25 @@ impl UNetConfig {
         }
         if self.channel_mult.contains(&0) {
             return bad("channel_mult entries must be positive".into());
+        }
+        // Bounds far above any U-Net in use (the paper's has 4 levels of at most 256 channels),
+        // so an absurd config is refused here instead of overflowing or exhausting memory.
+        if self.channel_mult.len() > MAX_LEVELS {
+            return bad(format!("channel_mult has {} levels; at most {MAX_LEVELS}", self.channel_mult.len()));
+        }
+        for (what, c) in [("in_channels", self.in_channels), ("out_channels", self.out_channels)] {
+            if c > MAX_CHANNELS {
+                return bad(format!("{what} = {c}; at most {MAX_CHANNELS}"));
+            }
+        }
+        if let Some(m) = self.channel_mult.iter().find(|&&m| m.checked_mul(self.model_channels).is_none_or(|c| c > MAX_CHANNELS)) {
+            return bad(format!("model_channels {} x channel_mult {m} exceeds {MAX_CHANNELS} channels", self.model_channels));
+        }
+        if self.num_res_blocks > MAX_RES_BLOCKS {
+            return bad(format!("num_res_blocks = {}; at most {MAX_RES_BLOCKS}", self.num_res_blocks));
+        }
+        if let Some(p) = self.patch.iter().find(|&&p| p > MAX_PATCH) {
+            return bad(format!("patch side {p}; at most {MAX_PATCH}"));
         }
         if self.model_channels % 2 != 0 {
             return bad(format!("model_channels {} must be even (sinusoidal embedding)", self.model_channels));
