@@ -69,7 +69,8 @@ pub fn read_array(path: &Path) -> Result<Array> {
         return Err(Error::io(path, std::io::Error::other("unknown file type: expected .npy, .nii, .nii.gz, or DICOM (a series folder or a .dcm file)")));
     };
     if let Some(i) = a.data.iter().position(|v| !v.is_finite()) {
-        return Err(Error::io(path, std::io::Error::other(format!("holds a non-finite value ({}) at flat index {i}", a.data[i]))));
+        let why = if a.data[i].is_nan() { "" } else { ": infinite in the file, or beyond float32's range once scaled" };
+        return Err(Error::io(path, std::io::Error::other(format!("holds a non-finite value ({}) at flat index {i}{why}", a.data[i]))));
     }
     Ok(a)
 }
@@ -116,7 +117,7 @@ pub(crate) fn reorient(path: &Path, n: [usize; 3], vals: &[f32], affine: [[f64; 
         let norm = col.iter().map(|v| v * v).sum::<f64>().sqrt();
         let w = (0..3).max_by(|&x, &y| col[x].abs().total_cmp(&col[y].abs())).unwrap();
         if !(norm.is_finite() && norm > 0.0) || axis_of[w] != usize::MAX {
-            return Err(Error::io(path, std::io::Error::other(format!("the orientation (sform/qform) does not map the array's axes to distinct world axes: {affine:?}"))));
+            return Err(Error::io(path, std::io::Error::other(format!("the orientation (NIfTI sform/qform, DICOM ImageOrientationPatient) does not map the array's axes to distinct world axes: {affine:?}"))));
         }
         axis_of[w] = a;
         flip[w] = col[w] < 0.0;
