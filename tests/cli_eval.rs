@@ -57,7 +57,8 @@ fn eval_refuses_bad_input_before_any_work() {
         (vec!["--phantom", "ellipsoids"], "expected chest or thorax"),
         (vec!["--beams", "fan"], "unknown beam \"fan\""),
         (vec!["--views", "--limited-deg"], "no scans to run"),
-        (vec!["--views", "0"], "views must be positive"),
+        (vec!["--views", "0"], "--views: views must be positive, got 0"),
+        (vec!["--limited-views", "0"], "--limited-views: views must be positive, got 0"),
         (vec!["--limited-deg", "400"], "--limited-deg: arcs must be in (0, 360] degrees, got 400"),
         (vec!["--shape", "64,64"], "three values"),
     ] {

@@ -106,7 +106,7 @@ fn demo_beats_the_baselines_and_feeds_reconstruct() {
         assert!(!dir.path().join("d2").exists(), "a refused or failed demo left its folder");
     }
     let (code, o, e) = run(&["demo", "--out", &s(&dir.path().join("no/such/folder")), "--device", "cpu"]);
-    assert!(code != 0 && e.contains("parent folder") && e.contains("no/such") && e.contains("does not exist"), "{e}");
+    assert!(code != 0 && e.contains("its parent") && e.contains("no/such") && e.contains("is not an existing folder"), "{e}");
     assert!(!o.contains("held-out chest phantom"), "an unusable --out is refused before the work: {o}");
     let nan = dir.path().join("nan.npy");
     let mut proj = tomodiff::io::read_array(&demo.join("projections.npy")).unwrap();

@@ -145,8 +145,8 @@ fn empty_and_unaddressable_sizes_are_refused() {
     let mut c = tomodiff::nn::UNetConfig::tiny();
     c.channel_mult = vec![1; 65];
     assert!(c.validate().unwrap_err().to_string().contains("65 levels"));
-    // A detector displaced 40 mm with columns 1e-6 mm apart: one ray still crosses the volume,
-    // but FBP would pad each row by 8e7 columns.
+    // A detector displaced 4 mm with columns 1e-6 mm apart: every ray crosses the volume, but
+    // FBP would pad each row by 8e6 columns.
     let far = r#"{"volume": {"shape": [16, 16, 16], "voxel_size": [1, 1, 1], "origin": [0, 0, 0]},
       "scan": {"type": "parallel", "n_views": 4, "arc_deg": 180, "det_shape": [16, 4], "det_spacing": [1, 1e-6], "det_offset": [0, 4]}}"#;
     let g = tomodiff::ct::Geometry::from_json(far).unwrap();
@@ -174,4 +174,27 @@ fn gzip_nifti_is_inflated_only_as_far_as_its_header_declares() {
     let mut sorted = a.data.clone();
     sorted.sort_by(f32::total_cmp);
     assert_eq!(sorted, vals, "the voxels, reoriented");
+    let gz = |b: &[u8]| {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(b).unwrap();
+        enc.finish().unwrap()
+    };
+    let read = |name: &str, b: &[u8]| {
+        std::fs::write(dir.path().join(name), b).unwrap();
+        tomodiff::io::nifti::read(&dir.path().join(name)).map_err(|e| e.to_string())
+    };
+    // A header declaring 30,000^3 voxels in a file of a few hundred bytes is refused unread.
+    let mut b = tomodiff::io::nifti::encode(&[3, 4, 5], &vals, [1.0; 3]);
+    for o in [42, 44, 46] {
+        b[o..o + 2].copy_from_slice(&30000i16.to_le_bytes());
+    }
+    let e = read("big.nii.gz", &gz(&b)).unwrap_err();
+    assert!(e.contains("the header declares 108000000000352 bytes"), "{e}");
+    // A stream ending where the data end has its CRC checked.
+    let mut c = gz(&tomodiff::io::nifti::encode(&[3, 4, 5], &vals, [1.0; 3]));
+    assert!(read("ok.nii.gz", &c).is_ok());
+    let n = c.len();
+    c[n - 8] ^= 1;
+    let e = read("crc.nii.gz", &c).unwrap_err();
+    assert!(e.contains("crc.nii.gz") && e.contains("gzip"), "{e}");
 }

@@ -73,11 +73,11 @@ fn non_finite_input_is_rejected_with_its_index() {
     std::fs::write(&p, npy::encode(&[4], &[0.0, 1.0, f32::NAN, 2.0])).unwrap();
     let e = io::read_array(&p).unwrap_err().to_string();
     assert!(e.contains("nan.npy") && e.contains("flat index 2"), "{e}");
-    // scl_slope 1e38 takes the voxel of value 5 past float32's range.
+    // scl_slope 1e38 takes the voxels of value 10 and above past float32's range.
     let big = dir.path().join("big.nii");
     std::fs::write(&big, nifti_with(&[(112, 1e38f32.to_le_bytes().to_vec())])).unwrap();
     let e = io::read_array(&big).unwrap_err().to_string();
-    assert!(e.contains("big.nii") && e.contains("(inf)") && e.contains("beyond float32's range once scaled"), "{e}");
+    assert!(e.contains("big.nii") && e.contains("(inf)") && e.contains("beyond float32's range as stored or once scaled"), "{e}");
     assert!(io::read_array(&dir.path().join("x.txt")).unwrap_err().to_string().contains("unknown file type"));
 }
 

@@ -149,11 +149,14 @@ fn cases(a: &EvalArgs) -> Result<Vec<Case>> {
     if out.is_empty() {
         bail!("no scans to run: give --views or --limited-deg");
     }
-    if out.iter().any(|c| c.views == 0) {
-        bail!("views must be positive (--views, --limited-views)");
+    if a.views.contains(&0) {
+        bail!("--views: views must be positive, got 0");
     }
-    if let Some(c) = out.iter().find(|c| !(c.arc_deg > 0.0 && c.arc_deg <= 360.0)) {
-        bail!("--limited-deg: arcs must be in (0, 360] degrees, got {}", c.arc_deg);
+    if !a.limited_deg.is_empty() && a.limited_views == 0 {
+        bail!("--limited-views: views must be positive, got 0");
+    }
+    if let Some(d) = a.limited_deg.iter().find(|&&d| !(d > 0.0 && d <= 360.0)) {
+        bail!("--limited-deg: arcs must be in (0, 360] degrees, got {d}");
     }
     Ok(out)
 }

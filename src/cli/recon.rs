@@ -357,9 +357,9 @@ fn make_out_folder(out: &Path) -> Result<bool> {
     if out.exists() {
         bail!("--out {}: exists and is not a folder", out.display());
     }
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = tomodiff::io::folder_of(out);
     if !parent.is_dir() {
-        bail!("--out {}: its parent folder {} does not exist", out.display(), parent.display());
+        bail!("--out {}: its parent {} is not an existing folder", out.display(), parent.display());
     }
     std::fs::create_dir(out).with_context(|| format!("--out {}: creating the folder", out.display()))?;
     Ok(true)

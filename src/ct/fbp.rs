@@ -125,11 +125,12 @@ pub fn fbp(g: &Geometry, proj: &[f32], window: Window) -> Result<Vec<f32>> {
     let reach = (off_u - half).abs().max((off_u + half).abs());
     let pad_lo = ((reach + off_u - half) / du - 1e-6).ceil().max(0.0) as usize;
     let pad_hi = ((reach - off_u - half) / du - 1e-6).ceil().max(0.0) as usize;
-    // Padding grows with the detector's distance from the axis; beyond its own width the central
-    // rays are unmeasured and FBP cannot weight the scan (and the buffer would be unbounded).
+    // The padding is 2 |offset| / spacing columns. A half-fan detector is displaced by under half
+    // its width; one displaced by more than its whole width is refused, so the buffer stays
+    // within three times the detector's.
     if pad_lo + pad_hi > 2 * cols {
         return Err(Error::Geometry(format!(
-            "det_offset u = {} mm puts the detector more than its width ({} mm) from the rotation axis; FBP/FDK needs it to reach nearer",
+            "det_offset u = {} mm puts the detector's centre more than its width ({} mm) from the rotation axis; FBP/FDK need it nearer",
             g.det_offset[1],
             cols as f64 * g.det_spacing[1]
         )));

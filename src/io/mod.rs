@@ -12,7 +12,7 @@ use std::io::Write;
 use std::path::Path;
 
 /// The folder a file name lies in ("." for a bare name).
-pub(crate) fn folder_of(path: &Path) -> &Path {
+pub fn folder_of(path: &Path) -> &Path {
     path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
@@ -69,7 +69,7 @@ pub fn read_array(path: &Path) -> Result<Array> {
         return Err(Error::io(path, std::io::Error::other("unknown file type: expected .npy, .nii, .nii.gz, or DICOM (a series folder or a .dcm file)")));
     };
     if let Some(i) = a.data.iter().position(|v| !v.is_finite()) {
-        let why = if a.data[i].is_nan() { "" } else { ": infinite in the file, or beyond float32's range once scaled" };
+        let why = if a.data[i].is_nan() { "" } else { ": infinite in the file, or beyond float32's range as stored or once scaled" };
         return Err(Error::io(path, std::io::Error::other(format!("holds a non-finite value ({}) at flat index {i}{why}", a.data[i]))));
     }
     Ok(a)

@@ -30,11 +30,18 @@ pub fn read(path: &Path) -> Result<Array> {
     let bytes = if gz(path) {
         // The header first, then only the bytes it declares: a small file that inflates without
         // end is cut where the data end, not read until memory runs out.
+        let gzip = |e: std::io::Error| bad(path, format!("gzip: {e}"));
         let mut dec = flate2::read::GzDecoder::new(&raw[..]);
         let mut out = Vec::new();
-        (&mut dec).take(348).read_to_end(&mut out).map_err(|e| bad(path, format!("gzip: {e}")))?;
+        (&mut dec).take(348).read_to_end(&mut out).map_err(gzip)?;
         let end = data_end(path, &out)?;
-        dec.take((end - out.len()) as u64).read_to_end(&mut out).map_err(|e| bad(path, format!("gzip: {e}")))?;
+        // Deflate inflates at most about 1032-fold: a header that declares more lies.
+        if end > raw.len().saturating_mul(1032) + 1024 {
+            return Err(bad(path, format!("the header declares {end} bytes, more than {} compressed bytes can hold", raw.len())));
+        }
+        (&mut dec).take((end - out.len()) as u64).read_to_end(&mut out).map_err(gzip)?;
+        // One more read reaches the stream's end where the data end there, so its CRC is checked.
+        dec.read(&mut [0u8; 1]).map_err(gzip)?;
         out
     } else {
         raw
@@ -49,6 +56,18 @@ fn data_end(path: &Path, b: &[u8]) -> Result<usize> {
     Ok(h.vox_offset + h.n3.iter().product::<usize>() * h.size)
 }
 
+/// The i16 at byte `o` of a header of this byte order.
+fn i16_at(b: &[u8], o: usize, le: bool) -> i16 {
+    let a = [b[o], b[o + 1]];
+    if le { i16::from_le_bytes(a) } else { i16::from_be_bytes(a) }
+}
+
+/// The f32 at byte `o` of a header of this byte order.
+fn f32_at(b: &[u8], o: usize, le: bool) -> f32 {
+    let a = [b[o], b[o + 1], b[o + 2], b[o + 3]];
+    if le { f32::from_le_bytes(a) } else { f32::from_be_bytes(a) }
+}
+
 /// The header's fields `parse` needs to find and decode the voxels.
 struct Header {
     le: bool,
@@ -59,7 +78,8 @@ struct Header {
 }
 
 /// Reads and checks the first 348 bytes: byte order, a 3D volume with every axis at least 1
-/// voxel, a supported datatype, and a data size that fits in memory's address space.
+/// voxel, a supported datatype, and a finite vox_offset below 2^40 (with axes of at most 32,767
+/// voxels, the data's end then fits any address space).
 fn header(path: &Path, b: &[u8]) -> Result<Header> {
     if b.len() < 348 {
         return Err(bad(path, "too short for a NIfTI-1 header"));
@@ -70,7 +90,7 @@ fn header(path: &Path, b: &[u8]) -> Result<Header> {
         (540, _) | (_, 540) => return Err(bad(path, "NIfTI-2 is not supported; save as NIfTI-1")),
         _ => return Err(bad(path, "not a NIfTI-1 file (sizeof_hdr is not 348)")),
     };
-    let i16at = |o: usize| if le { i16::from_le_bytes([b[o], b[o + 1]]) } else { i16::from_be_bytes([b[o], b[o + 1]]) };
+    let i16at = |o: usize| i16_at(b, o, le);
     let ndim = i16at(40);
     if !(1..=7).contains(&ndim) {
         return Err(bad(path, format!("bad dim[0] = {ndim}")));
@@ -91,9 +111,7 @@ fn header(path: &Path, b: &[u8]) -> Result<Header> {
         64 => 8,
         d => return Err(bad(path, format!("unsupported NIfTI datatype {d}"))),
     };
-    let offset = f32::from_bits(if le { u32::from_le_bytes(b[108..112].try_into().unwrap()) } else { u32::from_be_bytes(b[108..112].try_into().unwrap()) });
-    // Three axes of at most 32,767 voxels of 8 bytes stay far below usize::MAX: only the offset
-    // can push the end past it.
+    let offset = f32_at(b, 108, le);
     if !(offset.is_finite() && offset < (1u64 << 40) as f32) {
         return Err(bad(path, format!("bad vox_offset {offset}")));
     }
@@ -104,11 +122,7 @@ fn header(path: &Path, b: &[u8]) -> Result<Header> {
 /// the errors.
 pub fn parse(path: &Path, b: &[u8]) -> Result<Array> {
     let Header { le, n3, datatype, size, vox_offset } = header(path, b)?;
-    let f32at = |o: usize| {
-        let a: [u8; 4] = b[o..o + 4].try_into().unwrap();
-        if le { f32::from_le_bytes(a) } else { f32::from_be_bytes(a) }
-    };
-    let i16at = |o: usize| if le { i16::from_le_bytes([b[o], b[o + 1]]) } else { i16::from_be_bytes([b[o], b[o + 1]]) };
+    let (f32at, i16at) = (|o: usize| f32_at(b, o, le), |o: usize| i16_at(b, o, le));
     let pix = [f32at(80), f32at(84), f32at(88)];
     let (slope, inter) = (f32at(112), f32at(116));
     let n: usize = n3.iter().product();

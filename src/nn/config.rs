@@ -270,7 +270,8 @@ impl UNetConfig {
         cs
     }
 
-    /// Checks the config: positive sizes, channels that split into norm groups and heads, a patch
+    /// Checks the config: positive sizes within the bounds `MAX_LEVELS`, `MAX_CHANNELS`,
+    /// `MAX_RES_BLOCKS` and `MAX_PATCH`, channels that split into norm groups and heads, a patch
     /// the U-Net can halve, and an intensity map with mu_max > mu_min; `Error::Config` otherwise.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
