@@ -153,8 +153,9 @@ pub fn load_folder(dir: &Path, units: Units, voxel_size: Option<[f64; 3]>) -> Re
             match (voxel_size, a.voxel_size) {
                 (Some(want), Some(have)) => {
                     let size: [f64; 3] = std::array::from_fn(|i| (dims[i] as f64 * have[i] / want[i]).round().max(1.0));
-                    if size.iter().product::<f64>() > MAX_RESAMPLED as f64 {
-                        let msg = format!("resampled from {have:?} mm to {want:?} mm it would have {:.3e} voxels, more than {MAX_RESAMPLED}: choose a larger voxel size", size.iter().product::<f64>());
+                    let voxels: f64 = size.iter().product();
+                    if voxels > MAX_RESAMPLED as f64 {
+                        let msg = format!("resampled from {have:?} mm to {want:?} mm it would have {voxels:.3e} voxels, more than {MAX_RESAMPLED}: choose a larger voxel size");
                         return Err(Error::io(&f, std::io::Error::other(msg)));
                     }
                     let out: [usize; 3] = size.map(|n| n as usize);

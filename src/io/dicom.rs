@@ -511,6 +511,7 @@ fn assemble(path: &Path, mut slices: Vec<Slice>, skipped: Vec<PathBuf>) -> Resul
 /// bytes that remain of its container, so that no header can make the parser allocate more than
 /// the file holds. Also reads the transfer syntax and SOP class from the file meta group.
 mod guard {
+    use crate::io::{u16_at, u32_at};
     use super::tag_name;
     use dicom_object::Tag;
 
@@ -538,23 +539,13 @@ mod guard {
         size: usize,
     }
 
-    fn u16at(b: &[u8], p: usize, big: bool) -> u16 {
-        let a = [b[p], b[p + 1]];
-        if big { u16::from_be_bytes(a) } else { u16::from_le_bytes(a) }
-    }
-
-    fn u32at(b: &[u8], p: usize, big: bool) -> u32 {
-        let a = [b[p], b[p + 1], b[p + 2], b[p + 3]];
-        if big { u32::from_be_bytes(a) } else { u32::from_le_bytes(a) }
-    }
-
     fn header(b: &[u8], p: usize, end: usize, e: Enc) -> Result<Header, String> {
         if end - p < 8 {
             return Err(format!("truncated: {} byte(s) at byte {p} where an element header (8 bytes or more) should be", end - p));
         }
-        let tag = Tag(u16at(b, p, e.big), u16at(b, p + 2, e.big));
+        let tag = Tag(u16_at(b, p, e.big), u16_at(b, p + 2, e.big));
         if tag.0 == 0xFFFE || !e.explicit {
-            return Ok(Header { tag, vr: None, len: u32at(b, p + 4, e.big), size: 8 });
+            return Ok(Header { tag, vr: None, len: u32_at(b, p + 4, e.big), size: 8 });
         }
         let vr = [b[p + 4], b[p + 5]];
         if !vr.iter().all(u8::is_ascii_uppercase) {
@@ -564,9 +555,9 @@ mod guard {
             if end - p < 12 {
                 return Err(format!("{} at byte {p}: truncated element header", tag_name(tag)));
             }
-            Ok(Header { tag, vr: Some(vr), len: u32at(b, p + 8, e.big), size: 12 })
+            Ok(Header { tag, vr: Some(vr), len: u32_at(b, p + 8, e.big), size: 12 })
         } else {
-            Ok(Header { tag, vr: Some(vr), len: u16at(b, p + 6, e.big) as u32, size: 8 })
+            Ok(Header { tag, vr: Some(vr), len: u16_at(b, p + 6, e.big) as u32, size: 8 })
         }
     }
 
@@ -604,7 +595,7 @@ mod guard {
                 p = items(b, start, end, inner, depth + 1, false, h.tag == super::PIXEL_DATA)?;
             } else {
                 let next = fits(&h, p, end)?;
-                let implicit_sq = h.vr.is_none() && h.len >= 8 && Tag(u16at(b, start, e.big), u16at(b, start + 2, e.big)) == ITEM;
+                let implicit_sq = h.vr.is_none() && h.len >= 8 && Tag(u16_at(b, start, e.big), u16_at(b, start + 2, e.big)) == ITEM;
                 if h.vr == Some(*b"SQ") || implicit_sq {
                     items(b, start, next, e, depth + 1, true, false)?;
                 }
@@ -625,8 +616,8 @@ mod guard {
             if end - p < 8 {
                 return Err(format!("truncated: a sequence at byte {p} has no end marker"));
             }
-            let tag = Tag(u16at(b, p, e.big), u16at(b, p + 2, e.big));
-            let len = u32at(b, p + 4, e.big);
+            let tag = Tag(u16_at(b, p, e.big), u16_at(b, p + 2, e.big));
+            let len = u32_at(b, p + 4, e.big);
             let h = Header { tag, vr: None, len, size: 8 };
             match tag {
                 SEQ_END => return Ok(p + 8),
@@ -652,7 +643,7 @@ mod guard {
         let le = Enc { explicit: true, big: false };
         let (mut p, end) = (132, b.len());
         let (mut ts, mut sop_class) = (None, String::new());
-        while end - p >= 4 && u16at(b, p, false) == 0x0002 {
+        while end - p >= 4 && u16_at(b, p, false) == 0x0002 {
             let h = header(b, p, end, le)?;
             let next = fits(&h, p, end)?;
             let v = &b[p + h.size..next];

@@ -11,6 +11,18 @@ use crate::error::{Error, Result};
 use std::io::Write;
 use std::path::Path;
 
+/// The u16 at byte `p` of a binary header (NIfTI, DICOM), big- or little-endian.
+pub(crate) fn u16_at(b: &[u8], p: usize, big: bool) -> u16 {
+    let a = [b[p], b[p + 1]];
+    if big { u16::from_be_bytes(a) } else { u16::from_le_bytes(a) }
+}
+
+/// The u32 at byte `p` of a binary header (NIfTI, DICOM), big- or little-endian.
+pub(crate) fn u32_at(b: &[u8], p: usize, big: bool) -> u32 {
+    let a = [b[p], b[p + 1], b[p + 2], b[p + 3]];
+    if big { u32::from_be_bytes(a) } else { u32::from_le_bytes(a) }
+}
+
 /// The folder a file name lies in ("." for a bare name).
 pub fn folder_of(path: &Path) -> &Path {
     path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))

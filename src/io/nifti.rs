@@ -34,7 +34,7 @@ pub fn read(path: &Path) -> Result<Array> {
         let mut dec = flate2::read::GzDecoder::new(&raw[..]);
         let mut out = Vec::new();
         (&mut dec).take(348).read_to_end(&mut out).map_err(gzip)?;
-        let end = data_end(path, &out)?;
+        let end = header(path, &out)?.data_end();
         // Deflate inflates at most about 1032-fold: a header that declares more lies.
         if end > raw.len().saturating_mul(1032) + 1024 {
             return Err(bad(path, format!("the header declares {end} bytes, more than {} compressed bytes can hold", raw.len())));
@@ -49,23 +49,14 @@ pub fn read(path: &Path) -> Result<Array> {
     parse(path, &bytes)
 }
 
-/// Where the voxel data end in a file with this header (vox_offset plus the data's bytes), from
-/// the 348 bytes of `b`; errors as `parse`'s for a header that declares no usable volume.
-fn data_end(path: &Path, b: &[u8]) -> Result<usize> {
-    let h = header(path, b)?;
-    Ok(h.vox_offset + h.n3.iter().product::<usize>() * h.size)
-}
-
 /// The i16 at byte `o` of a header of this byte order.
 fn i16_at(b: &[u8], o: usize, le: bool) -> i16 {
-    let a = [b[o], b[o + 1]];
-    if le { i16::from_le_bytes(a) } else { i16::from_be_bytes(a) }
+    super::u16_at(b, o, !le) as i16
 }
 
 /// The f32 at byte `o` of a header of this byte order.
 fn f32_at(b: &[u8], o: usize, le: bool) -> f32 {
-    let a = [b[o], b[o + 1], b[o + 2], b[o + 3]];
-    if le { f32::from_le_bytes(a) } else { f32::from_be_bytes(a) }
+    f32::from_bits(super::u32_at(b, o, !le))
 }
 
 /// The header's fields `parse` needs to find and decode the voxels.
@@ -75,6 +66,13 @@ struct Header {
     datatype: i16,
     size: usize,
     vox_offset: usize,
+}
+
+impl Header {
+    /// Where the voxel data end in the file: vox_offset plus the data's bytes.
+    fn data_end(&self) -> usize {
+        self.vox_offset + self.n3.iter().product::<usize>() * self.size
+    }
 }
 
 /// Reads and checks the first 348 bytes: byte order, a 3D volume with every axis at least 1
@@ -121,12 +119,13 @@ fn header(path: &Path, b: &[u8]) -> Result<Header> {
 /// Parses the bytes of an uncompressed .nii file as `read` does; `path` only names the file in
 /// the errors.
 pub fn parse(path: &Path, b: &[u8]) -> Result<Array> {
-    let Header { le, n3, datatype, size, vox_offset } = header(path, b)?;
+    let h = header(path, b)?;
+    let Header { le, n3, datatype, size, vox_offset } = h;
     let (f32at, i16at) = (|o: usize| f32_at(b, o, le), |o: usize| i16_at(b, o, le));
     let pix = [f32at(80), f32at(84), f32at(88)];
     let (slope, inter) = (f32at(112), f32at(116));
     let n: usize = n3.iter().product();
-    let data = b.get(vox_offset..vox_offset + n * size).ok_or_else(|| bad(path, format!("truncated: {n} voxels of {size} bytes expected")))?;
+    let data = b.get(vox_offset..h.data_end()).ok_or_else(|| bad(path, format!("truncated: {n} voxels of {size} bytes expected")))?;
     let vals: Vec<f32> = data
         .chunks_exact(size)
         .map(|c| {
