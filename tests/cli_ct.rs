@@ -1,6 +1,6 @@
 //! The CT commands end to end on tiny inputs, and their errors on bad input.
 mod common;
-use common::{run, s};
+use common::{read_png, run, s};
 
 fn ok(args: &[&str]) -> String {
     let (code, out, err) = run(args);
@@ -111,6 +111,35 @@ fn outputs_are_checked_before_the_work() {
     // The reconstruction refuses before loading a model or sampling anything.
     fails(&["reconstruct", "-g", &s(&g), "-i", &s(&proj), "-o", &s(&d.join("rec.txt")), "--device", "cpu"], "output must end in");
     assert!(!out.exists(), "no volume after a refused preview");
+}
+
+/// `preview` stacks volumes as rows at the first one's grey levels: a volume at half the
+/// attenuation comes out darker than the reference above it, not stretched to the same range.
+#[test]
+fn preview_rows_share_the_first_volumes_scale() {
+    let (dir, _g, vol) = scene();
+    let d = dir.path();
+    let a = tomodiff::io::read_array(&vol).unwrap();
+    let half: Vec<f32> = a.data.iter().map(|v| 0.5 * v).collect();
+    let (hv, one, two) = (d.join("half.npy"), d.join("one.png"), d.join("two.png"));
+    tomodiff::io::write_array(&hv, &a.shape, &half, [1.0; 3]).unwrap();
+    ok(&["preview", &s(&hv), "-o", &s(&one)]);
+    let out = ok(&["preview", &s(&vol), &s(&hv), "-o", &s(&two)]);
+    assert!(out.contains("2 rows"), "{out}");
+    let ((w1, _, p1), (w2, _, p2)) = (read_png(&one), read_png(&two));
+    assert_eq!(w1, w2);
+    assert_eq!(p2.len(), 2 * p1.len(), "two rows, each as high as one volume's preview");
+    let mean = |p: &[u8]| p.iter().map(|&v| v as f64).sum::<f64>() / p.len() as f64;
+    let (top, bottom) = p2.split_at(p1.len());
+    assert!(mean(bottom) < 0.75 * mean(top), "the half volume is darker on the reference's scale: {} vs {}", mean(bottom), mean(top));
+    assert!(mean(&p1) > 0.9 * mean(top), "alone, it spans its own range: {} vs {}", mean(&p1), mean(top));
+    fails(&["preview", &s(&vol), "-o", &s(&d.join("p.jpg"))], "output must end in .png");
+    let small = d.join("small.npy");
+    tomodiff::io::write_array(&small, &[2, 2, 2], &[0.0; 8], [1.0; 3]).unwrap();
+    let bad = d.join("bad.png");
+    fails(&["preview", &s(&vol), &s(&small), "-o", &s(&bad)], "the rows need one shape");
+    fails(&["preview", &s(&vol), &s(&d.join("missing.npy")), "-o", &s(&bad)], "missing.npy");
+    assert!(!bad.exists(), "no picture after a refusal");
 }
 
 /// A set of outputs is all or nothing: files written before a failure are removed.

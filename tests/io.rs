@@ -1,4 +1,6 @@
 //! Files (.npy, NIfTI, PNG), noise and metrics.
+mod common;
+use common::read_png;
 use tomodiff::ct::noise;
 use tomodiff::io::{self, nifti, npy, preview};
 use tomodiff::metrics;
@@ -121,16 +123,6 @@ fn preview_of_anisotropic_voxels_is_square_in_mm() {
     assert_eq!(bands, nz, "one band per slice");
     assert!(rows.chunks(5).all(|c| c.iter().all(|&g| g == c[0])), "each slice 5 rows: {rows:?}");
     assert!(rows[0] > rows[199], "superior (the last slice) at the top");
-}
-
-/// (width, height, grey pixels) of an 8-bit grey PNG.
-fn read_png(p: &std::path::Path) -> (usize, usize, Vec<u8>) {
-    let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(p).unwrap()));
-    let mut reader = dec.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    buf.truncate(info.buffer_size());
-    (info.width as usize, info.height as usize, buf)
 }
 
 #[test]

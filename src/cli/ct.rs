@@ -158,6 +158,17 @@ pub struct MetricsArgs {
     json: Option<PathBuf>,
 }
 
+#[derive(Args)]
+pub struct PreviewArgs {
+    /// Volumes of one 3D shape (.npy, .nii, .nii.gz, a DICOM series): one row each, in this order.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// The PNG. Grey levels span the first volume's 0.5th to 99.5th percentile, so the reference
+    /// given first puts every row on its scale.
+    #[arg(short, long)]
+    output: PathBuf,
+}
+
 fn spinner(msg: &str) -> ProgressBar {
     let pb = ProgressBar::new_spinner();
     pb.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap());
@@ -371,5 +382,25 @@ pub fn metrics(a: MetricsArgs) -> Result<()> {
     if let Some(j) = a.json {
         io::write_atomic(&j, serde_json::to_string_pretty(&m)?.as_bytes())?;
     }
+    Ok(())
+}
+
+/// Several volumes side by side at one grey scale: each volume's own preview (`--preview`)
+/// spans its own range, which makes a volume without bone look brighter than one with it.
+pub fn preview(a: PreviewArgs) -> Result<()> {
+    output::check(&a.output, Kind::Png)?;
+    let vols = a.inputs.iter().map(|p| io::read_array(p)).collect::<std::result::Result<Vec<_>, _>>()?;
+    let (first, shape) = (&a.inputs[0], &vols[0].shape);
+    if shape.len() != 3 {
+        bail!("{}: a volume (nz, ny, nx) is needed, got shape {shape:?}", first.display());
+    }
+    if let Some((p, v)) = a.inputs.iter().zip(&vols).find(|(_, v)| &v.shape != shape) {
+        bail!("{} has shape {:?}, {} has {shape:?}: the rows need one shape", p.display(), v.shape, first.display());
+    }
+    let data: Vec<&[f32]> = vols.iter().map(|v| v.data.as_slice()).collect();
+    // Files without a voxel size (.npy) are drawn with cubic voxels.
+    let vs = vols.iter().find_map(|v| v.voxel_size).unwrap_or([1.0; 3]);
+    preview::write(&a.output, [shape[0], shape[1], shape[2]], vs, &data)?;
+    println!("{} rows written to {}", vols.len(), a.output.display());
     Ok(())
 }

@@ -45,6 +45,8 @@ enum Cmd {
     Iterative(ct::IterativeArgs),
     /// PSNR and SSIM (whole and per plane) of a volume against a reference.
     Metrics(ct::MetricsArgs),
+    /// PNG of the middle slices of one or more volumes, one row each, all at the first one's grey levels.
+    Preview(ct::PreviewArgs),
     /// The U-Net: its size and cost (info), or one evaluation on given inputs (run).
     Model {
         #[command(subcommand)]
@@ -106,6 +108,7 @@ pub fn run() -> Result<()> {
         Cmd::Fbp(a) => ct::fbp(a)?,
         Cmd::Iterative(a) => ct::iterative(a)?,
         Cmd::Metrics(a) => ct::metrics(a)?,
+        Cmd::Preview(a) => ct::preview(a)?,
         Cmd::Inspect { file } => {
             for (name, dtype, shape) in safetensors::list(&file)? {
                 println!("{name}\t{dtype}\t{shape:?}");

@@ -151,7 +151,7 @@ impl<'a> Launch<'a> {
         if threads == 0 || threads > MAX_THREADS as u64 || self.block[2] > 64 {
             return Err(self.fail(format!("block {:?} has {threads} threads (1..={MAX_THREADS}, z <= 64)", self.block)));
         }
-        if self.grid.iter().any(|&g| g == 0) || self.grid[1] > 65535 || self.grid[2] > 65535 || self.grid[0] > i32::MAX as u32 {
+        if self.grid.contains(&0) || self.grid[1] > 65535 || self.grid[2] > 65535 || self.grid[0] > i32::MAX as u32 {
             return Err(self.fail(format!("grid {:?} is out of range", self.grid)));
         }
         if self.smem > MAX_SHARED_BYTES {

@@ -83,3 +83,14 @@ pub fn run(args: &[&str]) -> (i32, String, String) {
 pub fn s(p: &std::path::Path) -> String {
     p.to_string_lossy().into_owned()
 }
+
+/// (width, height, grey pixels) of an 8-bit grey PNG.
+#[cfg(feature = "preview")]
+pub fn read_png(p: &std::path::Path) -> (usize, usize, Vec<u8>) {
+    let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(p).unwrap()));
+    let mut reader = dec.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    buf.truncate(info.buffer_size());
+    (info.width as usize, info.height as usize, buf)
+}
