@@ -401,6 +401,7 @@ pub fn preview(a: PreviewArgs) -> Result<()> {
     // Files without a voxel size (.npy) are drawn with cubic voxels.
     let vs = vols.iter().find_map(|v| v.voxel_size).unwrap_or([1.0; 3]);
     preview::write(&a.output, [shape[0], shape[1], shape[2]], vs, &data)?;
-    println!("{} rows written to {}", vols.len(), a.output.display());
+    let rows = if vols.len() == 1 { "1 row".to_string() } else { format!("{} rows", vols.len()) };
+    println!("{rows} written to {}", a.output.display());
     Ok(())
 }
